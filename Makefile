@@ -1,0 +1,40 @@
+# Tool versions are pinned; `make tools` installs them into ./bin.
+BUF_VERSION            := v1.75.0
+PROTOC_GEN_GO_VERSION  := v1.36.12
+PROTOC_GEN_GRPC_VERSION := v1.6.2
+
+BIN   := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run build test generate check-generated lint tools bench
+
+run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
+	go run ./cmd/orders-service -dev
+
+build:
+	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/...
+
+test: ## every test, against the local PostgreSQL and an in-process Kafka broker
+	go test -race -count=1 ./...
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+
+$(BIN)/buf:
+	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-go-grpc:
+	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+
+generate: tools
+	buf lint
+	buf generate
+
+check-generated: generate
+	@git diff --exit-code -- gen/ || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- gen/)" || (echo "generated code is not committed" >&2; exit 1)
+
+lint: tools
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1)
+	go vet ./...
+	buf lint
