@@ -1,0 +1,173 @@
+// Package postgres keeps orders, the outbox and the inbox in PostgreSQL
+// through pgx. Every method is one readable SQL statement; methods that take a
+// pgx.Tx compose into one transaction.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/acme/orders-service"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// DB is the connection pool plus the in-process signal that outbox rows were
+// committed, which wakes the relay without waiting for its poll interval.
+type DB struct {
+	Pool    *pgxpool.Pool
+	written chan struct{}
+	now     func() time.Time
+}
+
+// Open connects to dsn and checks the connection. The caller closes the DB.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse POSTGRES_DSN: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres pool: %w", err)
+	}
+	db := &DB{Pool: pool, written: make(chan struct{}, 1), now: time.Now}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgres %s: %w", cfg.ConnConfig.Host, err)
+	}
+	return db, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() { db.Pool.Close() }
+
+// OutboxWritten delivers a value after a transaction that wrote outbox rows
+// commits in this process. Signals coalesce: one pending value at most.
+func (db *DB) OutboxWritten() <-chan struct{} { return db.written }
+
+func (db *DB) signalOutbox() {
+	select {
+	case db.written <- struct{}{}:
+	default:
+	}
+}
+
+// Now returns the current time at the database's precision (microseconds).
+func (db *DB) Now() time.Time { return db.now().UTC().Truncate(time.Microsecond) }
+
+// InTx runs fn in a transaction and commits it when fn returns nil. When
+// wroteOutbox is set, the relay is woken after the commit.
+func (db *DB) InTx(ctx context.Context, wroteOutbox bool, fn func(pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, db.Pool, fn); err != nil {
+		return classify(err)
+	}
+	if wroteOutbox {
+		db.signalOutbox()
+	}
+	return nil
+}
+
+// Migrate applies the embedded migrations under goose's PostgreSQL session
+// lock, so replicas starting together migrate once. It reports what it applied.
+func (db *DB) Migrate(ctx context.Context) ([]string, error) {
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	defer sqlDB.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migration locker: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, mustSub(migrations, "migrations"),
+		goose.WithSessionLocker(locker))
+	if err != nil {
+		return nil, fmt.Errorf("migration provider: %w", err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("apply migrations: %w", err)
+	}
+	applied := make([]string, 0, len(results))
+	for _, r := range results {
+		applied = append(applied, r.Source.Path)
+	}
+	return applied, nil
+}
+
+// MigrationsPending reports whether embedded migrations are not yet applied.
+func (db *DB) MigrationsPending(ctx context.Context) (bool, error) {
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	defer sqlDB.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, mustSub(migrations, "migrations"))
+	if err != nil {
+		return false, fmt.Errorf("migration provider: %w", err)
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return false, fmt.Errorf("check migrations: %w", classify(err))
+	}
+	return pending, nil
+}
+
+// PageTokenKey returns the key that signs page tokens, shared by all replicas.
+func (db *DB) PageTokenKey(ctx context.Context) ([]byte, error) {
+	var key []byte
+	err := db.Pool.QueryRow(ctx, `SELECT key FROM service_keys WHERE name = 'page_token'`).Scan(&key)
+	if err != nil {
+		return nil, fmt.Errorf("load page token key: %w", classify(err))
+	}
+	return key, nil
+}
+
+// classify turns connection-level failures into EUNAVAILABLE so callers can
+// tell "try again" from a bug; domain errors pass through unchanged.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var de *orders.Error
+	if errors.As(err, &de) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code[:2] == "08", pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03",
+			pgErr.Code == "53300", pgErr.Code == "40001", pgErr.Code == "40P01":
+			return unavailable(err)
+		}
+		return err
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	if errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return unavailable(err)
+	}
+	return err
+}
+
+func unavailable(err error) error {
+	return fmt.Errorf("%w: %w", orders.Errorf(orders.EUNAVAILABLE, "database unavailable, try again"), err)
+}
+
+func mustSub(fsys embed.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}

@@ -1,0 +1,252 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/acme/orders-service"
+)
+
+// OrderService is the business logic of orders on PostgreSQL. Every change
+// to an order and the event describing it commit in one transaction.
+type OrderService struct {
+	db              *DB
+	writer          *OrderWriter
+	defaultCurrency string
+}
+
+// NewOrderService returns an OrderService that writes events through w and
+// fills defaultCurrency into orders created without one.
+func NewOrderService(db *DB, w *OrderWriter, defaultCurrency string) *OrderService {
+	return &OrderService{db: db, writer: w, defaultCurrency: defaultCurrency}
+}
+
+const orderColumns = `id, user_id, amount, currency, description, status, created_at, updated_at`
+
+// scanOrder scans orderColumns, then extra destinations.
+func scanOrder(row pgx.Row, extra ...any) (*orders.Order, error) {
+	var o orders.Order
+	var id uuid.UUID
+	dest := append([]any{&id, &o.UserID, &o.Amount, &o.Currency, &o.Description, &o.Status, &o.CreatedAt, &o.UpdatedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, orders.Errorf(orders.ENOTFOUND, "order not found")
+		}
+		return nil, err
+	}
+	o.ID = id.String()
+	o.CreatedAt = o.CreatedAt.UTC()
+	o.UpdatedAt = o.UpdatedAt.UTC()
+	return &o, nil
+}
+
+// CreateOrder validates n, then stores a new order and its OrderCreated event
+// in one transaction. With a RequestID the same user already used, it returns
+// the original order and writes nothing; if the other fields differ it fails
+// with EEXISTS.
+func (s *OrderService) CreateOrder(ctx context.Context, n orders.NewOrder) (*orders.Order, error) {
+	if n.Currency == "" {
+		n.Currency = s.defaultCurrency
+	}
+	if err := n.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("new order id: %w", err)
+	}
+	now := s.db.Now()
+	o := &orders.Order{ID: id.String(), UserID: n.UserID, Amount: n.Amount, Currency: n.Currency,
+		Description: n.Description, Status: orders.StatusNew, CreatedAt: now, UpdatedAt: now}
+	hash := requestHash(n)
+	var requestID *string
+	if n.RequestID != "" {
+		requestID = &n.RequestID
+	}
+
+	var result *orders.Order
+	err = s.db.InTx(ctx, true, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO orders (id, user_id, amount, currency, description, status, request_id, request_hash, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+			ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING`,
+			o.ID, o.UserID, o.Amount, o.Currency, o.Description, o.Status, requestID, hash, now)
+		if err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		if tag.RowsAffected() == 1 {
+			result = o
+			return s.writer.WriteOrder(ctx, tx, o.Created())
+		}
+		// The request_id was used before: a retry gets the original order.
+		var storedHash []byte
+		prev, err := scanOrder(tx.QueryRow(ctx, `
+			SELECT `+orderColumns+`, request_hash FROM orders WHERE user_id = $1 AND request_id = $2`,
+			n.UserID, n.RequestID), &storedHash)
+		if err != nil {
+			return fmt.Errorf("load order by request_id: %w", err)
+		}
+		if !bytes.Equal(storedHash, hash) {
+			return orders.Errorf(orders.EEXISTS, "request_id %q was already used for a different order", n.RequestID)
+		}
+		result = prev
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create order: %w", err)
+	}
+	return result, nil
+}
+
+// requestHash fingerprints the fields a retry must repeat exactly.
+func requestHash(n orders.NewOrder) []byte {
+	h := sha256.New()
+	var amount [8]byte
+	binary.BigEndian.PutUint64(amount[:], uint64(n.Amount))
+	h.Write(amount[:])
+	h.Write([]byte(n.Currency))
+	h.Write([]byte{0})
+	h.Write([]byte(n.Description))
+	return h.Sum(nil)
+}
+
+// Cursor is a position in a user's newest-first order list: the last order
+// of the previous page.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// GetOrders returns up to limit orders of userID, newest first, starting
+// after cursor (nil: from the newest). next is nil on the last page.
+func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, after *Cursor) (list []*orders.Order, next *Cursor, err error) {
+	var rows pgx.Rows
+	if after == nil {
+		rows, err = s.db.Pool.Query(ctx, `
+			SELECT `+orderColumns+` FROM orders
+			WHERE user_id = $1
+			ORDER BY created_at DESC, id DESC
+			LIMIT $2`, userID, limit+1)
+	} else {
+		rows, err = s.db.Pool.Query(ctx, `
+			SELECT `+orderColumns+` FROM orders
+			WHERE user_id = $1 AND (created_at, id) < ($2, $3)
+			ORDER BY created_at DESC, id DESC
+			LIMIT $4`, userID, after.CreatedAt, after.ID, limit+1)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("list orders: %w", classify(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, nil, fmt.Errorf("scan order: %w", err)
+		}
+		list = append(list, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list orders: %w", classify(err))
+	}
+	if len(list) > limit {
+		list = list[:limit]
+		last := list[limit-1]
+		next = &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	return list, next, nil
+}
+
+// GetOrder returns the order with the given id, or ENOTFOUND.
+func (s *OrderService) GetOrder(ctx context.Context, id string) (*orders.Order, error) {
+	o, err := scanOrder(s.db.Pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+	if err != nil {
+		return nil, fmt.Errorf("get order: %w", classify(err))
+	}
+	return o, nil
+}
+
+// GetOrderStatus returns the status of the order with the given id.
+func (s *OrderService) GetOrderStatus(ctx context.Context, id string) (orders.Status, error) {
+	o, err := s.GetOrder(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return o.Status, nil
+}
+
+// MarkOrderFinished finishes a new order and writes its OrderFinished event
+// in one transaction, with the order row locked so concurrent calls emit one
+// event. A finished order is returned unchanged; a cancelled one is ECONFLICT.
+func (s *OrderService) MarkOrderFinished(ctx context.Context, id string) (*orders.Order, error) {
+	var o *orders.Order
+	err := s.db.InTx(ctx, true, func(tx pgx.Tx) error {
+		var err error
+		o, err = lockOrder(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		changed, err := o.Finish(s.db.Now())
+		if err != nil || !changed {
+			return err
+		}
+		if err := updateStatus(ctx, tx, o); err != nil {
+			return err
+		}
+		return s.writer.WriteOrder(ctx, tx, o.Finished())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mark order finished: %w", err)
+	}
+	return o, nil
+}
+
+// ApplyPayment applies a payment result to its order inside tx: success
+// finishes the order, failure cancels it, each writing its event. A result
+// for an order already in that final state changes nothing.
+func (s *OrderService) ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bool, p orders.PaymentResult) error {
+	o, err := lockOrder(ctx, tx, p.OrderID)
+	if err != nil {
+		return err
+	}
+	now := s.db.Now()
+	var changed bool
+	if succeeded {
+		changed, err = o.Finish(now)
+	} else {
+		changed, err = o.Cancel(now)
+	}
+	if err != nil || !changed {
+		return err
+	}
+	if err := updateStatus(ctx, tx, o); err != nil {
+		return err
+	}
+	if succeeded {
+		return s.writer.WriteOrder(ctx, tx, o.Finished())
+	}
+	return s.writer.WriteOrder(ctx, tx, o.Cancelled(p.Reason))
+}
+
+func lockOrder(ctx context.Context, tx pgx.Tx, id string) (*orders.Order, error) {
+	o, err := scanOrder(tx.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1 FOR UPDATE`, id))
+	if err != nil {
+		return nil, fmt.Errorf("lock order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+func updateStatus(ctx context.Context, tx pgx.Tx, o *orders.Order) error {
+	_, err := tx.Exec(ctx, `UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1`, o.ID, o.Status, o.UpdatedAt)
+	if err != nil {
+		return fmt.Errorf("update order %s status: %w", o.ID, err)
+	}
+	return nil
+}

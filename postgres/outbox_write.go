@@ -1,0 +1,156 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/acme/orders-service"
+)
+
+// Header is one Kafka record header. It is stored in jsonb as
+// {"key","value"} when the value is text, else as {"key","value_base64"}.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+type jsonHeader struct {
+	Key         string  `json:"key"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 *string `json:"value_base64,omitempty"`
+}
+
+// MarshalJSON stores text values readably and anything else losslessly.
+func (h Header) MarshalJSON() ([]byte, error) {
+	j := jsonHeader{Key: h.Key}
+	if utf8.Valid(h.Value) && !containsNUL(h.Value) {
+		v := string(h.Value)
+		j.Value = &v
+	} else {
+		v := base64.StdEncoding.EncodeToString(h.Value)
+		j.ValueBase64 = &v
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reverses MarshalJSON.
+func (h *Header) UnmarshalJSON(b []byte) error {
+	var j jsonHeader
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	h.Key = j.Key
+	switch {
+	case j.Value != nil:
+		h.Value = []byte(*j.Value)
+	case j.ValueBase64 != nil:
+		v, err := base64.StdEncoding.DecodeString(*j.ValueBase64)
+		if err != nil {
+			return fmt.Errorf("header %q: %w", j.Key, err)
+		}
+		h.Value = v
+	default:
+		h.Value = nil
+	}
+	return nil
+}
+
+func containsNUL(b []byte) bool {
+	for _, c := range b {
+		if c == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// OutboxMessage is one record waiting in the outbox for the relay.
+type OutboxMessage struct {
+	EventID   string // ce_id, or a fresh UUID for records that carry their own headers
+	EventType string
+	Topic     string
+	Key       string
+	Headers   []Header
+	Payload   []byte
+}
+
+// InsertOutbox adds msgs to the outbox inside tx. The caller commits, then
+// the relay publishes them in insertion order.
+func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
+	for _, m := range msgs {
+		headers, err := json.Marshal(m.Headers)
+		if err != nil {
+			return fmt.Errorf("encode outbox headers: %w", err)
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
+			VALUES ($1, $2, $3, $4, $5, $6)`,
+			m.EventID, m.EventType, m.Topic, m.Key, headers, m.Payload)
+		if err != nil {
+			return fmt.Errorf("insert outbox row: %w", err)
+		}
+	}
+	return nil
+}
+
+// HeaderFunc adds headers taken from the request context, such as the
+// trace's traceparent.
+type HeaderFunc func(ctx context.Context) []Header
+
+// OrderWriter serialises order events as CloudEvents (Kafka binary mode)
+// into the outbox.
+type OrderWriter struct {
+	Topic   string     // KAFKA_TOPIC
+	Source  string     // ce_source
+	Context HeaderFunc // optional
+	now     func() time.Time
+}
+
+// NewOrderWriter returns a writer of events to topic with ce_source source.
+func NewOrderWriter(topic, source string, fromContext HeaderFunc) *OrderWriter {
+	return &OrderWriter{Topic: topic, Source: source, Context: fromContext, now: time.Now}
+}
+
+// WriteOrder serialises ev into an outbox row inside the caller's
+// transaction tx: key = order id, value = JSON data, CloudEvents headers.
+func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, ev orders.Event) error {
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", ev.EventType(), err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("new event id: %w", err)
+	}
+	headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, w.now())
+	if w.Context != nil {
+		headers = append(headers, w.Context(ctx)...)
+	}
+	return InsertOutbox(ctx, tx, OutboxMessage{
+		EventID:   id.String(),
+		EventType: ev.EventType(),
+		Topic:     w.Topic,
+		Key:       ev.EventOrderID(),
+		Headers:   headers,
+		Payload:   payload,
+	})
+}
+
+// CloudEventHeaders returns the CloudEvents binary-mode headers of one event.
+func CloudEventHeaders(id, typ, source string, t time.Time) []Header {
+	return []Header{
+		{Key: "ce_specversion", Value: []byte("1.0")},
+		{Key: "ce_id", Value: []byte(id)},
+		{Key: "ce_type", Value: []byte(typ)},
+		{Key: "ce_source", Value: []byte(source)},
+		{Key: "ce_time", Value: []byte(t.UTC().Format(time.RFC3339Nano))},
+		{Key: "content-type", Value: []byte("application/json")},
+	}
+}
