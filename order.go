@@ -180,3 +180,10 @@ func (o *Order) transition(to Status, now time.Time) (bool, error) {
 		return false, Errorf(ECONFLICT, "order %s is %s and cannot become %s", o.ID, o.Status, to)
 	}
 }
+
+// Cursor is a position in a user's newest-first order list: the last order
+// of the previous page.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}

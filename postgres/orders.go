@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -118,16 +117,9 @@ func requestHash(n orders.NewOrder) []byte {
 	return h.Sum(nil)
 }
 
-// Cursor is a position in a user's newest-first order list: the last order
-// of the previous page.
-type Cursor struct {
-	CreatedAt time.Time
-	ID        string
-}
-
 // GetOrders returns up to limit orders of userID, newest first, starting
 // after cursor (nil: from the newest). next is nil on the last page.
-func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, after *Cursor) (list []*orders.Order, next *Cursor, err error) {
+func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, after *orders.Cursor) (list []*orders.Order, next *orders.Cursor, err error) {
 	var rows pgx.Rows
 	if after == nil {
 		rows, err = s.db.Pool.Query(ctx, `
@@ -159,7 +151,7 @@ func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, 
 	if len(list) > limit {
 		list = list[:limit]
 		last := list[limit-1]
-		next = &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+		next = &orders.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
 	}
 	return list, next, nil
 }

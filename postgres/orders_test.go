@@ -237,7 +237,7 @@ func TestGetOrdersPagingWhileOrdersArrive(t *testing.T) {
 		want[o.ID] = true
 	}
 	seen := map[string]bool{}
-	var cursor *postgres.Cursor
+	var cursor *orders.Cursor
 	var prev *orders.Order
 	for page := 0; ; page++ {
 		list, next, err := svc.GetOrders(ctx, user, 10, cursor)

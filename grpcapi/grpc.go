@@ -1,0 +1,79 @@
+package grpcapi
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/acme/orders-service/gen/orderspb"
+)
+
+// Options configure the gRPC server around the API.
+type Options struct {
+	Log            *slog.Logger
+	Reflection     bool                          // serve server reflection (GRPC_REFLECTION)
+	MaxRecvMsgSize int                           // bytes; 0 means 1 MiB
+	CallTimeout    time.Duration                 // server-side deadline for every call; 0 means 30s
+	Interceptors   []grpc.UnaryServerInterceptor // run after logging and recovery, before the handler (auth, limits)
+	ServerOptions  []grpc.ServerOption           // credentials, stats handlers
+}
+
+// NewGRPCServer returns a gRPC server serving api, the health service hs and,
+// when enabled, reflection. Every call is logged, bounded by CallTimeout, and
+// a panicking handler answers INTERNAL while the process lives on.
+func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options) *grpc.Server {
+	if o.MaxRecvMsgSize == 0 {
+		o.MaxRecvMsgSize = 1 << 20
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = 30 * time.Second
+	}
+	log := o.Log
+	chain := []grpc.UnaryServerInterceptor{
+		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall)),
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+			log.ErrorContext(ctx, "panic in gRPC handler", "panic", p)
+			return status.Error(codes.Internal, "internal error")
+		})),
+		rejectInvalidUTF8(log),
+		deadline(o.CallTimeout),
+	}
+	chain = append(chain, o.Interceptors...)
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
+		grpc.ForceServerCodecV2(newUTF8Codec()),
+		grpc.ChainUnaryInterceptor(chain...),
+	}, o.ServerOptions...)
+	srv := grpc.NewServer(opts...)
+	orderspb.RegisterOrderServiceServer(srv, api)
+	healthpb.RegisterHealthServer(srv, hs)
+	if o.Reflection {
+		reflection.Register(srv)
+	}
+	return srv
+}
+
+// deadline bounds every call by max, keeping a shorter client deadline.
+func deadline(max time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, max)
+		defer cancel()
+		return handler(ctx, req)
+	}
+}
+
+// slogLogger adapts slog to the logging interceptor.
+func slogLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}

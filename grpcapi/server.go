@@ -1,0 +1,125 @@
+// Package grpcapi serves the orders.v1.OrderService gRPC API: it validates
+// requests, calls the business logic and translates domain errors into gRPC
+// status codes (in errors.go, the only place that does).
+package grpcapi
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/pagetoken"
+)
+
+// OrderService is the business logic the API serves; postgres.OrderService
+// implements it.
+type OrderService interface {
+	CreateOrder(ctx context.Context, n orders.NewOrder) (*orders.Order, error)
+	GetOrders(ctx context.Context, userID string, limit int, after *orders.Cursor) ([]*orders.Order, *orders.Cursor, error)
+	GetOrder(ctx context.Context, id string) (*orders.Order, error)
+	MarkOrderFinished(ctx context.Context, id string) (*orders.Order, error)
+}
+
+// Server implements orderspb.OrderServiceServer.
+type Server struct {
+	orderspb.UnimplementedOrderServiceServer
+	orders  OrderService
+	pageKey []byte
+	log     *slog.Logger
+}
+
+// NewServer returns the API over svc; pageKey signs page tokens and must be
+// the same on every replica.
+func NewServer(svc OrderService, pageKey []byte, log *slog.Logger) *Server {
+	return &Server{orders: svc, pageKey: pageKey, log: log}
+}
+
+// CreateOrder implements orderspb.OrderServiceServer.
+func (s *Server) CreateOrder(ctx context.Context, req *orderspb.CreateOrderRequest) (*orderspb.CreateOrderResponse, error) {
+	o, err := s.orders.CreateOrder(ctx, orders.NewOrder{
+		UserID:      req.GetUserId(),
+		Amount:      req.GetAmount(),
+		Currency:    req.GetCurrency(),
+		Description: req.GetDescription(),
+		RequestID:   req.GetRequestId(),
+	})
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &orderspb.CreateOrderResponse{Order: orderToProto(o)}, nil
+}
+
+// GetOrders implements orderspb.OrderServiceServer.
+func (s *Server) GetOrders(ctx context.Context, req *orderspb.GetOrdersRequest) (*orderspb.GetOrdersResponse, error) {
+	userID := req.GetUserId()
+	var v orders.Violations
+	v.Check("user_id", orders.ValidateUserID(userID))
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		v.Add("page_size", "must not be negative")
+	case size == 0:
+		size = orders.DefaultPageSize
+	case size > orders.MaxPageSize:
+		size = orders.MaxPageSize
+	}
+	var after *orders.Cursor
+	if tok := req.GetPageToken(); tok != "" && len(v) == 0 {
+		c, err := pagetoken.Decode(s.pageKey, userID, tok)
+		if err != nil {
+			v.Add("page_token", "is not a token this server issued for this user_id")
+		} else {
+			after = &c
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	list, next, err := s.orders.GetOrders(ctx, userID, size, after)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	resp := &orderspb.GetOrdersResponse{Orders: make([]*orderspb.Order, 0, len(list))}
+	for _, o := range list {
+		resp.Orders = append(resp.Orders, orderToProto(o))
+	}
+	if next != nil {
+		resp.NextPageToken = pagetoken.Encode(s.pageKey, userID, *next)
+	}
+	return resp, nil
+}
+
+// GetOrderStatus implements orderspb.OrderServiceServer.
+func (s *Server) GetOrderStatus(ctx context.Context, req *orderspb.GetOrderStatusRequest) (*orderspb.GetOrderStatusResponse, error) {
+	o, err := s.getOrder(ctx, req.GetOrderId())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &orderspb.GetOrderStatusResponse{OrderId: o.ID, Status: statusToProto(o.Status)}, nil
+}
+
+// MarkOrderFinished implements orderspb.OrderServiceServer.
+func (s *Server) MarkOrderFinished(ctx context.Context, req *orderspb.MarkOrderFinishedRequest) (*orderspb.MarkOrderFinishedResponse, error) {
+	if err := validateOrderID(req.GetOrderId()); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	o, err := s.orders.MarkOrderFinished(ctx, req.GetOrderId())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &orderspb.MarkOrderFinishedResponse{Order: orderToProto(o)}, nil
+}
+
+func (s *Server) getOrder(ctx context.Context, id string) (*orders.Order, error) {
+	if err := validateOrderID(id); err != nil {
+		return nil, err
+	}
+	return s.orders.GetOrder(ctx, id)
+}
+
+func validateOrderID(id string) error {
+	var v orders.Violations
+	v.Check("order_id", orders.ValidateOrderID(id))
+	return v.Err()
+}
