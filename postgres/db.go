@@ -173,3 +173,34 @@ func mustSub(fsys embed.FS, dir string) fs.FS {
 	}
 	return sub
 }
+
+// CreateDatabaseIfMissing creates the database named in dsn, connecting to
+// the server's "postgres" database to do so. It reports whether it created it.
+func CreateDatabaseIfMissing(ctx context.Context, dsn string) (bool, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return false, fmt.Errorf("parse POSTGRES_DSN: %w", err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, fmt.Errorf("connect to postgres %s: %w", cfg.Host, err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up database %q: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created concurrently
+			return false, nil
+		}
+		return false, fmt.Errorf("create database %q: %w", name, err)
+	}
+	return true, nil
+}

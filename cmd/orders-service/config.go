@@ -1,0 +1,210 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting of the service, read from the environment once at
+// start. Names and defaults follow DESIGN.md's configuration contract.
+type config struct {
+	PostgresDSN string
+
+	KafkaBrokers    []string // "embedded" runs an in-process broker
+	KafkaTopic      string
+	KafkaInboxTopic string
+	KafkaDLQTopic   string
+	KafkaGroupID    string
+	TopicPartitions int
+
+	GRPCPort        int
+	HTTPPort        int
+	GRPCReflection  bool
+	MaxRecvMsgBytes int
+	CallTimeout     time.Duration
+	ShutdownTimeout time.Duration
+	DefaultCurrency string
+
+	LogFormat string
+	LogLevel  slog.Level
+}
+
+// envReader reads typed settings and keeps the first bad one.
+type envReader struct {
+	get func(string) string
+	err error
+}
+
+func (e *envReader) fail(name, format string, args ...any) {
+	if e.err == nil {
+		e.err = fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
+	}
+}
+
+func (e *envReader) str(name, def string) string {
+	if v := strings.TrimSpace(e.get(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *envReader) int(name string, def, min, max int) int {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		e.fail(name, "want an integer from %d to %d, got %q", min, max, v)
+		return def
+	}
+	return n
+}
+
+func (e *envReader) duration(name string, def time.Duration) time.Duration {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		e.fail(name, "want a positive duration such as 500ms, 30s or 168h, got %q", v)
+		return def
+	}
+	return d
+}
+
+func (e *envReader) bool(name string, def bool) bool {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.fail(name, "want true or false, got %q", v)
+		return def
+	}
+	return b
+}
+
+func (e *envReader) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(e.str(name, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	e.fail(name, "want one of %s, got %q", strings.Join(allowed, ", "), v)
+	return def
+}
+
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+func (e *envReader) topic(name, def string) string {
+	v := e.str(name, def)
+	if !topicName.MatchString(v) || v == "." || v == ".." {
+		e.fail(name, "%q is not a valid Kafka topic name (letters, digits, '.', '_', '-', at most 249)", v)
+	}
+	return v
+}
+
+// loadConfig reads the configuration through getenv. The error names the
+// first bad variable.
+func loadConfig(getenv func(string) string) (config, error) {
+	e := &envReader{get: getenv}
+	c := config{
+		PostgresDSN:     e.str("POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable"),
+		KafkaTopic:      e.topic("KAFKA_TOPIC", "orders.events"),
+		KafkaInboxTopic: e.topic("KAFKA_INBOX_TOPIC", "payments.events"),
+		KafkaDLQTopic:   e.topic("KAFKA_DLQ_TOPIC", "payments.events.dlq"),
+		KafkaGroupID:    e.str("KAFKA_GROUP_ID", "orders-service"),
+		TopicPartitions: e.int("KAFKA_TOPIC_PARTITIONS", 6, 1, 10000),
+		GRPCPort:        e.int("GRPC_PORT", 50051, 1, 65535),
+		HTTPPort:        e.int("HTTP_PORT", 8080, 0, 65535),
+		GRPCReflection:  e.bool("GRPC_REFLECTION", true),
+		MaxRecvMsgBytes: e.int("GRPC_MAX_RECV_MSG_BYTES", 1<<20, 1024, 64<<20),
+		CallTimeout:     e.duration("GRPC_CALL_TIMEOUT", 30*time.Second),
+		ShutdownTimeout: e.duration("SHUTDOWN_TIMEOUT", 30*time.Second),
+		DefaultCurrency: e.str("DEFAULT_CURRENCY", "USD"),
+		LogFormat:       e.oneOf("LOG_FORMAT", "json", "json", "text"),
+	}
+	if _, err := url.Parse(c.PostgresDSN); err != nil && strings.Contains(c.PostgresDSN, "://") {
+		e.fail("POSTGRES_DSN", "not a valid connection URL")
+	}
+	for _, b := range strings.Split(e.str("KAFKA_BROKER", "127.0.0.1:9092"), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.KafkaBrokers = append(c.KafkaBrokers, b)
+		}
+	}
+	if len(c.KafkaBrokers) == 0 {
+		e.fail("KAFKA_BROKER", "want host:port[,host:port...] or embedded")
+	}
+	if c.DefaultCurrency != strings.ToUpper(c.DefaultCurrency) || len(c.DefaultCurrency) != 3 {
+		e.fail("DEFAULT_CURRENCY", "want a three-letter ISO 4217 code such as USD, got %q", c.DefaultCurrency)
+	}
+	if c.KafkaGroupID == "" {
+		e.fail("KAFKA_GROUP_ID", "must not be empty")
+	}
+	switch lvl := e.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"); lvl {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "warn":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	}
+	if c.HTTPPort == c.GRPCPort {
+		e.fail("HTTP_PORT", "must differ from GRPC_PORT (%d)", c.GRPCPort)
+	}
+	return c, e.err
+}
+
+// embeddedKafka reports whether KAFKA_BROKER asks for the in-process broker.
+func (c config) embeddedKafka() bool {
+	return len(c.KafkaBrokers) == 1 && c.KafkaBrokers[0] == "embedded"
+}
+
+// LogValue is the effective configuration for the start-up log line, with
+// secrets masked.
+func (c config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("postgres_dsn", redactDSN(c.PostgresDSN)),
+		slog.String("kafka_broker", strings.Join(c.KafkaBrokers, ",")),
+		slog.String("kafka_topic", c.KafkaTopic),
+		slog.String("kafka_inbox_topic", c.KafkaInboxTopic),
+		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
+		slog.String("kafka_group_id", c.KafkaGroupID),
+		slog.Int("kafka_topic_partitions", c.TopicPartitions),
+		slog.Int("grpc_port", c.GRPCPort),
+		slog.Int("http_port", c.HTTPPort),
+		slog.Bool("grpc_reflection", c.GRPCReflection),
+		slog.Duration("grpc_call_timeout", c.CallTimeout),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("log_format", c.LogFormat),
+		slog.String("log_level", c.LogLevel.String()),
+	)
+}
+
+var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// redactDSN masks the password of a URL or key=value PostgreSQL DSN.
+func redactDSN(dsn string) string {
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "(unparsable DSN hidden)"
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.Redacted()
+	}
+	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+}
