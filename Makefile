@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test generate check-generated lint tools bench
+.PHONY: run build test generate check-generated lint tools bench fuzz
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
 	go run ./cmd/orders-service -dev
@@ -38,3 +38,7 @@ lint: tools
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1)
 	go vet ./...
 	buf lint
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME each
+	go test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pagetoken

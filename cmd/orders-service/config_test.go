@@ -1,0 +1,64 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func envOf(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := loadConfig(envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PostgresDSN != "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable" || c.KafkaBrokers[0] != "127.0.0.1:9092" ||
+		c.KafkaTopic != "orders.events" || c.KafkaGroupID != "orders-service" || c.GRPCPort != 50051 ||
+		c.KafkaInboxTopic != "payments.events" || c.KafkaDLQTopic != "payments.events.dlq" || c.HTTPPort != 8080 {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestConfigBadValueNamesVariable(t *testing.T) {
+	for name, value := range map[string]string{
+		"GRPC_PORT":              "abc",
+		"HTTP_PORT":              "70000",
+		"KAFKA_TOPIC":            "bad topic!",
+		"KAFKA_INBOX_TOPIC":      "..",
+		"KAFKA_TOPIC_PARTITIONS": "0",
+		"GRPC_REFLECTION":        "maybe",
+		"SHUTDOWN_TIMEOUT":       "-1s",
+		"LOG_FORMAT":             "xml",
+		"LOG_LEVEL":              "loud",
+		"DEFAULT_CURRENCY":       "usd",
+		"KAFKA_BROKER":           " , ",
+	} {
+		_, err := loadConfig(envOf(map[string]string{name: value}))
+		if err == nil || !strings.HasPrefix(err.Error(), name+":") {
+			t.Errorf("%s=%q: err = %v, want one naming %s", name, value, err, name)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error spans lines: %q", name, err)
+		}
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://app:s3cret@db:5432/orders?sslmode=require",
+		"postgres://app@db/orders?password=s3cret",
+		"host=db user=app password=s3cret dbname=orders",
+		"host=db user=app password='s3 cret' dbname=orders",
+	} {
+		got := redactDSN(dsn)
+		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
+			t.Errorf("redactDSN(%q) = %q", dsn, got)
+		}
+	}
+	c, _ := loadConfig(envOf(map[string]string{"POSTGRES_DSN": "postgres://app:s3cret@db/orders"}))
+	if v := c.LogValue().String(); strings.Contains(v, "s3cret") {
+		t.Fatalf("config log value leaks the password: %s", v)
+	}
+}
