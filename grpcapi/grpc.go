@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -20,11 +21,12 @@ import (
 // Options configure the gRPC server around the API.
 type Options struct {
 	Log            *slog.Logger
-	Reflection     bool                          // serve server reflection (GRPC_REFLECTION)
-	MaxRecvMsgSize int                           // bytes; 0 means 1 MiB
-	CallTimeout    time.Duration                 // server-side deadline for every call; 0 means 30s
-	Interceptors   []grpc.UnaryServerInterceptor // run after logging and recovery, before the handler (auth, limits)
-	ServerOptions  []grpc.ServerOption           // credentials, stats handlers
+	Reflection     bool                           // serve server reflection (GRPC_REFLECTION)
+	MaxRecvMsgSize int                            // bytes; 0 means 1 MiB
+	CallTimeout    time.Duration                  // server-side deadline for every call; 0 means 30s
+	Interceptors   []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
+	Streams        []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
+	ServerOptions  []grpc.ServerOption            // credentials, stats handlers
 }
 
 // NewGRPCServer returns a gRPC server serving api, the health service hs and,
@@ -38,12 +40,13 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		o.CallTimeout = 30 * time.Second
 	}
 	log := o.Log
+	recovered := func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	}
 	chain := []grpc.UnaryServerInterceptor{
-		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall)),
-		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-			log.ErrorContext(ctx, "panic in gRPC handler", "panic", p)
-			return status.Error(codes.Internal, "internal error")
-		})),
+		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(levelOf)),
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
 		rejectInvalidUTF8(log),
 		deadline(o.CallTimeout),
 	}
@@ -52,6 +55,9 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.ForceServerCodecV2(newUTF8Codec()),
 		grpc.ChainUnaryInterceptor(chain...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
+		}, o.Streams...)...),
 	}, o.ServerOptions...)
 	srv := grpc.NewServer(opts...)
 	orderspb.RegisterOrderServiceServer(srv, api)
@@ -76,4 +82,19 @@ func slogLogger(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		l.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
+}
+
+// levelOf keeps successful calls out of the info log: at a thousand calls a
+// second they would drown everything else. Client mistakes are info, server
+// faults are errors, and outages are warnings.
+func levelOf(c codes.Code) logging.Level {
+	switch c {
+	case codes.OK:
+		return logging.LevelDebug
+	case codes.Internal, codes.Unknown, codes.DataLoss, codes.Unimplemented:
+		return logging.LevelError
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return logging.LevelWarn
+	}
+	return logging.LevelInfo
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/auth"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/pagetoken"
 )
@@ -37,8 +38,12 @@ func NewServer(svc OrderService, pageKey []byte, log *slog.Logger) *Server {
 
 // CreateOrder implements orderspb.OrderServiceServer.
 func (s *Server) CreateOrder(ctx context.Context, req *orderspb.CreateOrderRequest) (*orderspb.CreateOrderResponse, error) {
+	userID, err := auth.ResolveUser(ctx, req.GetUserId())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
 	o, err := s.orders.CreateOrder(ctx, orders.NewOrder{
-		UserID:      req.GetUserId(),
+		UserID:      userID,
 		Amount:      req.GetAmount(),
 		Currency:    req.GetCurrency(),
 		Description: req.GetDescription(),
@@ -52,7 +57,10 @@ func (s *Server) CreateOrder(ctx context.Context, req *orderspb.CreateOrderReque
 
 // GetOrders implements orderspb.OrderServiceServer.
 func (s *Server) GetOrders(ctx context.Context, req *orderspb.GetOrdersRequest) (*orderspb.GetOrdersResponse, error) {
-	userID := req.GetUserId()
+	userID, err := auth.ResolveUser(ctx, req.GetUserId())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
 	var v orders.Violations
 	v.Check("user_id", orders.ValidateUserID(userID))
 	size := int(req.GetPageSize())
@@ -101,6 +109,9 @@ func (s *Server) GetOrderStatus(ctx context.Context, req *orderspb.GetOrderStatu
 
 // MarkOrderFinished implements orderspb.OrderServiceServer.
 func (s *Server) MarkOrderFinished(ctx context.Context, req *orderspb.MarkOrderFinishedRequest) (*orderspb.MarkOrderFinishedResponse, error) {
+	if err := auth.RequirePrivileged(ctx); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
 	if err := validateOrderID(req.GetOrderId()); err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
@@ -111,11 +122,20 @@ func (s *Server) MarkOrderFinished(ctx context.Context, req *orderspb.MarkOrderF
 	return &orderspb.MarkOrderFinishedResponse{Order: orderToProto(o)}, nil
 }
 
+// getOrder loads an order the caller may see; another user's order looks
+// like a missing one, so ids cannot be probed.
 func (s *Server) getOrder(ctx context.Context, id string) (*orders.Order, error) {
 	if err := validateOrderID(id); err != nil {
 		return nil, err
 	}
-	return s.orders.GetOrder(ctx, id)
+	o, err := s.orders.GetOrder(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !auth.CanSeeOwner(ctx, o.UserID) {
+		return nil, orders.Errorf(orders.ENOTFOUND, "order not found")
+	}
+	return o, nil
 }
 
 func validateOrderID(id string) error {

@@ -39,9 +39,13 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // serve starts the API over svc on a real listener and returns a client.
 func serve(t *testing.T, svc grpcapi.OrderService) (orderspb.OrderServiceClient, *grpc.ClientConn) {
+	return serveWith(t, svc, grpcapi.Options{Log: quiet, Reflection: true})
+}
+
+func serveWith(t *testing.T, svc grpcapi.OrderService, opts grpcapi.Options) (orderspb.OrderServiceClient, *grpc.ClientConn) {
 	t.Helper()
 	api := grpcapi.NewServer(svc, []byte("test page key"), quiet)
-	srv := grpcapi.NewGRPCServer(api, health.NewServer(), grpcapi.Options{Log: quiet, Reflection: true})
+	srv := grpcapi.NewGRPCServer(api, health.NewServer(), opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

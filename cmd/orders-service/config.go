@@ -3,11 +3,14 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/acme/orders-service/auth"
 )
 
 // config is every setting of the service, read from the environment once at
@@ -32,6 +35,13 @@ type config struct {
 
 	LogFormat string
 	LogLevel  slog.Level
+
+	Auth             auth.Config
+	TLSCertFile      string
+	TLSKeyFile       string
+	TLSClientCAFile  string
+	RateLimitPerUser float64 // calls per second per user; 0 = off
+	RateLimitBurst   int
 }
 
 // envReader reads typed settings and keeps the first bad one.
@@ -64,6 +74,19 @@ func (e *envReader) int(name string, def, min, max int) int {
 		return def
 	}
 	return n
+}
+
+func (e *envReader) float(name string, def float64) float64 {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		e.fail(name, "want a non-negative number, got %q", v)
+		return def
+	}
+	return f
 }
 
 func (e *envReader) duration(name string, def time.Duration) time.Duration {
@@ -158,6 +181,21 @@ func loadConfig(getenv func(string) string) (config, error) {
 	case "error":
 		c.LogLevel = slog.LevelError
 	}
+	c.Auth = auth.ConfigFromEnv(getenv)
+	if err := c.Auth.Validate(); err != nil && e.err == nil {
+		e.err = err
+	}
+	c.TLSCertFile = e.str("GRPC_TLS_CERT_FILE", "")
+	c.TLSKeyFile = e.str("GRPC_TLS_KEY_FILE", "")
+	c.TLSClientCAFile = e.str("GRPC_TLS_CLIENT_CA_FILE", "")
+	switch {
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		e.fail("GRPC_TLS_CERT_FILE", "set together with GRPC_TLS_KEY_FILE, or neither")
+	case c.TLSClientCAFile != "" && c.TLSCertFile == "":
+		e.fail("GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
+	}
+	c.RateLimitPerUser = e.float("RATE_LIMIT_PER_USER", 0)
+	c.RateLimitBurst = e.int("RATE_LIMIT_BURST", max(1, int(c.RateLimitPerUser)), 1, 1_000_000)
 	if c.HTTPPort == c.GRPCPort {
 		e.fail("HTTP_PORT", "must differ from GRPC_PORT (%d)", c.GRPCPort)
 	}
@@ -187,6 +225,10 @@ func (c config) LogValue() slog.Value {
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Any("auth", c.Auth),
+		slog.Bool("grpc_tls", c.TLSCertFile != ""),
+		slog.Bool("grpc_mtls", c.TLSClientCAFile != ""),
+		slog.Float64("rate_limit_per_user", c.RateLimitPerUser),
 	)
 }
 

@@ -10,11 +10,16 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/acme/orders-service/auth"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/ratelimit"
+	"github.com/acme/orders-service/tlsconfig"
 )
 
 // serve runs the service until ctx is cancelled, then shuts down gracefully:
@@ -38,12 +43,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 
 	hs := health.NewServer()
 	api := grpcapi.NewServer(svc, pageKey, log)
-	grpcServer := grpcapi.NewGRPCServer(api, hs, grpcapi.Options{
-		Log:            log,
-		Reflection:     cfg.GRPCReflection,
-		MaxRecvMsgSize: cfg.MaxRecvMsgBytes,
-		CallTimeout:    cfg.CallTimeout,
-	})
+	opts, err := grpcOptions(cfg, log)
+	if err != nil {
+		return err
+	}
+	grpcServer := grpcapi.NewGRPCServer(api, hs, opts)
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
 		return fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
@@ -117,4 +121,38 @@ func migrate(ctx context.Context, cfg config, log *slog.Logger, dev bool) error 
 	db.Close()
 	log.Info("migrations are up to date")
 	return nil
+}
+
+// grpcOptions turns the security and limit settings into server options.
+func grpcOptions(cfg config, log *slog.Logger) (grpcapi.Options, error) {
+	o := grpcapi.Options{
+		Log:            log,
+		Reflection:     cfg.GRPCReflection,
+		MaxRecvMsgSize: cfg.MaxRecvMsgBytes,
+		CallTimeout:    cfg.CallTimeout,
+	}
+	v, err := auth.NewVerifier(cfg.Auth)
+	if err != nil {
+		return o, err
+	}
+	if v.Enabled() {
+		o.Interceptors = append(o.Interceptors, auth.UnaryServerInterceptor(v))
+		o.Streams = append(o.Streams, auth.StreamServerInterceptor(v))
+	} else {
+		log.Warn("AUTH_MODE=none: every caller may act for any user; set AUTH_MODE=jwt in production")
+	}
+	if cfg.RateLimitPerUser > 0 {
+		o.Interceptors = append(o.Interceptors,
+			grpcapi.RateLimit(ratelimit.New(cfg.RateLimitPerUser, cfg.RateLimitBurst, ratelimit.DefaultMaxUsers), log))
+	}
+	if cfg.TLSCertFile != "" {
+		tc, err := tlsconfig.ServerConfig(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile)
+		if err != nil {
+			return o, err
+		}
+		o.ServerOptions = append(o.ServerOptions, grpc.Creds(credentials.NewTLS(tc)))
+	} else {
+		log.Warn("gRPC is served in plaintext; set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE to serve TLS")
+	}
+	return o, nil
 }
