@@ -1,0 +1,112 @@
+package kafka
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+)
+
+// Producer settings for an outbox relay. The producer is idempotent (the
+// franz-go default), waits for all in-sync replicas, and retries a record
+// until it is acknowledged: no RecordDeliveryTimeout or RecordRetries limit
+// is set, so a broker outage delays records instead of failing them.
+//
+// ProduceSync and Flush stop lingering as soon as their records are
+// buffered (franz-go v1.22), so a relay that produces a batch and waits for
+// it pays no linger latency; the linger only groups records from
+// asynchronous Produce calls into fuller batches.
+const (
+	producerLinger        = 5 * time.Millisecond
+	producerBatchMaxBytes = 1_000_012 // Kafka's historical max.message.bytes, safe on every broker
+)
+
+// Options validates c and returns the franz-go options for it: seed brokers,
+// client id, TLS, SASL and the producer settings of an outbox relay. With
+// SASL it also installs a hook through which EnsureTopics reports failed
+// authentication promptly and clearly. Errors
+// name the environment variable at fault and never contain the password.
+func (c Config) Options() ([]kgo.Opt, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(producerLinger),
+		kgo.ProducerBatchMaxBytes(producerBatchMaxBytes),
+	}
+	if c.ClientID != "" {
+		opts = append(opts, kgo.ClientID(c.ClientID))
+	}
+	if c.TLS.Enabled {
+		tc, err := c.TLS.load()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if m := c.SASL.saslMechanism(); m != nil {
+		opts = append(opts, kgo.SASL(m), kgo.WithHooks(newSASLWatch(m.Name(), c.SASL.User)))
+	}
+	return opts, nil
+}
+
+// NewClient returns a client for c; extra options are applied after c's and
+// so override them. Like kgo.NewClient it does not connect yet.
+func NewClient(c Config, extra ...kgo.Opt) (*kgo.Client, error) {
+	opts, err := c.Options()
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	cl, err := kgo.NewClient(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// load builds the client TLS config from the files. Without a CA file the
+// system roots verify the brokers.
+func (t TLSConfig) load() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", envTLSCAFile, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificates in %s", envTLSCAFile, t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s, %s: %w", envTLSCertFile, envTLSKeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// saslMechanism returns the franz-go mechanism, or nil when SASL is off. It
+// expects a validated config.
+func (s SASLConfig) saslMechanism() sasl.Mechanism {
+	switch s.mechanism() {
+	case MechanismPlain:
+		return plain.Auth{User: s.User, Pass: s.Password}.AsMechanism()
+	case MechanismScramSHA256:
+		return scram.Auth{User: s.User, Pass: s.Password}.AsSha256Mechanism()
+	case MechanismScramSHA512:
+		return scram.Auth{User: s.User, Pass: s.Password}.AsSha512Mechanism()
+	}
+	return nil
+}

@@ -1,0 +1,101 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// EnsureTopics creates those of topics that do not exist yet, with the given
+// partitions and replication factor (-1 for either means the broker's
+// default). Topics that already exist count as success and are left as they
+// are. When the broker refuses or cannot be reached before ctx ends, the one
+// error returned names the topics and the broker's reason.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replicationFactor int16, topics ...string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	if partitions == 0 || partitions < -1 {
+		return fmt.Errorf("ensure topics: invalid partition count %d (want > 0, or -1 for the broker default)", partitions)
+	}
+	if replicationFactor == 0 || replicationFactor < -1 {
+		return fmt.Errorf("ensure topics: invalid replication factor %d (want > 0, or -1 for the broker default)", replicationFactor)
+	}
+	w := saslWatchOf(cl)
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if w != nil {
+		tripped := w.start()
+		go func() {
+			select {
+			case <-tripped:
+				cancel(w.err())
+			case <-reqCtx.Done():
+			}
+		}()
+	}
+	// kadm.Client.Close would close cl, which belongs to the caller.
+	resps, err := kadm.NewClient(cl).CreateTopics(reqCtx, partitions, replicationFactor, nil, topics...)
+	if err != nil {
+		switch {
+		case ctx.Err() == nil && reqCtx.Err() != nil:
+			err = context.Cause(reqCtx) // the SASL watch gave up
+		case w != nil && ctx.Err() != nil && w.failing():
+			err = fmt.Errorf("%w; %w", err, w.err())
+		case errors.Is(err, context.DeadlineExceeded):
+			err = fmt.Errorf("no answer in time: %w", err)
+		case errors.Is(err, kerr.SaslAuthenticationFailed):
+			err = fmt.Errorf("%w (check %s, %s and %s)", err, envSASLMechanism, envSASLUser, envSASLPassword)
+		}
+		return fmt.Errorf("ensure topics %s on %s: %w", quoteAll(topics), seedBrokers(cl), err)
+	}
+	var errs []error
+	for _, t := range topics {
+		r, ok := resps[t]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("create topic %q: broker did not answer for it", t))
+		case r.Err == nil, errors.Is(r.Err, kerr.TopicAlreadyExists):
+		case r.ErrMessage != "" && !strings.Contains(r.Err.Error(), r.ErrMessage):
+			errs = append(errs, fmt.Errorf("create topic %q: %w: %s", t, r.Err, r.ErrMessage))
+		default:
+			errs = append(errs, fmt.Errorf("create topic %q: %w", t, r.Err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("ensure topics: %w", joinedError(errs))
+	}
+	return nil
+}
+
+// joinedError joins errors on one line, unlike errors.Join.
+type joinedError []error
+
+func (e joinedError) Error() string {
+	s := make([]string, len(e))
+	for i, err := range e {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (e joinedError) Unwrap() []error { return e }
+
+func seedBrokers(cl *kgo.Client) string {
+	seeds, _ := cl.OptValue(kgo.SeedBrokers).([]string)
+	return strings.Join(seeds, ",")
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}

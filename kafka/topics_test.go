@@ -1,0 +1,180 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func partitionCounts(t *testing.T, cl *kgo.Client, topics ...string) map[string]int {
+	t.Helper()
+	details, err := kadm.NewClient(cl).ListTopics(testContext(t, 10*time.Second), topics...)
+	if err != nil {
+		t.Fatalf("ListTopics: %v", err)
+	}
+	counts := make(map[string]int)
+	for _, d := range details {
+		if d.Err == nil {
+			counts[d.Topic] = len(d.Partitions)
+		}
+	}
+	return counts
+}
+
+func TestEnsureTopicsCreatesAndIsIdempotent(t *testing.T) {
+	b := startBroker(t)
+	cl := newClient(t, Config{Brokers: []string{b.Addr()}})
+	ctx := testContext(t, 10*time.Second)
+
+	if err := EnsureTopics(ctx, cl, 3, -1, "orders.events", "payments.events"); err != nil {
+		t.Fatalf("first EnsureTopics: %v", err)
+	}
+	got := partitionCounts(t, cl, "orders.events", "payments.events")
+	if got["orders.events"] != 3 || got["payments.events"] != 3 {
+		t.Fatalf("partition counts = %v, want 3 for both topics", got)
+	}
+
+	// Existing topics are success and are not altered; a new one is added.
+	if err := EnsureTopics(ctx, cl, 5, -1, "orders.events", "payments.events", "payments.events.dlq"); err != nil {
+		t.Fatalf("second EnsureTopics: %v", err)
+	}
+	got = partitionCounts(t, cl, "orders.events", "payments.events", "payments.events.dlq")
+	if got["orders.events"] != 3 || got["payments.events.dlq"] != 5 {
+		t.Fatalf("partition counts = %v, want orders.events 3 and payments.events.dlq 5", got)
+	}
+
+	if err := EnsureTopics(ctx, cl, 1, -1); err != nil {
+		t.Fatalf("EnsureTopics with no topics: %v", err)
+	}
+}
+
+func TestEnsureTopicsBrokerDefaultPartitions(t *testing.T) {
+	b := startBroker(t, WithDefaultPartitions(4))
+	cl := newClient(t, Config{Brokers: []string{b.Addr()}})
+	if err := EnsureTopics(testContext(t, 10*time.Second), cl, -1, -1, "defaulted"); err != nil {
+		t.Fatalf("EnsureTopics: %v", err)
+	}
+	if got := partitionCounts(t, cl, "defaulted")["defaulted"]; got != 4 {
+		t.Fatalf("partitions = %d, want the broker default 4", got)
+	}
+}
+
+func TestEnsureTopicsRejectsBadCounts(t *testing.T) {
+	cl := newClient(t, Config{Brokers: []string{"127.0.0.1:9"}})
+	ctx := testContext(t, time.Second)
+	if err := EnsureTopics(ctx, cl, 0, 1, "t"); err == nil || !strings.Contains(err.Error(), "partition count 0") {
+		t.Errorf("partitions 0: got %v", err)
+	}
+	if err := EnsureTopics(ctx, cl, 1, 0, "t"); err == nil || !strings.Contains(err.Error(), "replication factor 0") {
+		t.Errorf("replication factor 0: got %v", err)
+	}
+}
+
+func TestEnsureTopicsUnreachableBroker(t *testing.T) {
+	// A port that was free a moment ago: connections are refused.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	cl := newClient(t, Config{Brokers: []string{addr}})
+	const timeout = 2 * time.Second
+	start := time.Now()
+	err = EnsureTopics(testContext(t, timeout), cl, 1, -1, "orders.events")
+	elapsed := time.Since(start)
+	if err == nil {
+		t.Fatal("EnsureTopics against an unreachable broker succeeded")
+	}
+	if elapsed > timeout+2*time.Second {
+		t.Errorf("EnsureTopics returned after %v, want about the %v context timeout", elapsed, timeout)
+	}
+	msg := err.Error()
+	for _, want := range []string{`"orders.events"`, addr, "refused"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not contain %q", msg, want)
+		}
+	}
+	t.Logf("error: %v", err)
+}
+
+func TestEnsureTopicsSilentBroker(t *testing.T) {
+	// A listener that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+	}()
+
+	cl := newClient(t, Config{Brokers: []string{ln.Addr().String()}})
+	const timeout = time.Second
+	start := time.Now()
+	err = EnsureTopics(testContext(t, timeout), cl, 1, -1, "orders.events")
+	if elapsed := time.Since(start); elapsed > timeout+2*time.Second {
+		t.Errorf("EnsureTopics returned after %v, want about the %v context timeout", elapsed, timeout)
+	}
+	if err == nil {
+		t.Fatal("EnsureTopics against a silent broker succeeded")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v is not a deadline error", err)
+	}
+	for _, want := range []string{`"orders.events"`, ln.Addr().String()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	t.Logf("error: %v", err)
+}
+
+func TestEnsureTopicsRefusedByBroker(t *testing.T) {
+	// A user allowed to describe the cluster but not to create topics.
+	b := startBroker(t, WithKfakeOptions(
+		kfake.EnableSASL(),
+		kfake.EnableACLs(),
+		kfake.User(MechanismScramSHA256, "reader", "reader-pass", kfake.ACL{
+			Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster",
+			Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true,
+		}),
+	))
+	cl := newClient(t, Config{
+		Brokers: []string{b.Addr()},
+		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "reader", Password: "reader-pass"},
+	})
+	err := EnsureTopics(testContext(t, 10*time.Second), cl, 1, -1, "orders.events", "payments.events")
+	if err == nil {
+		t.Fatal("EnsureTopics without CREATE permission succeeded")
+	}
+	if !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Errorf("error %v is not TOPIC_AUTHORIZATION_FAILED", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{`"orders.events"`, `"payments.events"`, "TOPIC_AUTHORIZATION_FAILED"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not contain %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n") {
+		t.Errorf("error %q spans several lines, want one", msg)
+	}
+	t.Logf("error: %v", err)
+}
