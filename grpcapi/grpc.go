@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -24,6 +25,7 @@ type Options struct {
 	Reflection     bool                           // serve server reflection (GRPC_REFLECTION)
 	MaxRecvMsgSize int                            // bytes; 0 means 1 MiB
 	CallTimeout    time.Duration                  // server-side deadline for every call; 0 means 30s
+	Observers      []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
 	Interceptors   []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
 	Streams        []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
 	ServerOptions  []grpc.ServerOption            // credentials, stats handlers
@@ -44,13 +46,12 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	}
-	chain := []grpc.UnaryServerInterceptor{
+	chain := slices.Concat(o.Observers, []grpc.UnaryServerInterceptor{
 		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(levelOf)),
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
 		rejectInvalidUTF8(log),
 		deadline(o.CallTimeout),
-	}
-	chain = append(chain, o.Interceptors...)
+	}, o.Interceptors)
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.ForceServerCodecV2(newUTF8Codec()),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/kafka"
 )
 
 // config is every setting of the service, read from the environment once at
@@ -18,7 +19,10 @@ import (
 type config struct {
 	PostgresDSN string
 
-	KafkaBrokers    []string // "embedded" runs an in-process broker
+	Kafka           kafka.Config // brokers, TLS, SASL
+	EmbeddedKafka   bool         // KAFKA_BROKER=embedded: run an in-process broker
+	EmbeddedAddr    string       // where the embedded broker listens
+	EmbeddedDataDir string       // where it keeps its log; empty keeps it in memory
 	KafkaTopic      string
 	KafkaInboxTopic string
 	KafkaDLQTopic   string
@@ -159,13 +163,35 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if _, err := url.Parse(c.PostgresDSN); err != nil && strings.Contains(c.PostgresDSN, "://") {
 		e.fail("POSTGRES_DSN", "not a valid connection URL")
 	}
+	c.Kafka = kafka.Config{
+		ClientID: "orders-service",
+		TLS: kafka.TLSConfig{
+			Enabled:  e.bool("KAFKA_TLS", false),
+			CAFile:   e.str("KAFKA_TLS_CA_FILE", ""),
+			CertFile: e.str("KAFKA_TLS_CERT_FILE", ""),
+			KeyFile:  e.str("KAFKA_TLS_KEY_FILE", ""),
+		},
+		SASL: kafka.SASLConfig{
+			Mechanism: e.str("KAFKA_SASL_MECHANISM", ""),
+			User:      e.str("KAFKA_SASL_USER", ""),
+			Password:  getenv("KAFKA_SASL_PASSWORD"),
+		},
+	}
 	for _, b := range strings.Split(e.str("KAFKA_BROKER", "127.0.0.1:9092"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
-			c.KafkaBrokers = append(c.KafkaBrokers, b)
+			c.Kafka.Brokers = append(c.Kafka.Brokers, b)
 		}
 	}
-	if len(c.KafkaBrokers) == 0 {
+	c.EmbeddedAddr = e.str("KAFKA_EMBEDDED_ADDR", "127.0.0.1:9092")
+	c.EmbeddedDataDir = e.str("KAFKA_EMBEDDED_DATA_DIR", "")
+	if len(c.Kafka.Brokers) == 1 && c.Kafka.Brokers[0] == "embedded" {
+		c.EmbeddedKafka = true
+		c.Kafka.Brokers = []string{c.EmbeddedAddr}
+	}
+	if len(c.Kafka.Brokers) == 0 {
 		e.fail("KAFKA_BROKER", "want host:port[,host:port...] or embedded")
+	} else if err := c.Kafka.Validate(); err != nil && e.err == nil {
+		e.err = err
 	}
 	if c.DefaultCurrency != strings.ToUpper(c.DefaultCurrency) || len(c.DefaultCurrency) != 3 {
 		e.fail("DEFAULT_CURRENCY", "want a three-letter ISO 4217 code such as USD, got %q", c.DefaultCurrency)
@@ -202,17 +228,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, e.err
 }
 
-// embeddedKafka reports whether KAFKA_BROKER asks for the in-process broker.
-func (c config) embeddedKafka() bool {
-	return len(c.KafkaBrokers) == 1 && c.KafkaBrokers[0] == "embedded"
-}
-
 // LogValue is the effective configuration for the start-up log line, with
 // secrets masked.
 func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("postgres_dsn", redactDSN(c.PostgresDSN)),
-		slog.String("kafka_broker", strings.Join(c.KafkaBrokers, ",")),
+		slog.Any("kafka", c.Kafka),
+		slog.Bool("kafka_embedded", c.EmbeddedKafka),
 		slog.String("kafka_topic", c.KafkaTopic),
 		slog.String("kafka_inbox_topic", c.KafkaInboxTopic),
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),

@@ -14,7 +14,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PostgresDSN != "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable" || c.KafkaBrokers[0] != "127.0.0.1:9092" ||
+	if c.PostgresDSN != "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable" || c.Kafka.Brokers[0] != "127.0.0.1:9092" ||
 		c.KafkaTopic != "orders.events" || c.KafkaGroupID != "orders-service" || c.GRPCPort != 50051 ||
 		c.KafkaInboxTopic != "payments.events" || c.KafkaDLQTopic != "payments.events.dlq" || c.HTTPPort != 8080 {
 		t.Fatalf("defaults = %+v", c)
@@ -23,17 +23,22 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigBadValueNamesVariable(t *testing.T) {
 	for name, value := range map[string]string{
-		"GRPC_PORT":              "abc",
-		"HTTP_PORT":              "70000",
-		"KAFKA_TOPIC":            "bad topic!",
-		"KAFKA_INBOX_TOPIC":      "..",
-		"KAFKA_TOPIC_PARTITIONS": "0",
-		"GRPC_REFLECTION":        "maybe",
-		"SHUTDOWN_TIMEOUT":       "-1s",
-		"LOG_FORMAT":             "xml",
-		"LOG_LEVEL":              "loud",
-		"DEFAULT_CURRENCY":       "usd",
-		"KAFKA_BROKER":           " , ",
+		"GRPC_PORT":               "abc",
+		"HTTP_PORT":               "70000",
+		"KAFKA_TOPIC":             "bad topic!",
+		"KAFKA_INBOX_TOPIC":       "..",
+		"KAFKA_TOPIC_PARTITIONS":  "0",
+		"GRPC_REFLECTION":         "maybe",
+		"SHUTDOWN_TIMEOUT":        "-1s",
+		"LOG_FORMAT":              "xml",
+		"LOG_LEVEL":               "loud",
+		"DEFAULT_CURRENCY":        "usd",
+		"KAFKA_BROKER":            " , ",
+		"KAFKA_SASL_MECHANISM":    "FOO",
+		"KAFKA_TLS":               "sometimes",
+		"AUTH_MODE":               "magic",
+		"RATE_LIMIT_PER_USER":     "-3",
+		"GRPC_TLS_CLIENT_CA_FILE": "/ca.pem",
 	} {
 		_, err := loadConfig(envOf(map[string]string{name: value}))
 		if err == nil || !strings.HasPrefix(err.Error(), name+":") {
@@ -57,7 +62,9 @@ func TestRedactDSN(t *testing.T) {
 			t.Errorf("redactDSN(%q) = %q", dsn, got)
 		}
 	}
-	c, _ := loadConfig(envOf(map[string]string{"POSTGRES_DSN": "postgres://app:s3cret@db/orders"}))
+	c, _ := loadConfig(envOf(map[string]string{"POSTGRES_DSN": "postgres://app:s3cret@db/orders",
+		"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USER": "orders", "KAFKA_SASL_PASSWORD": "s3cret-sasl",
+		"AUTH_MODE": "jwt", "AUTH_JWT_HS256_SECRET": "s3cret-jwt-0123456789-0123456789-0123456789"}))
 	if v := c.LogValue().String(); strings.Contains(v, "s3cret") {
 		t.Fatalf("config log value leaks the password: %s", v)
 	}

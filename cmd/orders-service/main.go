@@ -5,6 +5,9 @@
 //	orders-service -dev       serve with an embedded Kafka broker, the database
 //	                          created if missing and a payments simulator
 //	orders-service migrate    apply migrations and exit
+//	orders-service healthcheck
+//	                          exit 0 when the local /readyz answers 200 (for
+//	                          container healthchecks; the image has no shell)
 package main
 
 import (
@@ -14,9 +17,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -39,7 +45,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.SetOutput(stdout)
 	dev := fs.Bool("dev", false, "local mode: embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: orders-service [-dev] [migrate]")
+		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | healthcheck]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -59,8 +65,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return serve(ctx, cfg, log, *dev)
 	case "migrate":
 		return migrate(ctx, cfg, log, *dev)
+	case "healthcheck":
+		return healthcheck(ctx, cfg)
 	default:
-		return fmt.Errorf("%w: unknown command %q (want serve or migrate)", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q (want serve, migrate or healthcheck)", errUsage, cmd)
 	}
 }
 
@@ -80,4 +88,25 @@ func newLogger(w io.Writer, cfg config) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// healthcheck asks the local /readyz and fails unless it answers 200.
+func healthcheck(ctx context.Context, cfg config) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.HTTPPort)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("healthcheck: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }

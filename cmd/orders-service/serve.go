@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -16,9 +17,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/ratelimit"
+	"github.com/acme/orders-service/telemetry"
 	"github.com/acme/orders-service/tlsconfig"
 )
 
@@ -33,30 +37,86 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		return err
 	}
 	defer db.Close()
-
 	pageKey, err := db.PageTokenKey(ctx)
 	if err != nil {
 		return err
 	}
+
+	if cfg.EmbeddedKafka {
+		broker, err := startEmbeddedKafka(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer broker.Close()
+	}
+	producer, err := kafka.NewClient(cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer producer.Close()
+
+	reg := telemetry.NewRegistry()
+	telemetry.RegisterPool(reg, db.Pool)
+	grpcMetrics := telemetry.NewGRPCMetrics(reg)
+
 	writer := postgres.NewOrderWriter(cfg.KafkaTopic, "orders-service", nil)
 	svc := postgres.NewOrderService(db, writer, cfg.DefaultCurrency)
-
 	hs := health.NewServer()
-	api := grpcapi.NewServer(svc, pageKey, log)
 	opts, err := grpcOptions(cfg, log)
 	if err != nil {
 		return err
 	}
-	grpcServer := grpcapi.NewGRPCServer(api, hs, opts)
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
+	opts.Observers = append(opts.Observers, grpcMetrics.UnaryServerInterceptor())
+	grpcServer := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), hs, opts)
+	grpcMetrics.InitializeMetrics(grpcServer)
+
+	ready := telemetry.NewReadiness(
+		telemetry.Check{Name: "postgres", Required: true, Run: db.Pool.Ping},
+		telemetry.Check{Name: "migrations", Required: true, Run: func(ctx context.Context) error {
+			pending, err := db.MigrationsPending(ctx)
+			if err == nil && pending {
+				err = errors.New("migrations pending")
+			}
+			return err
+		}},
+		telemetry.Check{Name: "kafka", Run: producer.Ping},
+	)
+
+	grpcLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
 		return fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
 	}
+	httpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.HTTPPort)))
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("listen HTTP_PORT %d: %w", cfg.HTTPPort, err)
+	}
+	httpServer := &http.Server{Handler: telemetry.Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		log.Info("gRPC server listening", "addr", ln.Addr().String())
-		if err := grpcServer.Serve(ln); err != nil {
+		ready.Run(gctx, 5*time.Second, func(ok bool) {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ok {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			// "" stays SERVING while the process lives (liveness); the
+			// service's own name follows readiness.
+			hs.SetServingStatus(orderspb.OrderService_ServiceDesc.ServiceName, st)
+			log.Info("readiness changed", "ready", ok)
+		})
+		return nil
+	})
+	g.Go(func() error {
+		log.Info("HTTP server listening", "addr", httpLn.Addr().String())
+		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		log.Info("gRPC server listening", "addr", grpcLn.Addr().String())
+		if err := grpcServer.Serve(grpcLn); err != nil {
 			return fmt.Errorf("serve gRPC: %w", err)
 		}
 		return nil
@@ -64,7 +124,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-		hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+		hs.Shutdown()
 		stopped := make(chan struct{})
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
 		select {
@@ -73,7 +133,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 			log.Warn("shutdown timeout: cancelling in-flight calls")
 			grpcServer.Stop()
 		}
-		return nil
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return httpServer.Shutdown(shutdownCtx)
 	})
 	err = g.Wait()
 	log.Info("orders-service stopped")
@@ -81,6 +143,24 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		return nil
 	}
 	return err
+}
+
+// startEmbeddedKafka runs the in-process development broker on
+// cfg.EmbeddedAddr, where other clients (kcat) can reach it too.
+func startEmbeddedKafka(cfg config, log *slog.Logger) (*kafka.Embedded, error) {
+	opts := []kafka.EmbeddedOption{
+		kafka.WithDefaultPartitions(cfg.TopicPartitions),
+		kafka.WithLogger(log.With("component", "embedded-kafka")),
+	}
+	if cfg.EmbeddedDataDir != "" {
+		opts = append(opts, kafka.WithDataDir(cfg.EmbeddedDataDir))
+	}
+	broker, err := kafka.StartEmbedded(cfg.EmbeddedAddr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded Kafka on %s (KAFKA_EMBEDDED_ADDR): %w", cfg.EmbeddedAddr, err)
+	}
+	log.Info("embedded Kafka broker listening", "addr", broker.Addr())
+	return broker, nil
 }
 
 // openDatabase connects and applies migrations; in dev mode it first creates
