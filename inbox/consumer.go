@@ -1,0 +1,228 @@
+// Package inbox receives payment results from Kafka and applies them to
+// orders exactly once. InboxConsumer stores every record in the inbox table
+// (deduplicated on its ce_id) and commits Kafka offsets only after the rows
+// are durable; InboxProcessor applies stored messages, retrying those that may
+// apply later and dead-lettering those that never can.
+package inbox
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service/postgres"
+)
+
+// MaxMessageIDLen is the longest ce_id accepted as a message id; a longer
+// one (or one that is not valid text) is ignored and the record is
+// identified by its position instead.
+const MaxMessageIDLen = 255
+
+// ConsumerOptions returns the kgo options an InboxConsumer's client needs on
+// top of the connection options: membership of group, consuming topic from
+// its start when the group has no offsets, offsets committed only by the
+// consumer, rebalances held while a polled batch is being stored, and only
+// committed records of transactional producers.
+func ConsumerOptions(group, topic string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}
+}
+
+// ConsumerConfig tunes an InboxConsumer; zero values take the defaults.
+type ConsumerConfig struct {
+	MaxPollRecords int           // records per poll and per INSERT; default 500
+	RetryMin       time.Duration // first wait after a database error; default 100ms
+	RetryMax       time.Duration // longest wait between insert attempts; default 5s
+}
+
+func (c *ConsumerConfig) setDefaults() {
+	if c.MaxPollRecords <= 0 {
+		c.MaxPollRecords = 500
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(5*time.Second, c.RetryMin)
+	}
+}
+
+// InboxConsumer copies records of the inbox topic into the inbox table. Per
+// poll it inserts all records in one statement, then commits their offsets,
+// then allows rebalances: a crash or rebalance at any point leads at worst
+// to redelivery, which the inbox deduplicates on the message id.
+type InboxConsumer struct {
+	client  *kgo.Client
+	db      *postgres.DB
+	metrics *Metrics
+	log     *slog.Logger
+	cfg     ConsumerConfig
+	stored  chan struct{}
+
+	// beforeCommit, when set by tests, runs after the insert and before the
+	// offset commit; an error ends Run there, as a crash would.
+	beforeCommit func() error
+}
+
+// NewInboxConsumer returns a consumer reading through client, which the
+// caller builds with ConsumerOptions, owns and closes after Run returns.
+func NewInboxConsumer(client *kgo.Client, db *postgres.DB, m *Metrics, log *slog.Logger, cfg ConsumerConfig) *InboxConsumer {
+	cfg.setDefaults()
+	return &InboxConsumer{client: client, db: db, metrics: m, log: log, cfg: cfg, stored: make(chan struct{}, 1)}
+}
+
+// Stored delivers a value after new rows were committed to the inbox; pass
+// it to InboxProcessor as its wake-up. Signals coalesce.
+func (c *InboxConsumer) Stored() <-chan struct{} { return c.stored }
+
+// Run consumes until ctx ends, then returns nil. Records whose rows were not
+// yet committed are left uncommitted in Kafka and will be delivered again.
+func (c *InboxConsumer) Run(ctx context.Context) error {
+	c.log.Info("inbox consumer started", "max_poll_records", c.cfg.MaxPollRecords)
+	defer c.log.Info("inbox consumer stopped")
+	for {
+		fetches := c.client.PollRecords(ctx, c.cfg.MaxPollRecords)
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		if ctx.Err() != nil {
+			c.client.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			c.log.Warn("inbox fetch failed", "topic", topic, "partition", partition, "error", err)
+		})
+		records := fetches.Records()
+		err := c.handle(ctx, records)
+		c.client.AllowRebalance()
+		if err != nil {
+			return err
+		}
+		if len(records) == 0 && len(fetches.Errors()) > 0 && !sleep(ctx, c.cfg.RetryMin) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// sleep waits for d and reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// handle stores records durably, then commits their offsets. It returns nil
+// when ctx ends before the rows are stored: nothing is committed then.
+func (c *InboxConsumer) handle(ctx context.Context, records []*kgo.Record) error {
+	if len(records) == 0 {
+		return nil
+	}
+	msgs := make([]postgres.InboxMessage, len(records))
+	for i, r := range records {
+		msgs[i] = messageFromRecord(r)
+	}
+	inserted, ok := c.store(ctx, msgs)
+	if !ok {
+		return nil
+	}
+	c.metrics.Received.Add(float64(len(msgs)))
+	c.metrics.Duplicates.Add(float64(int64(len(msgs)) - inserted))
+	if inserted > 0 {
+		select {
+		case c.stored <- struct{}{}:
+		default:
+		}
+	}
+	if c.beforeCommit != nil {
+		if err := c.beforeCommit(); err != nil {
+			return err
+		}
+	}
+	// The rows are durable: commit even when ctx has just ended, so a clean
+	// shutdown does not cause redelivery.
+	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.client.CommitRecords(commitCtx, records...); err != nil {
+		c.log.Warn("commit inbox offsets failed; the records will be delivered again and deduplicated",
+			"records", len(records), "error", err)
+	}
+	return nil
+}
+
+// store inserts msgs, retrying with capped backoff until it succeeds or ctx
+// ends (ok=false).
+func (c *InboxConsumer) store(ctx context.Context, msgs []postgres.InboxMessage) (inserted int64, ok bool) {
+	wait := c.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		inserted, err := postgres.InsertInbox(ctx, c.db, msgs)
+		if err == nil {
+			return inserted, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		c.log.Warn("store inbox records failed; retrying", "records", len(msgs), "attempt", attempt,
+			"retry_in", wait, "error", err)
+		if !sleep(ctx, wait) {
+			return 0, false
+		}
+		wait = min(2*wait, c.cfg.RetryMax)
+	}
+}
+
+// messageFromRecord maps a record to its inbox row. Text columns are made
+// valid text so that no record can make the batch insert fail.
+func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
+	m := postgres.InboxMessage{
+		Topic:     r.Topic,
+		Partition: r.Partition,
+		Offset:    r.Offset,
+		Key:       r.Key,
+		Payload:   r.Value,
+		Headers:   make([]postgres.Header, 0, len(r.Headers)),
+	}
+	var ceID string
+	for _, h := range r.Headers {
+		m.Headers = append(m.Headers, postgres.Header{Key: validText(h.Key), Value: h.Value})
+		switch h.Key {
+		case "ce_id":
+			ceID = string(h.Value)
+		case "ce_type":
+			m.EventType = validText(string(h.Value))
+		}
+	}
+	if ceID != "" && len(ceID) <= MaxMessageIDLen && validText(ceID) == ceID {
+		m.MessageID = ceID
+	} else {
+		m.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+	}
+	return m
+}
+
+// validText returns s as valid UTF-8 without NUL characters, which
+// PostgreSQL text and jsonb cannot hold.
+func validText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}

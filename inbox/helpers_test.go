@@ -1,0 +1,290 @@
+package inbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+const (
+	inboxTopic = "payments.events"
+	dlqTopic   = "payments.events.dlq"
+	group      = "orders-service"
+)
+
+// TestMain checks that PostgreSQL is there (skipping, or failing in CI, when
+// it is not); each test then gets a database of its own from newEnv.
+func TestMain(m *testing.M) { pgtest.Main(m, func(string) {}) }
+
+// env is one test's world: its own migrated database and Kafka cluster.
+type env struct {
+	t       *testing.T
+	db      *postgres.DB
+	svc     *postgres.OrderService
+	brokers []string
+	log     *slog.Logger
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dsn, drop, err := pgtest.NewDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	db := pgtest.Open(t, dsn)
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := kfake.NewCluster(kfake.Ports(0), kfake.SeedTopics(3, inboxTopic, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	w := postgres.NewOrderWriter("orders.events", "orders-service/test", nil)
+	return &env{t: t, db: db, svc: postgres.NewOrderService(db, w, "USD"), brokers: cluster.ListenAddrs(), log: testLogger(t)}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// counting is a log handler that also counts records with one message.
+type counting struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int32
+}
+
+func (c counting) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == c.msg {
+		c.n.Add(1)
+	}
+	return c.Handler.Handle(ctx, r)
+}
+
+func (c counting) WithAttrs(as []slog.Attr) slog.Handler {
+	return counting{c.Handler.WithAttrs(as), c.msg, c.n}
+}
+
+func (c counting) WithGroup(name string) slog.Handler {
+	return counting{c.Handler.WithGroup(name), c.msg, c.n}
+}
+
+func newMetrics(t *testing.T) *inbox.Metrics {
+	t.Helper()
+	m, err := inbox.NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// createOrder stores a new order through the OrderService.
+func (e *env) createOrder(amount int64) string {
+	e.t.Helper()
+	o, err := e.svc.CreateOrder(context.Background(), orders.NewOrder{UserID: "u-" + e.t.Name(), Amount: amount})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return o.ID
+}
+
+// insertOrder stores a new order with a chosen id, as if it were created late.
+func (e *env) insertOrder(id string) {
+	e.t.Helper()
+	_, err := e.db.Pool.Exec(context.Background(), `
+		INSERT INTO orders (id, user_id, amount, currency, description, status, created_at, updated_at)
+		VALUES ($1, 'late-user', 100, 'USD', '', 'new', now(), now())`, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func paymentRecord(orderID, ceID, typ string) *kgo.Record {
+	r := &kgo.Record{
+		Topic: inboxTopic,
+		Key:   []byte(orderID),
+		Value: fmt.Appendf(nil, `{"order_id":%q,"payment_id":"pay-%s","reason":"declined"}`, orderID, orderID),
+		Headers: []kgo.RecordHeader{
+			{Key: "ce_specversion", Value: []byte("1.0")},
+			{Key: "ce_type", Value: []byte(typ)},
+			{Key: "ce_source", Value: []byte("payments-service")},
+			{Key: "content-type", Value: []byte("application/json")},
+		},
+	}
+	if ceID != "" {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: "ce_id", Value: []byte(ceID)})
+	}
+	return r
+}
+
+func succeeded(orderID string) *kgo.Record {
+	return paymentRecord(orderID, uuid.NewString(), orders.TypePaymentSucceeded)
+}
+
+// produce writes records in order to partition 0 unless they name another
+// partition, and returns them with their offsets.
+func (e *env) produce(records ...*kgo.Record) []*kgo.Record {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+	return records
+}
+
+// running is a background loop and its client; stop ends it.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+	cl     *kgo.Client
+	once   sync.Once
+	err    error
+}
+
+func (r *running) stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		r.err = <-r.done
+		if r.cl != nil {
+			r.cl.Close()
+		}
+	})
+	return r.err
+}
+
+func (e *env) startConsumer(m *inbox.Metrics, cfg inbox.ConsumerConfig, setup func(*inbox.InboxConsumer, context.CancelFunc)) (*inbox.InboxConsumer, *running) {
+	e.t.Helper()
+	opts := append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(200 * time.Millisecond)},
+		inbox.ConsumerOptions(group, inboxTopic)...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c := inbox.NewInboxConsumer(cl, e.db, m, e.log, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	if setup != nil {
+		setup(c, cancel)
+	}
+	r := &running{cancel: cancel, done: make(chan error, 1), cl: cl}
+	go func() { r.done <- c.Run(ctx) }()
+	e.t.Cleanup(func() { r.stop() })
+	return c, r
+}
+
+func (e *env) startProcessor(m *inbox.Metrics, cfg inbox.ProcessorConfig) (*inbox.InboxProcessor, *running) {
+	e.t.Helper()
+	if cfg.DLQTopic == "" {
+		cfg.DLQTopic = dlqTopic
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 20 * time.Millisecond
+	}
+	p := inbox.NewInboxProcessor(e.db, e.svc, m, e.log, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	e.t.Cleanup(func() { r.stop() })
+	return p, r
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (e *env) count(query string, args ...any) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func (e *env) status(orderID string) orders.Status {
+	e.t.Helper()
+	s, err := e.svc.GetOrderStatus(context.Background(), orderID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func (e *env) events(orderID, eventType string) int {
+	return e.count(`SELECT count(*) FROM outbox WHERE key = $1 AND event_type = $2`, orderID, eventType)
+}
+
+type inboxRow struct {
+	processed, dead bool
+	attempts        int
+	lastError       *string
+}
+
+func (e *env) row(messageID string) (inboxRow, bool) {
+	e.t.Helper()
+	var r inboxRow
+	err := e.db.Pool.QueryRow(context.Background(),
+		`SELECT processed, dead, attempts, last_error FROM inbox WHERE message_id = $1`, messageID).
+		Scan(&r.processed, &r.dead, &r.attempts, &r.lastError)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, false
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r, true
+}
+
+// store inserts inbox rows directly, as the consumer would.
+func (e *env) store(msgs ...postgres.InboxMessage) {
+	e.t.Helper()
+	for i := range msgs {
+		if msgs[i].Topic == "" {
+			msgs[i].Topic = inboxTopic
+		}
+	}
+	if _, err := postgres.InsertInbox(context.Background(), e.db, msgs); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func paymentMessage(orderID string) postgres.InboxMessage {
+	return postgres.InboxMessage{
+		MessageID: uuid.NewString(),
+		Key:       []byte(orderID),
+		EventType: orders.TypePaymentSucceeded,
+		Payload:   fmt.Appendf(nil, `{"order_id":%q}`, orderID),
+	}
+}

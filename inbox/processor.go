@@ -1,0 +1,358 @@
+package inbox
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/postgres"
+)
+
+// PaymentApplier applies a payment result to its order inside tx; it is
+// implemented by postgres.OrderService. It returns ENOTFOUND for an unknown
+// order, ECONFLICT for a transition the order's state refuses, and nil for
+// an applied result or a no-op.
+type PaymentApplier interface {
+	ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bool, p orders.PaymentResult) error
+}
+
+// Headers added to a dead-lettered record, after its original headers.
+const (
+	HeaderDLQError             = "dlq_error"
+	HeaderDLQOriginalTopic     = "dlq_original_topic"
+	HeaderDLQOriginalPartition = "dlq_original_partition"
+	HeaderDLQOriginalOffset    = "dlq_original_offset"
+	// HeaderDLQOriginalKey carries the original key, base64-encoded, when it
+	// is not valid text and so cannot be the dead-letter record's key.
+	HeaderDLQOriginalKey = "dlq_original_key_base64"
+)
+
+// ProcessorConfig tunes an InboxProcessor; zero values take the defaults.
+type ProcessorConfig struct {
+	DLQTopic          string          // KAFKA_DLQ_TOPIC; required
+	Wake              <-chan struct{} // InboxConsumer.Stored: process at once instead of waiting for the poll
+	BatchSize         int             // rows per transaction, each in a savepoint; default 50 (PostgreSQL caches 64 subtransactions)
+	PollInterval      time.Duration   // wait between polls when idle; default 500ms
+	MaxAttempts       int             // INBOX_MAX_ATTEMPTS; default 10
+	RetryBase         time.Duration   // wait after the first failed attempt, doubling; default 1s
+	RetryMax          time.Duration   // cap of the wait between attempts; default 60s
+	Retention         time.Duration   // INBOX_RETENTION for processed rows; default 336h
+	RetentionInterval time.Duration   // how often old processed rows are deleted; default 1m
+	RetentionBatch    int             // rows per delete statement; default 1000
+	GaugeInterval     time.Duration   // refresh of orders_inbox_unprocessed; default 5s
+	GaugeLimit        int             // bound of the pending count; default 100000
+}
+
+func (c *ProcessorConfig) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	defInt(&c.BatchSize, 50)
+	def(&c.PollInterval, 500*time.Millisecond)
+	defInt(&c.MaxAttempts, 10)
+	def(&c.RetryBase, time.Second)
+	def(&c.RetryMax, time.Minute)
+	def(&c.Retention, 336*time.Hour)
+	def(&c.RetentionInterval, time.Minute)
+	defInt(&c.RetentionBatch, 1000)
+	def(&c.GaugeInterval, 5*time.Second)
+	defInt(&c.GaugeLimit, 100_000)
+}
+
+// Backoff returns the wait after the n-th failed attempt (n >= 1): base,
+// doubling per attempt, capped at limit. With the defaults, ten attempts
+// span about four to five minutes.
+func Backoff(n int, base, limit time.Duration) time.Duration {
+	d := base
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// InboxProcessor applies stored inbox messages to their orders. It claims a
+// batch of due rows in one transaction and handles each row in a savepoint,
+// so a failing row is rolled back alone: applied rows are marked processed in
+// the same transaction that changed the order; rows that may apply later are
+// rescheduled with backoff; rows that never can, or ran out of attempts, are
+// marked dead and copied to the dead-letter topic through the outbox.
+type InboxProcessor struct {
+	db      *postgres.DB
+	app     PaymentApplier
+	metrics *Metrics
+	log     *slog.Logger
+	cfg     ProcessorConfig
+
+	lastGauge, lastRetention time.Time
+}
+
+// NewInboxProcessor returns a processor applying messages through app.
+func NewInboxProcessor(db *postgres.DB, app PaymentApplier, m *Metrics, log *slog.Logger, cfg ProcessorConfig) *InboxProcessor {
+	cfg.setDefaults()
+	return &InboxProcessor{db: db, app: app, metrics: m, log: log, cfg: cfg}
+}
+
+// Run processes until ctx ends, then returns nil. It runs batches back to
+// back while they are full, otherwise waits for a wake-up or the poll
+// interval. A failing transaction (database down) marks nothing and is
+// retried with capped backoff.
+func (p *InboxProcessor) Run(ctx context.Context) error {
+	p.log.Info("inbox processor started", "batch_size", p.cfg.BatchSize, "max_attempts", p.cfg.MaxAttempts,
+		"dlq_topic", p.cfg.DLQTopic)
+	defer p.log.Info("inbox processor stopped")
+	var failWait time.Duration
+	for {
+		n, err := p.ProcessBatch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := p.cfg.PollInterval
+		if err != nil {
+			failWait = min(max(2*failWait, p.cfg.PollInterval), 30*time.Second)
+			wait = failWait
+			p.log.Warn("inbox batch failed; nothing was marked, retrying", "retry_in", wait, "error", err)
+		} else {
+			failWait = 0
+			p.housekeeping(ctx)
+			if n == p.cfg.BatchSize {
+				continue
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-p.cfg.Wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// errNothingClaimed rolls back an empty claim so the outbox relay is not woken.
+var errNothingClaimed = errors.New("no inbox rows due")
+
+// outcome is what happened to one row of a batch, counted after the commit.
+type outcome int
+
+const (
+	outcomeProcessed outcome = iota
+	outcomeRetry
+	outcomeDead
+)
+
+// ProcessBatch handles one batch of due rows in one transaction and returns
+// how many rows it claimed. An error means the transaction rolled back.
+func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
+	var claimed int
+	var counts [3]int
+	err := p.db.InTx(ctx, true, func(tx pgx.Tx) error {
+		claimed, counts = 0, [3]int{}
+		msgs, err := postgres.ClaimInbox(ctx, tx, p.cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return errNothingClaimed
+		}
+		claimed = len(msgs)
+		for _, m := range msgs {
+			o, err := p.handle(ctx, tx, m)
+			if err != nil {
+				return err
+			}
+			counts[o]++
+		}
+		return nil
+	})
+	if errors.Is(err, errNothingClaimed) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("process inbox batch: %w", err)
+	}
+	p.metrics.Processed.Add(float64(counts[outcomeProcessed]))
+	p.metrics.Dead.Add(float64(counts[outcomeDead]))
+	return claimed, nil
+}
+
+// handle applies one row inside a savepoint of tx and records the outcome.
+// An error means tx itself is unusable and must roll back.
+func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
+	result, succeeded, err := decode(m)
+	if err != nil {
+		return outcomeDead, p.deadLetter(ctx, tx, m, "", err)
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("savepoint: %w", err)
+	}
+	applyErr := p.app.ApplyPayment(ctx, sp, succeeded, result)
+	if applyErr == nil {
+		applyErr = postgres.MarkInboxProcessed(ctx, sp, m.MessageID)
+	}
+	if applyErr == nil {
+		applyErr = sp.Commit(ctx)
+		if applyErr == nil {
+			return outcomeProcessed, nil
+		}
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		return 0, fmt.Errorf("roll back savepoint after %v: %w", applyErr, err)
+	}
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	if orders.ErrorCode(applyErr) == orders.ECONFLICT {
+		return outcomeDead, p.deadLetter(ctx, tx, m, result.OrderID, applyErr)
+	}
+	attempts := m.Attempts + 1
+	if attempts >= p.cfg.MaxAttempts {
+		return outcomeDead, p.deadLetter(ctx, tx, m, result.OrderID,
+			fmt.Errorf("gave up after %d attempts: %w", attempts, applyErr))
+	}
+	delay := Backoff(attempts, p.cfg.RetryBase, p.cfg.RetryMax)
+	p.log.Info("inbox message not applied; retrying later", "message_id", m.MessageID, "order_id", result.OrderID,
+		"attempt", attempts, "retry_in", delay, "error", applyErr)
+	return outcomeRetry, postgres.RetryInbox(ctx, tx, m.MessageID, errorText(applyErr), delay)
+}
+
+// decode checks that m is a payment result this service understands. Its
+// error is permanent: the same message can never decode.
+func decode(m postgres.InboxMessage) (orders.PaymentResult, bool, error) {
+	var succeeded bool
+	switch m.EventType {
+	case orders.TypePaymentSucceeded:
+		succeeded = true
+	case orders.TypePaymentFailed:
+	case "":
+		return orders.PaymentResult{}, false, errors.New("missing ce_type header")
+	default:
+		return orders.PaymentResult{}, false, fmt.Errorf("unknown ce_type %q", m.EventType)
+	}
+	if !json.Valid(m.Payload) {
+		return orders.PaymentResult{}, false, errors.New("undecodable data: not valid JSON")
+	}
+	var object map[string]json.RawMessage
+	if err := json.Unmarshal(m.Payload, &object); err != nil || object == nil {
+		return orders.PaymentResult{}, false, errors.New("data is not a JSON object")
+	}
+	var r orders.PaymentResult
+	if err := json.Unmarshal(m.Payload, &r); err != nil {
+		return r, false, fmt.Errorf("undecodable data: %w", err)
+	}
+	if r.OrderID == "" {
+		return r, false, errors.New("data has no order_id")
+	}
+	if reason := orders.ValidateOrderID(r.OrderID); reason != "" {
+		return orders.PaymentResult{}, false, fmt.Errorf("order_id %q %s", validText(r.OrderID), reason)
+	}
+	return r, succeeded, nil
+}
+
+// deadLetter marks m dead with cause and, in the same transaction, queues a
+// copy of it for the dead-letter topic: the original key, headers and
+// payload, plus the dlq_* headers.
+func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage, orderID string, cause error) error {
+	text := errorText(cause)
+	if err := postgres.MarkInboxDead(ctx, tx, m.MessageID, text); err != nil {
+		return err
+	}
+	headers := append(append([]postgres.Header(nil), m.Headers...),
+		postgres.Header{Key: HeaderDLQError, Value: []byte(text)},
+		postgres.Header{Key: HeaderDLQOriginalTopic, Value: []byte(m.Topic)},
+		postgres.Header{Key: HeaderDLQOriginalPartition, Value: []byte(strconv.Itoa(int(m.Partition)))},
+		postgres.Header{Key: HeaderDLQOriginalOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	)
+	key := string(m.Key)
+	if validText(key) != key {
+		headers = append(headers, postgres.Header{Key: HeaderDLQOriginalKey, Value: []byte(base64.StdEncoding.EncodeToString(m.Key))})
+		key = ""
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("new dead-letter event id: %w", err)
+	}
+	err = postgres.InsertOutbox(ctx, tx, postgres.OutboxMessage{
+		EventID:   id.String(),
+		EventType: m.EventType,
+		Topic:     p.cfg.DLQTopic,
+		Key:       key,
+		Headers:   headers,
+		Payload:   m.Payload,
+	})
+	if err != nil {
+		return fmt.Errorf("dead-letter %s: %w", m.MessageID, err)
+	}
+	p.log.Warn("inbox message dead-lettered", "message_id", m.MessageID, "order_id", orderID,
+		"dlq_topic", p.cfg.DLQTopic, "error", text)
+	return nil
+}
+
+// errorText bounds an error's text for last_error and the dlq_error header.
+func errorText(err error) string {
+	const maxLen = 1000
+	s := validText(err.Error())
+	if len(s) <= maxLen {
+		return s
+	}
+	s = s[:maxLen]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// housekeeping refreshes the pending gauge and deletes old processed rows,
+// each at most once per its interval.
+func (p *InboxProcessor) housekeeping(ctx context.Context) {
+	now := time.Now()
+	if now.Sub(p.lastGauge) >= p.cfg.GaugeInterval {
+		p.lastGauge = now
+		if n, err := postgres.CountPendingInbox(ctx, p.db, p.cfg.GaugeLimit); err != nil {
+			p.log.Warn("count pending inbox rows failed", "error", err)
+		} else {
+			p.metrics.Unprocessed.Set(float64(n))
+		}
+	}
+	if now.Sub(p.lastRetention) >= p.cfg.RetentionInterval {
+		p.lastRetention = now
+		deleted, err := p.DeleteExpired(ctx)
+		if err != nil {
+			p.log.Warn("inbox retention failed", "error", err)
+		} else if deleted > 0 {
+			p.log.Info("inbox retention deleted processed rows", "rows", deleted)
+		}
+	}
+}
+
+// DeleteExpired deletes rows processed longer than the retention ago, in
+// batches of RetentionBatch, and returns how many it deleted.
+func (p *InboxProcessor) DeleteExpired(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		n, err := postgres.DeleteProcessedInbox(ctx, p.db, p.cfg.Retention, p.cfg.RetentionBatch)
+		total += n
+		if err != nil || n < int64(p.cfg.RetentionBatch) {
+			return total, err
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// InboxMessage is one Kafka record stored in the inbox. MessageID is the
+// record's ce_id, or <topic>/<partition>/<offset> when it has none.
+type InboxMessage struct {
+	MessageID string
+	Seq       int64
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Headers   []Header
+	Payload   []byte
+	EventType string
+	Attempts  int
+}
+
+// InsertInbox stores msgs in one statement, skipping message ids already in
+// the inbox (or repeated within msgs), and returns how many rows were new.
+// It commits on its own: once it returns nil the rows are durable.
+func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int64, err error) {
+	n := len(msgs)
+	ids, topics, eventTypes, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	partitions, offsets := make([]int32, n), make([]int64, n)
+	keys, payloads := make([][]byte, n), make([][]byte, n)
+	for i, m := range msgs {
+		h, err := json.Marshal(nonNilHeaders(m.Headers))
+		if err != nil {
+			return 0, fmt.Errorf("encode inbox headers of %s: %w", m.MessageID, err)
+		}
+		ids[i], topics[i], eventTypes[i], headers[i] = m.MessageID, m.Topic, m.EventType, string(h)
+		partitions[i], offsets[i], keys[i] = m.Partition, m.Offset, m.Key
+		payloads[i] = m.Payload
+		if payloads[i] == nil {
+			payloads[i] = []byte{}
+		}
+	}
+	tag, err := db.Pool.Exec(ctx, `
+		INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, key, headers, payload, event_type)
+		SELECT id, topic, part, off, key, headers::jsonb, payload, event_type
+		FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bytea[], $6::text[], $7::bytea[], $8::text[])
+			AS m(id, topic, part, off, key, headers, payload, event_type)
+		ON CONFLICT (message_id) DO NOTHING`,
+		ids, topics, partitions, offsets, keys, headers, payloads, eventTypes)
+	if err != nil {
+		return 0, fmt.Errorf("insert inbox rows: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+func nonNilHeaders(h []Header) []Header {
+	if h == nil {
+		return []Header{}
+	}
+	return h
+}
+
+// ClaimInbox locks up to limit pending rows whose retry time has come, oldest
+// first, skipping rows other transactions hold. The locks last until tx ends.
+func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT message_id, seq, topic, kafka_partition, kafka_offset, key, headers, payload, event_type, attempts
+		FROM inbox
+		WHERE NOT processed AND NOT dead AND next_attempt_at <= now()
+		ORDER BY next_attempt_at, seq
+		LIMIT $1
+		FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim inbox rows: %w", err)
+	}
+	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (InboxMessage, error) {
+		var m InboxMessage
+		err := row.Scan(&m.MessageID, &m.Seq, &m.Topic, &m.Partition, &m.Offset, &m.Key, &m.Headers,
+			&m.Payload, &m.EventType, &m.Attempts)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim inbox rows: %w", err)
+	}
+	return msgs, nil
+}
+
+// MarkInboxProcessed records that the message was applied.
+func MarkInboxProcessed(ctx context.Context, tx pgx.Tx, messageID string) error {
+	_, err := tx.Exec(ctx, `
+		UPDATE inbox SET processed = true, processed_at = now(), attempts = attempts + 1
+		WHERE message_id = $1`, messageID)
+	if err != nil {
+		return fmt.Errorf("mark inbox %s processed: %w", messageID, err)
+	}
+	return nil
+}
+
+// RetryInbox records a failed attempt and schedules the next one after delay.
+func RetryInbox(ctx context.Context, tx pgx.Tx, messageID, lastError string, delay time.Duration) error {
+	_, err := tx.Exec(ctx, `
+		UPDATE inbox
+		SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + $3::bigint * interval '1 microsecond'
+		WHERE message_id = $1`, messageID, lastError, delay.Microseconds())
+	if err != nil {
+		return fmt.Errorf("schedule inbox %s retry: %w", messageID, err)
+	}
+	return nil
+}
+
+// MarkInboxDead records a final failed attempt: the message is dead until
+// re-driven. The caller copies it to the dead-letter topic in the same tx.
+func MarkInboxDead(ctx context.Context, tx pgx.Tx, messageID, lastError string) error {
+	_, err := tx.Exec(ctx, `
+		UPDATE inbox SET dead = true, last_error = $2, attempts = attempts + 1
+		WHERE message_id = $1`, messageID, lastError)
+	if err != nil {
+		return fmt.Errorf("mark inbox %s dead: %w", messageID, err)
+	}
+	return nil
+}
+
+// Redrive re-queues dead inbox rows, all of them when ids is empty, for an
+// immediate new series of attempts. last_error is kept for the record. It
+// returns how many rows were re-queued.
+func Redrive(ctx context.Context, db *DB, ids []string) (int64, error) {
+	if ids == nil {
+		ids = []string{}
+	}
+	tag, err := db.Pool.Exec(ctx, `
+		UPDATE inbox SET dead = false, attempts = 0, next_attempt_at = now()
+		WHERE dead AND (cardinality($1::text[]) = 0 OR message_id = ANY($1::text[]))`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("redrive inbox: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// DeleteProcessedInbox deletes up to limit rows processed more than olderThan
+// ago and returns how many it deleted. Dead and pending rows are never deleted.
+func DeleteProcessedInbox(ctx context.Context, db *DB, olderThan time.Duration, limit int) (int64, error) {
+	tag, err := db.Pool.Exec(ctx, `
+		DELETE FROM inbox WHERE message_id IN (
+			SELECT message_id FROM inbox
+			WHERE processed AND processed_at < now() - $1::bigint * interval '1 microsecond'
+			ORDER BY processed_at
+			LIMIT $2)`, olderThan.Microseconds(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete processed inbox rows: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// CountPendingInbox counts rows neither processed nor dead, reading at most
+// limit entries of the pending index so the cost stays bounded.
+func CountPendingInbox(ctx context.Context, db *DB, limit int) (int64, error) {
+	var n int64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM (
+			SELECT 1 FROM inbox WHERE NOT processed AND NOT dead LIMIT $1
+		) AS pending`, limit).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count pending inbox rows: %w", classify(err))
+	}
+	return n, nil
+}
