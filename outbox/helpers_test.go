@@ -1,0 +1,217 @@
+package outbox
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+const topic = "orders.events"
+
+// TestMain skips the package without PostgreSQL (fails in CI); each test
+// then makes its own database with freshDSN.
+func TestMain(m *testing.M) { pgtest.Main(m, func(string) {}) }
+
+// freshDSN creates a migrated database of the test's own, so the workers of
+// one test never see another test's rows.
+func freshDSN(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dsn, drop, err := pgtest.NewDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+func newService(db *postgres.DB) *postgres.OrderService {
+	return postgres.NewOrderService(db, postgres.NewOrderWriter(topic, "orders-service/test", nil), "USD")
+}
+
+func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, topic)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// newProducer returns a client configured like the service's: idempotent,
+// acks from all in-sync replicas (the franz-go defaults).
+func newProducer(t *testing.T, addr string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Config) (*OutboxWorker, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	w, err := NewWorker(db, p, cfg, reg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, reg
+}
+
+// start runs w until the returned stop is called (or the test ends) and
+// fails the test if Run does not return promptly after that.
+func start(t *testing.T, w *OutboxWorker) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// collector consumes topic from the start in the background.
+type collector struct {
+	mu   sync.Mutex
+	recs []*kgo.Record
+}
+
+func collect(t *testing.T, addr string) *collector {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &collector{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			c.mu.Lock()
+			fs.EachRecord(func(r *kgo.Record) { c.recs = append(c.recs, r) })
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		cl.Close()
+	})
+	return c
+}
+
+func (c *collector) records() []*kgo.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*kgo.Record(nil), c.recs...)
+}
+
+// byEventID returns the records carrying ce_id id.
+func (c *collector) byEventID(id string) []*kgo.Record {
+	var out []*kgo.Record
+	for _, r := range c.records() {
+		if header(r, "ce_id") == id {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+type outboxRow struct {
+	ID        int64
+	EventID   string
+	EventType string
+	Key       string
+	Headers   []postgres.Header
+	Payload   []byte
+	Sent      bool
+}
+
+func outboxRows(t *testing.T, db *postgres.DB, where string, args ...any) []outboxRow {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(),
+		`SELECT id, event_id::text, event_type, key, headers, payload, sent FROM outbox WHERE `+where+` ORDER BY id`, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.ID, &r.EventID, &r.EventType, &r.Key, &r.Headers, &r.Payload, &r.Sent); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func countUnsent(t *testing.T, db *postgres.DB) int64 {
+	t.Helper()
+	n, err := db.CountUnsentOutbox(context.Background(), 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

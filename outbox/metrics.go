@@ -1,0 +1,46 @@
+package outbox
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	published prometheus.Counter
+	latency   prometheus.Histogram
+	errors    prometheus.Counter
+	unsent    prometheus.Gauge
+	oldestAge prometheus.Gauge
+}
+
+func newMetrics() metrics {
+	return metrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orders_outbox_published_total",
+			Help: "Outbox rows acknowledged by Kafka and marked sent.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orders_outbox_publish_latency_seconds",
+			Help:    "Time from an outbox row's commit to Kafka's acknowledgement of its record.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orders_outbox_publish_errors_total",
+			Help: "Publishing batches that failed and left their rows unsent for a retry.",
+		}),
+		unsent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orders_outbox_unsent",
+			Help: "Outbox rows not yet published (counted up to 100000, refreshed every few seconds).",
+		}),
+		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orders_outbox_oldest_unsent_age_seconds",
+			Help: "Age of the oldest unsent outbox row, 0 when none (refreshed every few seconds).",
+		}),
+	}
+}
+
+func (m metrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// OutboxLockKey is the advisory lock that lets one relay at a time, across
+// all replicas, publish a batch. It is held for one transaction and so is
+// released by commit, rollback or the death of the session.
+const OutboxLockKey int64 = 0x6f75_7462_6f78_0001 // "outbox" + 1
+
+// OutboxRecord is one unsent outbox row as the relay publishes it.
+type OutboxRecord struct {
+	ID        int64
+	EventID   string
+	Topic     string
+	Key       string
+	Headers   []Header
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+// SetIdleTimeout makes the server end tx's session when it stays idle inside
+// the transaction for longer than d, so a stuck or partitioned relay releases
+// the outbox lock.
+func SetIdleTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
+	_, err := tx.Exec(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`,
+		strconv.FormatInt(d.Milliseconds(), 10))
+	if err != nil {
+		return fmt.Errorf("set idle_in_transaction_session_timeout: %w", classify(err))
+	}
+	return nil
+}
+
+// TryLockOutbox takes the relay's advisory lock for the rest of tx. It
+// reports false without waiting when another session holds it. tx must be
+// READ COMMITTED so the statements after it see the previous holder's commit.
+func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
+	var ok bool
+	err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, OutboxLockKey).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("try outbox lock: %w", classify(err))
+	}
+	return ok, nil
+}
+
+// ClaimOutbox reads up to limit unsent rows in id order, through the
+// outbox_unsent partial index. Callers hold the outbox lock, which is what
+// keeps two relays from publishing the same rows.
+func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT id, event_id::text, topic, key, headers, payload, created_at
+		FROM outbox
+		WHERE NOT sent
+		ORDER BY id
+		LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox rows: %w", classify(err))
+	}
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
+		var r OutboxRecord
+		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &r.Key, &r.Headers, &r.Payload, &r.CreatedAt)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox rows: %w", classify(err))
+	}
+	return recs, nil
+}
+
+// MarkOutboxSent marks the rows with the given ids sent inside tx.
+func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	tag, err := tx.Exec(ctx, `UPDATE outbox SET sent = true, sent_at = now() WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("mark outbox rows sent: %w", classify(err))
+	}
+	if tag.RowsAffected() != int64(len(ids)) {
+		return fmt.Errorf("mark outbox rows sent: updated %d of %d rows", tag.RowsAffected(), len(ids))
+	}
+	return nil
+}
+
+// DeleteSentOutbox deletes up to limit rows sent before cutoff, oldest first,
+// and reports how many it deleted. Unsent rows are never deleted.
+func (db *DB) DeleteSentOutbox(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	tag, err := db.Pool.Exec(ctx, `
+		DELETE FROM outbox
+		WHERE id IN (
+			SELECT id FROM outbox
+			WHERE sent AND sent_at < $1
+			ORDER BY sent_at
+			LIMIT $2)`, cutoff, limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete sent outbox rows: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// CountUnsentOutbox counts unsent rows, stopping at limit so that a large
+// backlog costs a bounded index scan.
+func (db *DB) CountUnsentOutbox(ctx context.Context, limit int) (int64, error) {
+	var n int64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM (SELECT 1 FROM outbox WHERE NOT sent LIMIT $1) s`, limit).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count unsent outbox rows: %w", classify(err))
+	}
+	return n, nil
+}
+
+// OldestUnsentOutboxAge returns how long ago, by the database clock, the
+// first unsent row in id order was written, or 0 when none is unsent.
+func (db *DB) OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error) {
+	var secs float64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT EXTRACT(EPOCH FROM now() - created_at)::float8
+		FROM outbox
+		WHERE NOT sent
+		ORDER BY id
+		LIMIT 1`).Scan(&secs)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("oldest unsent outbox row: %w", classify(err))
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
