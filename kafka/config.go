@@ -201,3 +201,42 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("sasl", c.SASL),
 	)
 }
+
+// ConfigFromEnv reads the connection settings shared by every binary:
+// KAFKA_BROKER (comma-separated; default 127.0.0.1:9092), KAFKA_TLS and its
+// files, and KAFKA_SASL_*. It validates them; errors name the variable.
+func ConfigFromEnv(getenv func(string) string, clientID string) (Config, error) {
+	c := Config{
+		ClientID: clientID,
+		TLS: TLSConfig{
+			CAFile:   strings.TrimSpace(getenv(envTLSCAFile)),
+			CertFile: strings.TrimSpace(getenv(envTLSCertFile)),
+			KeyFile:  strings.TrimSpace(getenv(envTLSKeyFile)),
+		},
+		SASL: SASLConfig{
+			Mechanism: strings.TrimSpace(getenv(envSASLMechanism)),
+			User:      strings.TrimSpace(getenv(envSASLUser)),
+			Password:  getenv(envSASLPassword),
+		},
+	}
+	if v := strings.TrimSpace(getenv(envTLS)); v != "" {
+		enabled, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("%s: want true or false, got %q", envTLS, v)
+		}
+		c.TLS.Enabled = enabled
+	}
+	brokers := strings.TrimSpace(getenv(envBroker))
+	if brokers == "" {
+		brokers = "127.0.0.1:9092"
+	}
+	for _, b := range strings.Split(brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.Brokers = append(c.Brokers, b)
+		}
+	}
+	if len(c.Brokers) == 0 {
+		return c, fmt.Errorf("KAFKA_BROKER: want host:port[,host:port...], got %q", getenv(envBroker))
+	}
+	return c, c.Validate()
+}

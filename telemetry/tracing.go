@@ -65,3 +65,19 @@ func newExporter(ctx context.Context, getenv func(string) string) (sdktrace.Span
 	return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL: want grpc or http/protobuf, got %q", protocol)
 }
 
+// TraceParent returns the W3C traceparent of the span in ctx, or "" when
+// there is none.
+func TraceParent(ctx context.Context) string {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	return carrier["traceparent"]
+}
+
+// ContextWithTraceParent returns ctx carrying the remote span context of
+// traceparent, so a span started from it continues that trace.
+func ContextWithTraceParent(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
+}

@@ -40,12 +40,21 @@ type config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
+	OutboxBatchSize    int
+	OutboxPollInterval time.Duration
+	OutboxRetention    time.Duration
+	InboxMaxAttempts   int
+	InboxRetention     time.Duration
+	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
+
 	Auth             auth.Config
 	TLSCertFile      string
 	TLSKeyFile       string
 	TLSClientCAFile  string
 	RateLimitPerUser float64 // calls per second per user; 0 = off
 	RateLimitBurst   int
+
+	getenv func(string) string // for settings read by libraries (OTEL_*)
 }
 
 // envReader reads typed settings and keeps the first bad one.
@@ -145,6 +154,7 @@ func (e *envReader) topic(name, def string) string {
 func loadConfig(getenv func(string) string) (config, error) {
 	e := &envReader{get: getenv}
 	c := config{
+		getenv:          getenv,
 		PostgresDSN:     e.str("POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable"),
 		KafkaTopic:      e.topic("KAFKA_TOPIC", "orders.events"),
 		KafkaInboxTopic: e.topic("KAFKA_INBOX_TOPIC", "payments.events"),
@@ -159,39 +169,28 @@ func loadConfig(getenv func(string) string) (config, error) {
 		ShutdownTimeout: e.duration("SHUTDOWN_TIMEOUT", 30*time.Second),
 		DefaultCurrency: e.str("DEFAULT_CURRENCY", "USD"),
 		LogFormat:       e.oneOf("LOG_FORMAT", "json", "json", "text"),
+
+		OutboxBatchSize:    e.int("OUTBOX_BATCH_SIZE", 1000, 1, 100_000),
+		OutboxPollInterval: e.duration("OUTBOX_POLL_INTERVAL", 500*time.Millisecond),
+		OutboxRetention:    e.duration("OUTBOX_RETENTION", 7*24*time.Hour),
+		InboxMaxAttempts:   e.int("INBOX_MAX_ATTEMPTS", 10, 1, 1000),
+		InboxRetention:     e.duration("INBOX_RETENTION", 14*24*time.Hour),
+		SimDeclineAbove:    int64(e.int("PAYMENTS_SIM_DECLINE_ABOVE", 0, 0, math.MaxInt)),
 	}
 	if _, err := url.Parse(c.PostgresDSN); err != nil && strings.Contains(c.PostgresDSN, "://") {
 		e.fail("POSTGRES_DSN", "not a valid connection URL")
 	}
-	c.Kafka = kafka.Config{
-		ClientID: "orders-service",
-		TLS: kafka.TLSConfig{
-			Enabled:  e.bool("KAFKA_TLS", false),
-			CAFile:   e.str("KAFKA_TLS_CA_FILE", ""),
-			CertFile: e.str("KAFKA_TLS_CERT_FILE", ""),
-			KeyFile:  e.str("KAFKA_TLS_KEY_FILE", ""),
-		},
-		SASL: kafka.SASLConfig{
-			Mechanism: e.str("KAFKA_SASL_MECHANISM", ""),
-			User:      e.str("KAFKA_SASL_USER", ""),
-			Password:  getenv("KAFKA_SASL_PASSWORD"),
-		},
-	}
-	for _, b := range strings.Split(e.str("KAFKA_BROKER", "127.0.0.1:9092"), ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			c.Kafka.Brokers = append(c.Kafka.Brokers, b)
-		}
-	}
+	kc, kerr := kafka.ConfigFromEnv(getenv, "orders-service")
+	c.Kafka = kc
 	c.EmbeddedAddr = e.str("KAFKA_EMBEDDED_ADDR", "127.0.0.1:9092")
 	c.EmbeddedDataDir = e.str("KAFKA_EMBEDDED_DATA_DIR", "")
 	if len(c.Kafka.Brokers) == 1 && c.Kafka.Brokers[0] == "embedded" {
 		c.EmbeddedKafka = true
 		c.Kafka.Brokers = []string{c.EmbeddedAddr}
+		kerr = c.Kafka.Validate()
 	}
-	if len(c.Kafka.Brokers) == 0 {
-		e.fail("KAFKA_BROKER", "want host:port[,host:port...] or embedded")
-	} else if err := c.Kafka.Validate(); err != nil && e.err == nil {
-		e.err = err
+	if kerr != nil && e.err == nil {
+		e.err = kerr
 	}
 	if c.DefaultCurrency != strings.ToUpper(c.DefaultCurrency) || len(c.DefaultCurrency) != 3 {
 		e.fail("DEFAULT_CURRENCY", "want a three-letter ISO 4217 code such as USD, got %q", c.DefaultCurrency)
@@ -245,6 +244,11 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("grpc_reflection", c.GRPCReflection),
 		slog.Duration("grpc_call_timeout", c.CallTimeout),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Int("outbox_batch_size", c.OutboxBatchSize),
+		slog.Duration("outbox_poll_interval", c.OutboxPollInterval),
+		slog.Duration("outbox_retention", c.OutboxRetention),
+		slog.Int("inbox_max_attempts", c.InboxMaxAttempts),
+		slog.Duration("inbox_retention", c.InboxRetention),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Any("auth", c.Auth),

@@ -5,6 +5,8 @@
 //	orders-service -dev       serve with an embedded Kafka broker, the database
 //	                          created if missing and a payments simulator
 //	orders-service migrate    apply migrations and exit
+//	orders-service redrive [message_id...]
+//	                          re-queue dead inbox rows (all, or the given ones)
 //	orders-service healthcheck
 //	                          exit 0 when the local /readyz answers 200 (for
 //	                          container healthchecks; the image has no shell)
@@ -23,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/acme/orders-service/telemetry"
 )
 
 func main() {
@@ -45,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.SetOutput(stdout)
 	dev := fs.Bool("dev", false, "local mode: embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | healthcheck]")
+		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive [message_id...] | healthcheck]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -67,8 +71,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return migrate(ctx, cfg, log, *dev)
 	case "healthcheck":
 		return healthcheck(ctx, cfg)
+	case "redrive":
+		return redrive(ctx, cfg, log, fs.Args()[1:], stdout)
 	default:
-		return fmt.Errorf("%w: unknown command %q (want serve, migrate or healthcheck)", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q (want serve, migrate, redrive or healthcheck)", errUsage, cmd)
 	}
 }
 
@@ -84,10 +90,11 @@ func devEnv(getenv func(string) string) func(string) string {
 
 func newLogger(w io.Writer, cfg config) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(telemetry.TraceHandler{Handler: h})
 }
 
 // healthcheck asks the local /readyz and fails unless it answers 200.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -31,6 +34,11 @@ import (
 // timeout, then the workers stop.
 func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	log.Info("starting orders-service", "config", cfg, "dev", dev)
+	stopTracing, err := telemetry.SetupTracing(ctx, cfg.getenv, "orders-service", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.WithoutCancel(ctx))
 
 	db, err := openDatabase(ctx, cfg, log, dev)
 	if err != nil {
@@ -59,7 +67,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	telemetry.RegisterPool(reg, db.Pool)
 	grpcMetrics := telemetry.NewGRPCMetrics(reg)
 
-	writer := postgres.NewOrderWriter(cfg.KafkaTopic, "orders-service", nil)
+	writer := postgres.NewOrderWriter(cfg.KafkaTopic, "orders-service", traceHeaders)
 	svc := postgres.NewOrderService(db, writer, cfg.DefaultCurrency)
 	hs := health.NewServer()
 	opts, err := grpcOptions(cfg, log)
@@ -67,6 +75,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		return err
 	}
 	opts.Observers = append(opts.Observers, grpcMetrics.UnaryServerInterceptor())
+	opts.ServerOptions = append(opts.ServerOptions,
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))))
 	grpcServer := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
@@ -93,7 +103,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	}
 	httpServer := &http.Server{Handler: telemetry.Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
 
+	// Workers outlive the gRPC server at shutdown, so in-flight calls'
+	// events are still relayed; they stop once it has stopped.
+	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorkers()
+	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, reg: reg, dev: dev}
+
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.run(workersCtx) })
 	g.Go(func() error {
 		ready.Run(gctx, 5*time.Second, func(ok bool) {
 			st := healthpb.HealthCheckResponse_NOT_SERVING
@@ -133,6 +150,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 			log.Warn("shutdown timeout: cancelling in-flight calls")
 			grpcServer.Stop()
 		}
+		stopWorkers()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return httpServer.Shutdown(shutdownCtx)
@@ -143,6 +161,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		return nil
 	}
 	return err
+}
+
+// traceHeaders carries the caller's trace into the event's traceparent.
+func traceHeaders(ctx context.Context) []postgres.Header {
+	if tp := telemetry.TraceParent(ctx); tp != "" {
+		return []postgres.Header{{Key: kafka.HeaderTraceParent, Value: []byte(tp)}}
+	}
+	return nil
 }
 
 // startEmbeddedKafka runs the in-process development broker on
@@ -235,4 +261,20 @@ func grpcOptions(cfg config, log *slog.Logger) (grpcapi.Options, error) {
 		log.Warn("gRPC is served in plaintext; set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE to serve TLS")
 	}
 	return o, nil
+}
+
+// redrive re-queues dead inbox rows, all of them or those named by ids, for
+// the processor to try again once the cause is fixed.
+func redrive(ctx context.Context, cfg config, log *slog.Logger, ids []string, stdout io.Writer) error {
+	db, err := openDatabase(ctx, cfg, log, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := postgres.Redrive(ctx, db, ids)
+	if err != nil {
+		return fmt.Errorf("redrive: %w", err)
+	}
+	fmt.Fprintf(stdout, "re-queued %d dead inbox message(s)\n", n)
+	return nil
 }

@@ -5,7 +5,7 @@
 // 127.0.0.1:9092), KAFKA_TOPIC (orders.events), KAFKA_INBOX_TOPIC
 // (payments.events), KAFKA_GROUP_ID (payments-sim), PAYMENTS_SIM_DECLINE_ABOVE
 // (amount in minor units above which payments fail; 0, the default, approves
-// all).
+// all), and KAFKA_TLS* / KAFKA_SASL_* as for orders-service.
 package main
 
 import (
@@ -19,15 +19,14 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
 )
 
 type config struct {
-	brokers []string
-	group   string
-	sim     paymentsim.Config
+	kafka kafka.Config
+	group string
+	sim   paymentsim.Config
 }
 
 // configError is a bad environment value; it exits with status 2.
@@ -56,8 +55,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.brokers...)}, paymentsim.ClientOptions(cfg.group, cfg.sim.InTopic)...)
-	cl, err := kgo.NewClient(opts...)
+	cl, err := kafka.NewClient(cfg.kafka, paymentsim.ClientOptions(cfg.group, cfg.sim.InTopic)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -79,14 +77,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 			OutTopic: str("KAFKA_INBOX_TOPIC", "payments.events"),
 		},
 	}
-	for _, b := range strings.Split(str("KAFKA_BROKER", "127.0.0.1:9092"), ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			cfg.brokers = append(cfg.brokers, b)
-		}
+	kc, err := kafka.ConfigFromEnv(getenv, "payments-sim")
+	if err != nil {
+		return cfg, &configError{err.Error()}
 	}
-	if len(cfg.brokers) == 0 || cfg.brokers[0] == "embedded" {
-		return cfg, &configError{"invalid KAFKA_BROKER: want comma-separated host:port seed brokers (the embedded broker runs only inside orders-service -dev)"}
+	if kc.Brokers[0] == "embedded" {
+		return cfg, &configError{"KAFKA_BROKER: want comma-separated host:port seed brokers (the embedded broker runs only inside orders-service -dev)"}
 	}
+	cfg.kafka = kc
 	v := str("PAYMENTS_SIM_DECLINE_ABOVE", "0")
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {

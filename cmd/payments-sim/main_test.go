@@ -12,15 +12,15 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(cfg.brokers, ",") != "127.0.0.1:9092" || cfg.group != "payments-sim" ||
+	if strings.Join(cfg.kafka.Brokers, ",") != "127.0.0.1:9092" || cfg.group != "payments-sim" ||
 		cfg.sim.InTopic != "orders.events" || cfg.sim.OutTopic != "payments.events" || cfg.sim.DeclineAbove != 0 {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	cfg, err = loadConfig(env(map[string]string{"KAFKA_BROKER": "a:1, b:2", "PAYMENTS_SIM_DECLINE_ABOVE": "5000"}))
-	if err != nil || strings.Join(cfg.brokers, ",") != "a:1,b:2" || cfg.sim.DeclineAbove != 5000 {
+	if err != nil || strings.Join(cfg.kafka.Brokers, ",") != "a:1,b:2" || cfg.sim.DeclineAbove != 5000 {
 		t.Errorf("cfg = %+v, %v", cfg, err)
 	}
-	for name, value := range map[string]string{"PAYMENTS_SIM_DECLINE_ABOVE": "-1", "KAFKA_BROKER": " , "} {
+	for name, value := range map[string]string{"PAYMENTS_SIM_DECLINE_ABOVE": "-1", "KAFKA_BROKER": " , ", "KAFKA_SASL_MECHANISM": "FOO"} {
 		_, err := loadConfig(env(map[string]string{name: value}))
 		var ce *configError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), name) {

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/kafka"
+	"github.com/acme/orders-service/outbox"
+	"github.com/acme/orders-service/paymentsim"
+	"github.com/acme/orders-service/postgres"
+)
+
+// workers are the Kafka-facing loops: the outbox relay, the inbox consumer
+// and processor, and in -dev mode the payments simulator.
+type workers struct {
+	cfg      config
+	log      *slog.Logger
+	db       *postgres.DB
+	orders   *postgres.OrderService
+	producer *kgo.Client
+	reg      prometheus.Registerer
+	dev      bool
+}
+
+// run ensures the topics exist, then runs every worker until ctx ends. While
+// Kafka is unreachable it keeps retrying: orders are still accepted and wait
+// in the outbox.
+func (w workers) run(ctx context.Context) error {
+	relay, err := outbox.NewWorker(w.db, w.producer, outbox.Config{
+		BatchSize:    w.cfg.OutboxBatchSize,
+		PollInterval: w.cfg.OutboxPollInterval,
+		Retention:    w.cfg.OutboxRetention,
+	}, w.reg, w.log)
+	if err != nil {
+		return fmt.Errorf("outbox worker: %w", err)
+	}
+	inboxMetrics, err := inbox.NewMetrics(w.reg)
+	if err != nil {
+		return fmt.Errorf("inbox metrics: %w", err)
+	}
+	consumerClient, err := kafka.NewClient(w.cfg.Kafka, inbox.ConsumerOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)...)
+	if err != nil {
+		return fmt.Errorf("inbox consumer client: %w", err)
+	}
+	defer consumerClient.Close()
+	consumer := inbox.NewInboxConsumer(consumerClient, w.db, inboxMetrics, w.log.With("component", "inbox-consumer"), inbox.ConsumerConfig{})
+	processor := inbox.NewInboxProcessor(w.db, w.orders, inboxMetrics, w.log.With("component", "inbox-processor"), inbox.ProcessorConfig{
+		DLQTopic:    w.cfg.KafkaDLQTopic,
+		Wake:        consumer.Stored(),
+		MaxAttempts: w.cfg.InboxMaxAttempts,
+		Retention:   w.cfg.InboxRetention,
+	})
+
+	g, ctx := errgroup.WithContext(ctx)
+	// The relay and the processor need no topic to make progress in
+	// PostgreSQL; the relay's produce waits for Kafka by itself.
+	g.Go(func() error { return relay.Run(ctx) })
+	g.Go(func() error { return processor.Run(ctx) })
+	g.Go(func() error {
+		if err := w.ensureTopics(ctx); err != nil {
+			return err
+		}
+		return consumer.Run(ctx)
+	})
+	if w.dev {
+		g.Go(func() error {
+			if err := w.ensureTopics(ctx); err != nil {
+				return err
+			}
+			return w.runSimulator(ctx)
+		})
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// ensureTopics creates the service's topics, retrying with capped backoff
+// while the brokers cannot be reached, until ctx ends.
+func (w workers) ensureTopics(ctx context.Context) error {
+	delay := 500 * time.Millisecond
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := kafka.EnsureTopics(attemptCtx, w.producer, int32(w.cfg.TopicPartitions), -1,
+			w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// runSimulator answers every OrderCreated with a payment result (-dev only).
+func (w workers) runSimulator(ctx context.Context) error {
+	cl, err := kafka.NewClient(w.cfg.Kafka, paymentsim.ClientOptions("payments-sim", w.cfg.KafkaTopic)...)
+	if err != nil {
+		return fmt.Errorf("payments simulator client: %w", err)
+	}
+	defer cl.Close()
+	sim := paymentsim.Config{
+		InTopic:      w.cfg.KafkaTopic,
+		OutTopic:     w.cfg.KafkaInboxTopic,
+		DeclineAbove: w.cfg.SimDeclineAbove,
+		Log:          w.log.With("component", "payments-sim"),
+	}
+	return sim.Run(ctx, cl)
+}
