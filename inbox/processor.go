@@ -13,9 +13,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/telemetry"
 )
 
 // PaymentApplier applies a payment result to its order inside tx; it is
@@ -197,6 +200,11 @@ func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
 // handle applies one row inside a savepoint of tx and records the outcome.
 // An error means tx itself is unusable and must roll back.
 func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
+	// The record's traceparent parents the span that applies it.
+	ctx, span := telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, headerValue(m.Headers, "traceparent")),
+		"inbox.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+			attribute.String("messaging.message.id", m.MessageID), attribute.String("cloudevents.event_type", m.EventType)))
+	defer span.End()
 	result, succeeded, err := decode(m)
 	if err != nil {
 		return outcomeDead, p.deadLetter(ctx, tx, m, "", err)
@@ -355,4 +363,13 @@ func (p *InboxProcessor) DeleteExpired(ctx context.Context) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+func headerValue(hs []postgres.Header, key string) string {
+	for _, h := range hs {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

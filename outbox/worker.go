@@ -14,8 +14,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/telemetry"
 )
 
 // Producer is what the worker needs of *kgo.Client: asynchronous produce
@@ -243,7 +247,11 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 		if len(recs) == 0 {
 			return nil
 		}
-		if acked, res.unresolved, err = w.produce(bctx, recs); err != nil {
+		pctx, span := w.publishSpan(bctx, recs)
+		defer span.End()
+		if acked, res.unresolved, err = w.produce(pctx, recs); err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "produce failed")
 			return err
 		}
 		ids := make([]int64, len(recs))
@@ -390,4 +398,29 @@ func (w *OutboxWorker) refreshGauges(ctx context.Context) error {
 	w.m.unsent.Set(float64(n))
 	w.m.oldestAge.Set(max(age.Seconds(), 0))
 	return nil
+}
+
+// maxSpanLinks bounds the links from a publish span to the traces of the
+// events it carries.
+const maxSpanLinks = 128
+
+// publishSpan starts the span of one batch's publication, linked to the
+// trace of each event (its traceparent header) that has one.
+func (w *OutboxWorker) publishSpan(ctx context.Context, recs []postgres.OutboxRecord) (context.Context, trace.Span) {
+	var links []trace.Link
+	for _, r := range recs {
+		if len(links) == maxSpanLinks {
+			break
+		}
+		for _, h := range r.Headers {
+			if h.Key == "traceparent" {
+				sc := trace.SpanContextFromContext(telemetry.ContextWithTraceParent(ctx, string(h.Value)))
+				if sc.IsValid() {
+					links = append(links, trace.Link{SpanContext: sc})
+				}
+			}
+		}
+	}
+	return telemetry.Tracer().Start(ctx, "outbox.publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(links...), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(recs))))
 }

@@ -11,7 +11,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/telemetry"
 )
 
 // Header is one Kafka record header. It is stored in jsonb as
@@ -121,6 +125,9 @@ func NewOrderWriter(topic, source string, fromContext HeaderFunc) *OrderWriter {
 // WriteOrder serialises ev into an outbox row inside the caller's
 // transaction tx: key = order id, value = JSON data, CloudEvents headers.
 func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, ev orders.Event) error {
+	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(
+		attribute.String("orders.order_id", ev.EventOrderID()), attribute.String("cloudevents.event_type", ev.EventType())))
+	defer span.End()
 	payload, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", ev.EventType(), err)
