@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/kafka"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+// These tests run whole orders-service instances (run() in-process, with
+// their own ports) against a fresh PostgreSQL database and a Kafka-protocol
+// broker on TCP.
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func freshDSN(t *testing.T) string {
+	t.Helper()
+	dsn, drop, err := pgtest.NewDatabase(context.Background())
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip("no PostgreSQL:", err)
+	}
+	t.Cleanup(drop)
+	return dsn
+}
+
+func startBroker(t *testing.T, addr string, opts ...kafka.EmbeddedOption) *kafka.Embedded {
+	t.Helper()
+	b, err := kafka.StartEmbedded(addr, append([]kafka.EmbeddedOption{kafka.WithDefaultPartitions(3)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// syncBuffer collects a service's log for failure reports.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type instance struct {
+	grpcAddr, httpAddr string
+	client             orderspb.OrderServiceClient
+	stop               func()
+}
+
+// startInstance runs orders-service with env on top of defaults for tests and
+// waits until /readyz answers 200.
+func startInstance(t *testing.T, args []string, env map[string]string) *instance {
+	t.Helper()
+	gp, hp := freePort(t), freePort(t)
+	full := map[string]string{
+		"GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp), "LOG_LEVEL": "info",
+		"KAFKA_TOPIC_PARTITIONS": "3", "OUTBOX_POLL_INTERVAL": "100ms",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, func(k string) string { return full[k] }, logs) }()
+	in := &instance{grpcAddr: fmt.Sprintf("127.0.0.1:%d", gp), httpAddr: fmt.Sprintf("127.0.0.1:%d", hp)}
+	stopped := false
+	in.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("instance stopped with %v\n%s", err, logs)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("instance did not stop within 30s\n%s", logs)
+		}
+	}
+	t.Cleanup(in.stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of instance %s:\n%s", in.grpcAddr, logs)
+		}
+	})
+	waitFor(t, 30*time.Second, "instance ready", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("instance exited: %v\n%s", err, logs)
+		default:
+		}
+		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	in.client = orderspb.NewOrderServiceClient(conn)
+	return in
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// event is one record read back from a topic.
+type event struct {
+	key, typ, id string
+	headers      map[string]string
+	value        []byte
+}
+
+// readTopic returns every record of topic (up to want, waiting up to
+// timeout for them), in partition order.
+func readTopic(t *testing.T, broker, topic string, want int, timeout time.Duration) []event {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []event
+	deadline := time.Now().Add(timeout)
+	for len(out) < want && time.Now().Before(deadline) {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			e := event{key: string(r.Key), value: r.Value, headers: map[string]string{}}
+			for _, h := range r.Headers {
+				e.headers[h.Key] = string(h.Value)
+			}
+			e.typ, e.id = e.headers["ce_type"], e.headers["ce_id"]
+			out = append(out, e)
+		})
+	}
+	return out
+}
+
+func scrape(t *testing.T, in *instance) string {
+	t.Helper()
+	resp, err := http.Get("http://" + in.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// metric returns the value of the sample whose line starts with name.
+func metric(t *testing.T, text, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
+	dsn := freshDSN(t)
+	broker := startBroker(t, "127.0.0.1:0")
+	// -dev adds the payments simulator; the broker is the test's.
+	in := startInstance(t, []string{"-dev"}, map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr()})
+
+	// The caller's trace continues into the event's traceparent header.
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	created, err := in.client.CreateOrder(ctx, &orderspb.CreateOrderRequest{UserId: "e2e", Amount: 4200, Description: "end to end"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.GetOrder().GetId()
+	waitFor(t, 15*time.Second, "order finished by the simulated payment", func() bool {
+		st, err := in.client.GetOrderStatus(context.Background(), &orderspb.GetOrderStatusRequest{OrderId: id})
+		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
+	})
+
+	events := readTopic(t, broker.Addr(), "orders.events", 2, 10*time.Second)
+	if len(events) != 2 || events[0].typ != "orders.v1.OrderCreated" || events[1].typ != "orders.v1.OrderFinished" {
+		t.Fatalf("events = %+v, want OrderCreated then OrderFinished", events)
+	}
+	c := events[0]
+	if c.key != id || c.headers["ce_specversion"] != "1.0" || c.headers["ce_source"] == "" ||
+		c.headers["content-type"] != "application/json" || c.id == "" || c.headers["ce_time"] == "" {
+		t.Fatalf("OrderCreated record key=%q headers=%v", c.key, c.headers)
+	}
+	if _, err := time.Parse(time.RFC3339, c.headers["ce_time"]); err != nil {
+		t.Fatalf("ce_time %q is not RFC 3339: %v", c.headers["ce_time"], err)
+	}
+	if tp := c.headers["traceparent"]; !strings.HasPrefix(tp, "00-"+traceID+"-") {
+		t.Fatalf("traceparent = %q, want trace %s from the gRPC call", tp, traceID)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(c.value, &data); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"order_id", "user_id", "amount", "currency", "description", "status", "created_at"} {
+		if _, ok := data[k]; !ok {
+			t.Errorf("OrderCreated data lacks %s: %s", k, c.value)
+		}
+	}
+	if data["order_id"] != id || data["amount"] != float64(4200) || data["status"] != "new" {
+		t.Errorf("OrderCreated data = %s", c.value)
+	}
+	if err := json.Unmarshal(events[1].value, &data); err != nil || data["status"] != "finished" || data["order_id"] != id {
+		t.Errorf("OrderFinished data = %s (%v)", events[1].value, err)
+	}
+	payments := readTopic(t, broker.Addr(), "payments.events", 1, 5*time.Second)
+	if len(payments) != 1 || payments[0].typ != "payments.v1.PaymentSucceeded" || payments[0].key != id {
+		t.Fatalf("payments = %+v", payments)
+	}
+
+	waitFor(t, 5*time.Second, "both events counted as published", func() bool {
+		return metric(t, scrape(t, in), "orders_outbox_published_total") >= 2
+	})
+	text := scrape(t, in)
+	for name, min := range map[string]float64{
+		"orders_outbox_published_total":               2,
+		"orders_outbox_publish_latency_seconds_count": 2,
+		"orders_inbox_received_total":                 1,
+		"orders_inbox_processed_total":                1,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="CreateOrder",grpc_service="orders.v1.OrderService",grpc_type="unary"}`: 1,
+	} {
+		if got := metric(t, text, name); got < min {
+			t.Errorf("%s = %v, want at least %v", name, got, min)
+		}
+	}
+}
