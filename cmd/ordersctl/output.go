@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,7 +22,7 @@ import (
 
 // jsonOptions render responses as the proto defines them: snake_case field
 // names, every field present.
-var jsonOptions = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true, Multiline: true, Indent: "  "}
+var jsonOptions = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
 // show prints resp as JSON with -o json, else as the table table writes.
 func (a *app) show(resp proto.Message, table func(w io.Writer)) error {
@@ -29,7 +31,14 @@ func (a *app) show(resp proto.Message, table func(w io.Writer)) error {
 		if err != nil {
 			return fmt.Errorf("encode JSON: %w", err)
 		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		// protojson varies its whitespace on purpose; indent it the same
+		// way every time.
+		var out bytes.Buffer
+		if err := json.Indent(&out, b, "", "  "); err != nil {
+			return fmt.Errorf("encode JSON: %w", err)
+		}
+		out.WriteByte('\n')
+		_, err = out.WriteTo(a.stdout)
 		return err
 	}
 	table(a.stdout)
