@@ -238,7 +238,7 @@ func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.Inbox
 			fmt.Errorf("gave up after %d attempts: %w", attempts, applyErr))
 	}
 	delay := Backoff(attempts, p.cfg.RetryBase, p.cfg.RetryMax)
-	p.log.Info("inbox message not applied; retrying later", "message_id", m.MessageID, "order_id", result.OrderID,
+	p.log.Warn("inbox message not applied; retrying later", "message_id", m.MessageID, "order_id", result.OrderID,
 		"attempt", attempts, "retry_in", delay, "error", applyErr)
 	return outcomeRetry, postgres.RetryInbox(ctx, tx, m.MessageID, errorText(applyErr), delay)
 }

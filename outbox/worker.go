@@ -150,7 +150,7 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) {
 		case err != nil:
 			w.m.errors.Inc()
 			backoff = min(max(2*backoff, w.minBackoff), w.maxBackoff)
-			w.log.Warn("outbox publish failed, will retry", "err", err, "rows", res.rows, "retry_in", backoff)
+			w.log.Warn("outbox publish failed, will retry", "error", err, "rows", res.rows, "retry_in", backoff)
 			wait = backoff
 		case res.busy:
 			wait = busyWait
@@ -344,7 +344,7 @@ func (w *OutboxWorker) retentionLoop(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			w.log.Warn("outbox retention failed, will retry", "err", err, "deleted", n)
+			w.log.Warn("outbox retention failed, will retry", "error", err, "deleted", n)
 		case n > 0:
 			w.log.Info("outbox retention deleted sent rows", "deleted", n)
 		}
@@ -376,7 +376,7 @@ func (w *OutboxWorker) gaugeLoop(ctx context.Context) {
 	defer ticker.Stop()
 	for {
 		if err := w.refreshGauges(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("outbox gauges not refreshed", "err", err)
+			w.log.Warn("outbox gauges not refreshed", "error", err)
 		}
 		select {
 		case <-ctx.Done():
