@@ -40,5 +40,7 @@ lint: tools
 	buf lint
 
 FUZZTIME ?= 30s
-fuzz: ## run every fuzz target for FUZZTIME each
+fuzz: ## run every fuzz target for FUZZTIME each (seed corpora are in testdata/fuzz)
+	go test -run='^$$' -fuzz='^FuzzValidateNewOrder$$' -fuzztime=$(FUZZTIME) .
 	go test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pagetoken
+	go test -run='^$$' -fuzz='^FuzzRecordDecoding$$' -fuzztime=$(FUZZTIME) ./inbox
