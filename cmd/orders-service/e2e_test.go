@@ -274,6 +274,51 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 		t.Fatalf("payments = %+v", payments)
 	}
 
+	// A redelivered payment, a poison record and a payment for an order that
+	// does not exist (yet) move the inbox metrics.
+	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	dup := &kgo.Record{Topic: "payments.events", Key: []byte(id), Value: payments[0].value}
+	for k, v := range payments[0].headers {
+		dup.Headers = append(dup.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	}
+	poison := &kgo.Record{Topic: "payments.events", Key: []byte("poison"), Value: []byte("{not json"),
+		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("poison-1")}, {Key: "ce_type", Value: []byte("payments.v1.PaymentSucceeded")}}}
+	unknown := &kgo.Record{Topic: "payments.events", Value: []byte(`{"order_id":"0190f5e4-8c1a-7b3e-9f00-1234567890ab"}`),
+		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("unknown-1")}, {Key: "ce_type", Value: []byte("payments.v1.PaymentSucceeded")}}}
+	if err := producer.ProduceSync(context.Background(), dup, poison, unknown).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "duplicate, dead and unprocessed counted", func() bool {
+		text := scrape(t, in)
+		return metric(t, text, "orders_inbox_duplicates_total") >= 1 && metric(t, text, "orders_inbox_dead_total") >= 1 &&
+			metric(t, text, "orders_inbox_unprocessed") >= 1
+	})
+	dlq := readTopic(t, broker.Addr(), "payments.events.dlq", 1, 10*time.Second)
+	if len(dlq) != 1 || dlq[0].key != "poison" || dlq[0].headers["dlq_original_topic"] != "payments.events" ||
+		dlq[0].headers["dlq_error"] == "" || dlq[0].headers["dlq_original_offset"] == "" || dlq[0].headers["dlq_original_partition"] == "" ||
+		dlq[0].id != "poison-1" || string(dlq[0].value) != "{not json" {
+		t.Fatalf("dead letter = %+v", dlq)
+	}
+	if n := metric(t, scrape(t, in), `grpc_server_handled_total{grpc_code="OK",grpc_method="GetOrderStatus",grpc_service="orders.v1.OrderService",grpc_type="unary"}`); n < 1 {
+		t.Fatalf("GetOrderStatus calls counted: %v", n)
+	}
+
+	// redrive re-queues the dead row; it is poison still, so it dies again.
+	var out syncBuffer
+	if err := run(context.Background(), []string{"redrive", "poison-1"}, envOf(map[string]string{"POSTGRES_DSN": dsn}), &out); err != nil {
+		t.Fatalf("redrive: %v", err)
+	}
+	if !strings.Contains(out.String(), "re-queued 1 dead inbox message(s)") {
+		t.Fatalf("redrive printed %q", out.String())
+	}
+	waitFor(t, 10*time.Second, "the re-driven poison record dead again", func() bool {
+		return metric(t, scrape(t, in), "orders_inbox_dead_total") >= 2
+	})
+
 	waitFor(t, 5*time.Second, "both events counted as published", func() bool {
 		return metric(t, scrape(t, in), "orders_outbox_published_total") >= 2
 	})
