@@ -10,8 +10,24 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// healthPrefix is the method prefix served without a token.
-const healthPrefix = "/grpc.health.v1.Health/"
+// publicPrefixes are served without a token: health checks, and server
+// reflection, which only describes the API (the proto is public; switch
+// reflection off with GRPC_REFLECTION=false to hide it). Without them grpcurl
+// could not even check health of a service running with AUTH_MODE=jwt.
+var publicPrefixes = []string{
+	"/grpc.health.v1.Health/",
+	"/grpc.reflection.v1.ServerReflection/",
+	"/grpc.reflection.v1alpha.ServerReflection/",
+}
+
+func public(method string) bool {
+	for _, p := range publicPrefixes {
+		if strings.HasPrefix(method, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // errUnauthenticated is the only answer to a missing or bad token: it never
 // says more, and never echoes the token.
@@ -19,8 +35,7 @@ var errUnauthenticated = status.Error(codes.Unauthenticated, "missing or invalid
 
 // UnaryServerInterceptor authenticates each call from its
 // "authorization: Bearer <jwt>" metadata and puts the Principal in the
-// handler's context. Calls under /grpc.health.v1.Health/ pass without a
-// token. A missing or invalid token is codes.Unauthenticated. A disabled v
+// handler's context. Health checks and reflection pass without a token. A missing or invalid token is codes.Unauthenticated. A disabled v
 // lets every call through without a principal; install it only when
 // v.Enabled().
 func UnaryServerInterceptor(v *Verifier) grpc.UnaryServerInterceptor {
@@ -45,7 +60,7 @@ func StreamServerInterceptor(v *Verifier) grpc.StreamServerInterceptor {
 }
 
 func (v *Verifier) authenticate(ctx context.Context, method string) (context.Context, error) {
-	if !v.Enabled() || strings.HasPrefix(method, healthPrefix) {
+	if !v.Enabled() || public(method) {
 		return ctx, nil
 	}
 	token, ok := bearerToken(ctx)
