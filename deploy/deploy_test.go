@@ -52,6 +52,7 @@ var ordersServiceEnv = []string{
 	"INBOX_MAX_ATTEMPTS",
 	"RATE_LIMIT_PER_USER",
 	"SHUTDOWN_TIMEOUT",
+	"READINESS_INTERVAL",
 	"LOG_FORMAT",
 	"LOG_LEVEL",
 }

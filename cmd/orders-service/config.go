@@ -37,6 +37,8 @@ type config struct {
 	ShutdownTimeout time.Duration
 	DefaultCurrency string
 
+	ReadinessInterval time.Duration // how often readiness is checked; each check must answer within it
+
 	LogFormat string
 	LogLevel  slog.Level
 
@@ -180,6 +182,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if _, err := url.Parse(c.PostgresDSN); err != nil && strings.Contains(c.PostgresDSN, "://") {
 		e.fail("POSTGRES_DSN", "not a valid connection URL")
 	}
+	c.ReadinessInterval = e.duration("READINESS_INTERVAL", 5*time.Second)
 	kc, kerr := kafka.ConfigFromEnv(getenv, "orders-service")
 	c.Kafka = kc
 	c.EmbeddedAddr = e.str("KAFKA_EMBEDDED_ADDR", "127.0.0.1:9092")
@@ -244,6 +247,7 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("grpc_reflection", c.GRPCReflection),
 		slog.Duration("grpc_call_timeout", c.CallTimeout),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("readiness_interval", c.ReadinessInterval),
 		slog.Int("outbox_batch_size", c.OutboxBatchSize),
 		slog.Duration("outbox_poll_interval", c.OutboxPollInterval),
 		slog.Duration("outbox_retention", c.OutboxRetention),

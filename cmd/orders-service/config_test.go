@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func envOf(kv map[string]string) func(string) string {
@@ -16,7 +17,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.PostgresDSN != "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable" || c.Kafka.Brokers[0] != "127.0.0.1:9092" ||
 		c.KafkaTopic != "orders.events" || c.KafkaGroupID != "orders-service" || c.GRPCPort != 50051 ||
-		c.KafkaInboxTopic != "payments.events" || c.KafkaDLQTopic != "payments.events.dlq" || c.HTTPPort != 8080 {
+		c.KafkaInboxTopic != "payments.events" || c.KafkaDLQTopic != "payments.events.dlq" || c.HTTPPort != 8080 ||
+		c.ReadinessInterval != 5*time.Second {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -30,6 +32,7 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"KAFKA_TOPIC_PARTITIONS":  "0",
 		"GRPC_REFLECTION":         "maybe",
 		"SHUTDOWN_TIMEOUT":        "-1s",
+		"READINESS_INTERVAL":      "0s",
 		"LOG_FORMAT":              "xml",
 		"LOG_LEVEL":               "loud",
 		"DEFAULT_CURRENCY":        "usd",

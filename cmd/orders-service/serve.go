@@ -80,17 +80,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	grpcServer := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
-	ready := telemetry.NewReadiness(
-		telemetry.Check{Name: "postgres", Required: true, Run: db.Pool.Ping},
-		telemetry.Check{Name: "migrations", Required: true, Run: func(ctx context.Context) error {
-			pending, err := db.MigrationsPending(ctx)
-			if err == nil && pending {
-				err = errors.New("migrations pending")
-			}
-			return err
-		}},
-		telemetry.Check{Name: "kafka", Run: producer.Ping},
-	)
+	ready := telemetry.NewReadiness(readinessChecks(db, producer.Ping)...)
 
 	grpcLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
@@ -112,7 +102,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.run(workersCtx) })
 	g.Go(func() error {
-		ready.Run(gctx, 5*time.Second, func(ok bool) {
+		ready.Run(gctx, cfg.ReadinessInterval, func(ok bool) {
 			st := healthpb.HealthCheckResponse_NOT_SERVING
 			if ok {
 				st = healthpb.HealthCheckResponse_SERVING
@@ -161,6 +151,24 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		return nil
 	}
 	return err
+}
+
+// readinessChecks are the checks behind /readyz and the gRPC health status
+// of the order service: PostgreSQL reachable and migrations applied are
+// required; Kafka (kafkaPing) only shows in the body, since orders are still
+// accepted into the outbox while it is down.
+func readinessChecks(db *postgres.DB, kafkaPing func(context.Context) error) []telemetry.Check {
+	return []telemetry.Check{
+		{Name: "postgres", Required: true, Run: db.Pool.Ping},
+		{Name: "migrations", Required: true, Run: func(ctx context.Context) error {
+			pending, err := db.MigrationsPending(ctx)
+			if err == nil && pending {
+				err = errors.New("migrations pending")
+			}
+			return err
+		}},
+		{Name: "kafka", Run: kafkaPing},
+	}
 }
 
 // traceHeaders carries the caller's trace into the event's traceparent.

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/acme/orders-service/internal/tcpproxy"
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/telemetry"
+)
+
+// readyBody is the JSON of /readyz.
+type readyBody struct {
+	Ready  bool              `json:"ready"`
+	Checks map[string]string `json:"checks"`
+}
+
+// readyz runs r's checks once and asks its /readyz.
+func readyz(t *testing.T, r *telemetry.Readiness) (int, readyBody) {
+	t.Helper()
+	r.Update(context.Background(), 2*time.Second)
+	rec := httptest.NewRecorder()
+	telemetry.Handler(prometheus.NewRegistry(), r).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var body readyBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("/readyz body %q: %v", rec.Body, err)
+	}
+	return rec.Code, body
+}
+
+func kafkaOK(context.Context) error { return nil }
+
+// proxiedDSN starts a TCP proxy in front of dsn's server and returns the DSN
+// through it.
+func proxiedDSN(t *testing.T, dsn string) (string, *tcpproxy.Proxy) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tcpproxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	u.Host = p.Addr()
+	return u.String(), p
+}
+
+func openDB(t *testing.T, dsn string) *postgres.DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+func TestReadinessWaitsForMigrations(t *testing.T) {
+	db := openDB(t, freshDSN(t))
+	r := telemetry.NewReadiness(readinessChecks(db, kafkaOK)...)
+
+	code, body := readyz(t, r)
+	if code != http.StatusServiceUnavailable || body.Ready || !strings.Contains(body.Checks["migrations"], "pending") {
+		t.Fatalf("unmigrated database: /readyz %d %+v, want 503 naming migrations", code, body)
+	}
+	if body.Checks["postgres"] != "ok" {
+		t.Errorf("postgres check = %q, want ok", body.Checks["postgres"])
+	}
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, body = readyz(t, r); code != http.StatusOK || !body.Ready || body.Checks["migrations"] != "ok" {
+		t.Fatalf("migrated database: /readyz %d %+v, want 200", code, body)
+	}
+}
+
+func TestReadinessFollowsPostgresOutage(t *testing.T) {
+	dsn, proxy := proxiedDSN(t, freshDSN(t))
+	db := openDB(t, dsn)
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := telemetry.NewReadiness(readinessChecks(db, kafkaOK)...)
+	if code, body := readyz(t, r); code != http.StatusOK {
+		t.Fatalf("before the outage: /readyz %d %+v, want 200", code, body)
+	}
+
+	proxy.Cut()
+	code, body := readyz(t, r)
+	if code != http.StatusServiceUnavailable || body.Ready || !strings.HasPrefix(body.Checks["postgres"], "error: ") {
+		t.Fatalf("PostgreSQL cut off: /readyz %d %+v, want 503 with the postgres check's error", code, body)
+	}
+
+	proxy.Restore()
+	// The pool may hand out a connection the cut broke before it notices.
+	waitFor(t, 5*time.Second, "ready again after the restore", func() bool {
+		code, _ := readyz(t, r)
+		return code == http.StatusOK
+	})
+	if _, body := readyz(t, r); body.Checks["postgres"] != "ok" || body.Checks["migrations"] != "ok" {
+		t.Fatalf("after the restore: %+v", body)
+	}
+}
+
+func TestReadinessIgnoresKafkaOutageButShowsIt(t *testing.T) {
+	dsn := freshDSN(t)
+	db := openDB(t, dsn)
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	broker := startBroker(t, "127.0.0.1:0")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	r := telemetry.NewReadiness(readinessChecks(db, cl.Ping)...)
+	if code, body := readyz(t, r); code != http.StatusOK || body.Checks["kafka"] != "ok" {
+		t.Fatalf("Kafka up: /readyz %d %+v, want 200 with kafka ok", code, body)
+	}
+
+	broker.Close()
+	code, body := readyz(t, r)
+	if code != http.StatusOK || !body.Ready || !strings.HasPrefix(body.Checks["kafka"], "error: ") {
+		t.Fatalf("Kafka down: /readyz %d %+v, want 200 with the kafka check's error", code, body)
+	}
+}
+
+// TestInstanceHealthFollowsPostgresOutage runs a whole instance whose
+// PostgreSQL is behind a proxy: while it is cut off, /readyz answers 503 and
+// the order service's gRPC health is NOT_SERVING, while the server's overall
+// health ("") stays SERVING; both come back after the restore.
+func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
+	dsn, proxy := proxiedDSN(t, freshDSN(t))
+	broker := startBroker(t, "127.0.0.1:0")
+	in := startInstance(t, nil, map[string]string{
+		"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr(), "READINESS_INTERVAL": "200ms",
+	})
+	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hc := healthpb.NewHealthClient(conn)
+	healthOf := func(service string) healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			t.Fatalf("health of %q: %v", service, err)
+		}
+		return resp.GetStatus()
+	}
+	readyzOf := func() (int, readyBody) {
+		t.Helper()
+		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body readyBody
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body
+	}
+	const svc = "orders.v1.OrderService"
+	// Polled, not asserted once: with checks bounded by 200ms a slow
+	// machine may see a check time out now and then.
+	serving := func() bool {
+		code, _ := readyzOf()
+		return code == http.StatusOK && healthOf(svc) == healthpb.HealthCheckResponse_SERVING
+	}
+	waitFor(t, 5*time.Second, "SERVING before the outage", serving)
+
+	proxy.Cut()
+	waitFor(t, 5*time.Second, "NOT_SERVING while PostgreSQL is cut off", func() bool {
+		return healthOf(svc) == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	code, body := readyzOf()
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body.Checks["postgres"], "error: ") {
+		t.Errorf("/readyz while cut off = %d %+v, want 503 with the postgres check's error", code, body)
+	}
+	if st := healthOf(""); st != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("overall health while cut off = %v, want SERVING (the process is alive)", st)
+	}
+
+	proxy.Restore()
+	waitFor(t, 5*time.Second, "SERVING and /readyz 200 after the restore", serving)
+	if st := healthOf(""); st != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("overall health after the restore = %v, want SERVING", st)
+	}
+}
