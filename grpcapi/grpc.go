@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
@@ -47,13 +48,15 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		return status.Error(codes.Internal, "internal error")
 	}
 	chain := slices.Concat(o.Observers, []grpc.UnaryServerInterceptor{
-		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(levelOf)),
+		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(levelOf),
+			logging.WithFieldsFromContextAndCallMeta(requestFields)),
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
 		rejectInvalidUTF8(log),
 		deadline(o.CallTimeout),
 	}, o.Interceptors)
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.ForceServerCodecV2(newUTF8Codec()),
 		grpc.ChainUnaryInterceptor(chain...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
@@ -67,6 +70,22 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		reflection.Register(srv)
 	}
 	return srv
+}
+
+// maxConcurrentStreams bounds the calls one connection may have in flight,
+// so a single client cannot pile up unbounded work and memory.
+const maxConcurrentStreams = 256
+
+// requestFields adds the order and user a call is about to its log line.
+func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
+	var f logging.Fields
+	if r, ok := c.ReqOrNil.(interface{ GetOrderId() string }); ok && r.GetOrderId() != "" {
+		f = append(f, "order_id", r.GetOrderId())
+	}
+	if r, ok := c.ReqOrNil.(interface{ GetUserId() string }); ok && r.GetUserId() != "" {
+		f = append(f, "user_id", r.GetUserId())
+	}
+	return f
 }
 
 // deadline bounds every call by max, keeping a shorter client deadline.
