@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -29,14 +30,7 @@ const MaxMessageIDLen = 255
 // consumer, rebalances held while a polled batch is being stored, and only
 // committed records of transactional producers.
 func ConsumerOptions(group, topic string) []kgo.Opt {
-	return []kgo.Opt{
-		kgo.ConsumerGroup(group),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}
+	return kafka.CommitAfterWorkOptions(group, topic)
 }
 
 // ConsumerConfig tunes an InboxConsumer; zero values take the defaults.

@@ -110,3 +110,19 @@ func (s SASLConfig) saslMechanism() sasl.Mechanism {
 	}
 	return nil
 }
+
+// CommitAfterWorkOptions make a consumer-group member that commits offsets
+// only when its owner says the polled work is durable: membership of group
+// consuming topic from its start when the group has no offsets, no
+// auto-commit, rebalances held while a polled batch is handled, and only
+// committed records of transactional producers.
+func CommitAfterWorkOptions(group, topic string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/kafka"
 )
 
 // Source is the ce_source of the simulator's events.
@@ -32,14 +33,7 @@ var namespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("urn:acme:orders-service:
 // of the connection options: membership of group (default payments-sim)
 // consuming inTopic from its start, with offsets committed only by Run.
 func ClientOptions(group, inTopic string) []kgo.Opt {
-	return []kgo.Opt{
-		kgo.ConsumerGroup(group),
-		kgo.ConsumeTopics(inTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}
+	return kafka.CommitAfterWorkOptions(group, inTopic)
 }
 
 // Config says where the simulator reads and writes and when it declines.
