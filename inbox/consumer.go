@@ -198,9 +198,9 @@ func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 	for _, h := range r.Headers {
 		m.Headers = append(m.Headers, postgres.Header{Key: validText(h.Key), Value: h.Value})
 		switch h.Key {
-		case "ce_id":
+		case kafka.HeaderID:
 			ceID = string(h.Value)
-		case "ce_type":
+		case kafka.HeaderType:
 			m.EventType = validText(string(h.Value))
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/telemetry"
 )
@@ -31,10 +32,10 @@ type PaymentApplier interface {
 
 // Headers added to a dead-lettered record, after its original headers.
 const (
-	HeaderDLQError             = "dlq_error"
-	HeaderDLQOriginalTopic     = "dlq_original_topic"
-	HeaderDLQOriginalPartition = "dlq_original_partition"
-	HeaderDLQOriginalOffset    = "dlq_original_offset"
+	HeaderDLQError             = kafka.HeaderDLQError
+	HeaderDLQOriginalTopic     = kafka.HeaderDLQOriginalTopic
+	HeaderDLQOriginalPartition = kafka.HeaderDLQOriginalPartition
+	HeaderDLQOriginalOffset    = kafka.HeaderDLQOriginalOffset
 	// HeaderDLQOriginalKey carries the original key, base64-encoded, when it
 	// is not valid text and so cannot be the dead-letter record's key.
 	HeaderDLQOriginalKey = "dlq_original_key_base64"
@@ -201,7 +202,7 @@ func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
 // An error means tx itself is unusable and must roll back.
 func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
 	// The record's traceparent parents the span that applies it.
-	ctx, span := telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, headerValue(m.Headers, "traceparent")),
+	ctx, span := telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, headerValue(m.Headers, kafka.HeaderTraceParent)),
 		"inbox.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 			attribute.String("messaging.message.id", m.MessageID), attribute.String("cloudevents.event_type", m.EventType)))
 	defer span.End()

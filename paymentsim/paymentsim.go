@@ -81,7 +81,7 @@ func (c Config) answer(ctx context.Context, cl *kgo.Client, log *slog.Logger, in
 	}
 	var out []*kgo.Record
 	for _, r := range in {
-		if header(r, "ce_type") != orders.TypeOrderCreated {
+		if header(r, kafka.HeaderType) != orders.TypeOrderCreated {
 			continue
 		}
 		res, err := c.Answer(r, time.Now())
@@ -130,14 +130,9 @@ func (c Config) Answer(r *kgo.Record, now time.Time) (*kgo.Record, error) {
 		Topic: c.OutTopic,
 		Key:   []byte(created.OrderID),
 		Value: data,
-		Headers: []kgo.RecordHeader{
-			{Key: "ce_specversion", Value: []byte("1.0")},
-			{Key: "ce_id", Value: []byte(id)},
-			{Key: "ce_type", Value: []byte(typ)},
-			{Key: "ce_source", Value: []byte(Source)},
-			{Key: "ce_time", Value: []byte(now.UTC().Format(time.RFC3339))},
-			{Key: "content-type", Value: []byte("application/json")},
-		},
+		// The payment continues the order's trace, as payments-service would.
+		Headers: kafka.CloudEvent{ID: id, Type: typ, Source: Source, Time: now,
+			TraceParent: header(r, kafka.HeaderTraceParent)}.Headers(),
 	}, nil
 }
 
