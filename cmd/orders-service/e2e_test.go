@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -83,7 +84,9 @@ func (s *syncBuffer) String() string {
 type instance struct {
 	grpcAddr, httpAddr string
 	client             orderspb.OrderServiceClient
-	stop               func()
+	logs               *syncBuffer
+	signal             context.CancelFunc // what SIGTERM does
+	stop               func()             // signal, then wait for a clean exit
 }
 
 // startInstance runs orders-service with env on top of defaults for tests and
@@ -102,7 +105,7 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, func(k string) string { return full[k] }, logs) }()
-	in := &instance{grpcAddr: fmt.Sprintf("127.0.0.1:%d", gp), httpAddr: fmt.Sprintf("127.0.0.1:%d", hp)}
+	in := &instance{grpcAddr: fmt.Sprintf("127.0.0.1:%d", gp), httpAddr: fmt.Sprintf("127.0.0.1:%d", hp), logs: logs, signal: cancel}
 	stopped := false
 	in.stop = func() {
 		if stopped {
@@ -333,5 +336,65 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 		if got := metric(t, text, name); got < min {
 			t.Errorf("%s = %v, want at least %v", name, got, min)
 		}
+	}
+}
+
+func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
+	dsn := freshDSN(t)
+	broker := startBroker(t, "127.0.0.1:0")
+	in := startInstance(t, nil, map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr()})
+	o, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "shutdown", Amount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hold the order's row lock so MarkOrderFinished stays in flight.
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, o.GetOrder().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() {
+		resp, err := in.client.MarkOrderFinished(context.Background(), &orderspb.MarkOrderFinishedRequest{OrderId: o.GetOrder().GetId()})
+		if err == nil && resp.GetOrder().GetStatus() != orderspb.OrderStatus_ORDER_STATUS_FINISHED {
+			err = fmt.Errorf("status %v", resp.GetOrder().GetStatus())
+		}
+		result <- err
+	}()
+	waitFor(t, 10*time.Second, "the call waiting for the row lock", func() bool {
+		var waiting bool
+		conn2, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			return false
+		}
+		defer conn2.Close(context.Background())
+		conn2.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())`).Scan(&waiting)
+		return waiting
+	})
+	in.signal()
+	waitFor(t, 10*time.Second, "shutdown to begin", func() bool { return strings.Contains(in.logs.String(), "shutting down") })
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatalf("in-flight call during shutdown: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("in-flight call did not finish")
+	}
+	in.stop()
+	var events int
+	conn.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE key = $1 AND event_type = 'orders.v1.OrderFinished'`, o.GetOrder().GetId()).Scan(&events)
+	if events != 1 {
+		t.Fatalf("OrderFinished rows = %d, want 1", events)
 	}
 }
