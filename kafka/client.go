@@ -18,12 +18,12 @@ import (
 // until it is acknowledged: no RecordDeliveryTimeout or RecordRetries limit
 // is set, so a broker outage delays records instead of failing them.
 //
-// ProduceSync and Flush stop lingering as soon as their records are
-// buffered (franz-go v1.22), so a relay that produces a batch and waits for
-// it pays no linger latency; the linger only groups records from
-// asynchronous Produce calls into fuller batches.
+// No linger: the relay produces a whole batch asynchronously and waits for
+// it, so a linger would be added to every batch's commit-to-acknowledgement
+// latency. Records that accumulate while a request is in flight are still
+// batched together.
 const (
-	producerLinger        = 5 * time.Millisecond
+	producerLinger        = time.Duration(0)
 	producerBatchMaxBytes = 1_000_012 // Kafka's historical max.message.bytes, safe on every broker
 )
 

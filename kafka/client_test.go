@@ -174,8 +174,8 @@ func TestOptionsAppliesConfig(t *testing.T) {
 		t.Errorf("record delivery timeout = %v, want none", got)
 	}
 
-	override := newClient(t, Config{Brokers: []string{"h:1"}}, kgo.ProducerLinger(0))
-	if got := override.OptValue(kgo.ProducerLinger); got != time.Duration(0) {
+	override := newClient(t, Config{Brokers: []string{"h:1"}}, kgo.ProducerLinger(7*time.Millisecond))
+	if got := override.OptValue(kgo.ProducerLinger); got != 7*time.Millisecond {
 		t.Errorf("extra option did not override linger: %v", got)
 	}
 }
