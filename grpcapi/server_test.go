@@ -80,6 +80,15 @@ func wantCode(t *testing.T, err error, want codes.Code) *status.Status {
 	return st
 }
 
+func wantCodeNamed(t *testing.T, name string, err error, want codes.Code) *status.Status {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != want {
+		t.Errorf("%s: code = %v (%v), want %v", name, st.Code(), err, want)
+	}
+	return st
+}
+
 func badFields(st *status.Status) []string {
 	var fields []string
 	for _, d := range st.Details() {
