@@ -64,16 +64,18 @@ func nonNilHeaders(h []Header) []Header {
 	return h
 }
 
+const claimInboxSQL = `
+	SELECT message_id, seq, topic, kafka_partition, kafka_offset, key, headers, payload, event_type, attempts
+	FROM inbox
+	WHERE NOT processed AND NOT dead AND next_attempt_at <= now()
+	ORDER BY next_attempt_at, seq
+	LIMIT $1
+	FOR UPDATE SKIP LOCKED`
+
 // ClaimInbox locks up to limit pending rows whose retry time has come, oldest
 // first, skipping rows other transactions hold. The locks last until tx ends.
 func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT message_id, seq, topic, kafka_partition, kafka_offset, key, headers, payload, event_type, attempts
-		FROM inbox
-		WHERE NOT processed AND NOT dead AND next_attempt_at <= now()
-		ORDER BY next_attempt_at, seq
-		LIMIT $1
-		FOR UPDATE SKIP LOCKED`, limit)
+	rows, err := tx.Query(ctx, claimInboxSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("claim inbox rows: %w", err)
 	}

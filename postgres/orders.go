@@ -117,22 +117,28 @@ func requestHash(n orders.NewOrder) []byte {
 	return h.Sum(nil)
 }
 
+// The pages of GetOrders, read through the orders_user_created index.
+const (
+	listOrdersSQL = `
+		SELECT ` + orderColumns + ` FROM orders
+		WHERE user_id = $1
+		ORDER BY created_at DESC, id DESC
+		LIMIT $2`
+	listOrdersAfterSQL = `
+		SELECT ` + orderColumns + ` FROM orders
+		WHERE user_id = $1 AND (created_at, id) < ($2, $3)
+		ORDER BY created_at DESC, id DESC
+		LIMIT $4`
+)
+
 // GetOrders returns up to limit orders of userID, newest first, starting
 // after cursor (nil: from the newest). next is nil on the last page.
 func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, after *orders.Cursor) (list []*orders.Order, next *orders.Cursor, err error) {
 	var rows pgx.Rows
 	if after == nil {
-		rows, err = s.db.Pool.Query(ctx, `
-			SELECT `+orderColumns+` FROM orders
-			WHERE user_id = $1
-			ORDER BY created_at DESC, id DESC
-			LIMIT $2`, userID, limit+1)
+		rows, err = s.db.Pool.Query(ctx, listOrdersSQL, userID, limit+1)
 	} else {
-		rows, err = s.db.Pool.Query(ctx, `
-			SELECT `+orderColumns+` FROM orders
-			WHERE user_id = $1 AND (created_at, id) < ($2, $3)
-			ORDER BY created_at DESC, id DESC
-			LIMIT $4`, userID, after.CreatedAt, after.ID, limit+1)
+		rows, err = s.db.Pool.Query(ctx, listOrdersAfterSQL, userID, after.CreatedAt, after.ID, limit+1)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("list orders: %w", classify(err))

@@ -50,16 +50,18 @@ func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 	return ok, nil
 }
 
+const claimOutboxSQL = `
+	SELECT id, event_id::text, topic, key, headers, payload, created_at
+	FROM outbox
+	WHERE NOT sent
+	ORDER BY id
+	LIMIT $1`
+
 // ClaimOutbox reads up to limit unsent rows in id order, through the
 // outbox_unsent partial index. Callers hold the outbox lock, which is what
 // keeps two relays from publishing the same rows.
 func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT id, event_id::text, topic, key, headers, payload, created_at
-		FROM outbox
-		WHERE NOT sent
-		ORDER BY id
-		LIMIT $1`, limit)
+	rows, err := tx.Query(ctx, claimOutboxSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", classify(err))
 	}
