@@ -19,10 +19,13 @@ import (
 )
 
 // Producer is what the worker needs of *kgo.Client: asynchronous produce
-// with a promise called once per record. The client's settings (acks=all,
+// with a promise called once per record, and Flush, which sends buffered
+// records at once instead of after the client's linger and returns when
+// they all have an outcome or ctx ends. The client's settings (acks=all,
 // idempotence) are the caller's.
 type Producer interface {
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	Flush(ctx context.Context) error
 }
 
 // Config tunes an OutboxWorker. Zero values take the defaults shown.
@@ -301,6 +304,10 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord
 		})
 	}
 
+	// The batch is complete: waiting for the linger to fill it further
+	// would only hold the transaction (and its connection) open longer.
+	// Flush also keeps the client from lingering until pctx ends.
+	go w.producer.Flush(pctx)
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()
