@@ -91,13 +91,17 @@ func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, erro
 	return msgs, nil
 }
 
-// MarkInboxProcessed records that the message was applied.
-func MarkInboxProcessed(ctx context.Context, tx pgx.Tx, messageID string) error {
+// MarkInboxProcessed records, in one statement, that the messages were
+// applied.
+func MarkInboxProcessed(ctx context.Context, tx pgx.Tx, messageIDs ...string) error {
+	if len(messageIDs) == 0 {
+		return nil
+	}
 	_, err := tx.Exec(ctx, `
 		UPDATE inbox SET processed = true, processed_at = now(), attempts = attempts + 1
-		WHERE message_id = $1`, messageID)
+		WHERE message_id = ANY($1)`, messageIDs)
 	if err != nil {
-		return fmt.Errorf("mark inbox %s processed: %w", messageID, err)
+		return fmt.Errorf("mark %d inbox rows processed (first %s): %w", len(messageIDs), messageIDs[0], err)
 	}
 	return nil
 }

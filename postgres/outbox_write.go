@@ -81,10 +81,12 @@ type OutboxMessage struct {
 	Payload   []byte
 }
 
-// InsertOutbox adds msgs to the outbox inside tx. The caller commits, then
-// the relay publishes them in insertion order.
+// InsertOutbox adds msgs to the outbox inside tx, in one statement, in the
+// order given. The caller commits, then the relay publishes them in
+// insertion order.
 func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
-	for _, m := range msgs {
+	if len(msgs) == 1 {
+		m := msgs[0]
 		headers, err := json.Marshal(m.Headers)
 		if err != nil {
 			return fmt.Errorf("encode outbox headers: %w", err)
@@ -96,6 +98,27 @@ func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
 		if err != nil {
 			return fmt.Errorf("insert outbox row: %w", err)
 		}
+		return nil
+	}
+	n := len(msgs)
+	ids, types, topics, keys, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	payloads := make([][]byte, n)
+	for i, m := range msgs {
+		h, err := json.Marshal(m.Headers)
+		if err != nil {
+			return fmt.Errorf("encode outbox headers: %w", err)
+		}
+		ids[i], types[i], topics[i], keys[i], headers[i], payloads[i] = m.EventID, m.EventType, m.Topic, m.Key, string(h), m.Payload
+	}
+	// Rows are inserted, and so numbered, in the order of the SELECT.
+	_, err := tx.Exec(ctx, `
+		INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
+		SELECT m.event_id::uuid, m.event_type, m.topic, m.key, m.headers::jsonb, m.payload
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY
+			AS m(event_id, event_type, topic, key, headers, payload, ord)
+		ORDER BY m.ord`, ids, types, topics, keys, headers, payloads)
+	if err != nil {
+		return fmt.Errorf("insert %d outbox rows: %w", n, err)
 	}
 	return nil
 }
@@ -118,29 +141,38 @@ func NewOrderWriter(topic, source string, fromContext HeaderFunc) *OrderWriter {
 	return &OrderWriter{Topic: topic, Source: source, Context: fromContext, now: time.Now}
 }
 
-// WriteOrder serialises ev into an outbox row inside the caller's
-// transaction tx: key = order id, value = JSON data, CloudEvents headers.
-func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, ev orders.Event) error {
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", ev.EventType(), err)
+// WriteOrder serialises events into outbox rows inside the caller's
+// transaction tx, in one statement and in the order given: key = order id,
+// value = JSON data, CloudEvents headers.
+func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, events ...orders.Event) error {
+	if len(events) == 0 {
+		return nil
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return fmt.Errorf("new event id: %w", err)
-	}
-	headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, w.now())
+	var fromContext []Header
 	if w.Context != nil {
-		headers = append(headers, w.Context(ctx)...)
+		fromContext = w.Context(ctx)
 	}
-	return InsertOutbox(ctx, tx, OutboxMessage{
-		EventID:   id.String(),
-		EventType: ev.EventType(),
-		Topic:     w.Topic,
-		Key:       ev.EventOrderID(),
-		Headers:   headers,
-		Payload:   payload,
-	})
+	now := w.now()
+	msgs := make([]OutboxMessage, len(events))
+	for i, ev := range events {
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", ev.EventType(), err)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("new event id: %w", err)
+		}
+		msgs[i] = OutboxMessage{
+			EventID:   id.String(),
+			EventType: ev.EventType(),
+			Topic:     w.Topic,
+			Key:       ev.EventOrderID(),
+			Headers:   append(CloudEventHeaders(id.String(), ev.EventType(), w.Source, now), fromContext...),
+			Payload:   payload,
+		}
+	}
+	return InsertOutbox(ctx, tx, msgs...)
 }
 
 // CloudEventHeaders returns the CloudEvents binary-mode headers of one event.

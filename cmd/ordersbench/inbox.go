@@ -172,8 +172,9 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 // inboxSQLAlone stores recs in the inbox and applies them with the same
 // statements as InboxConsumer and InboxProcessor, without Kafka: inserts of
 // 500 rows (the consumer's poll size) in one goroutine, and in another,
-// transactions claiming 50 rows, each applied in a savepoint (lock the
-// order, update it, write its event to the outbox, mark the row processed).
+// transactions claiming 50 rows and applying them together (lock their
+// orders, update them, write their events to the outbox, mark the rows
+// processed).
 func inboxSQLAlone(ctx context.Context, db *postgres.DB, svc *postgres.OrderService, recs []*kgo.Record) (float64, error) {
 	msgs := make([]postgres.InboxMessage, len(recs))
 	orderOf := make(map[string]string, len(recs))
@@ -216,22 +217,16 @@ func inboxSQLAlone(ctx context.Context, db *postgres.DB, svc *postgres.OrderServ
 					return err
 				}
 				claimed = len(batch)
-				for _, m := range batch {
-					sp, err := tx.Begin(gctx)
-					if err != nil {
-						return err
-					}
-					if err := svc.ApplyPayment(gctx, sp, true, orders.PaymentResult{OrderID: orderOf[m.MessageID]}); err != nil {
-						return err
-					}
-					if err := postgres.MarkInboxProcessed(gctx, sp, m.MessageID); err != nil {
-						return err
-					}
-					if err := sp.Commit(gctx); err != nil {
-						return err
-					}
+				ids := make([]string, len(batch))
+				payments := make([]postgres.Payment, len(batch))
+				for i, m := range batch {
+					ids[i] = m.MessageID
+					payments[i] = postgres.Payment{Succeeded: true, Result: orders.PaymentResult{OrderID: orderOf[m.MessageID]}}
 				}
-				return nil
+				if err := svc.ApplyPayments(gctx, tx, payments); err != nil {
+					return err
+				}
+				return postgres.MarkInboxProcessed(gctx, tx, ids...)
 			})
 			if err != nil {
 				return err
