@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -33,7 +32,7 @@ func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int
 	partitions, offsets := make([]int32, n), make([]int64, n)
 	keys, payloads := make([][]byte, n), make([][]byte, n)
 	for i, m := range msgs {
-		h, err := json.Marshal(nonNilHeaders(m.Headers))
+		h, err := encodeHeaders(nonNilHeaders(m.Headers))
 		if err != nil {
 			return 0, fmt.Errorf("encode inbox headers of %s: %w", m.MessageID, err)
 		}
@@ -81,7 +80,7 @@ func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, erro
 	}
 	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (InboxMessage, error) {
 		var m InboxMessage
-		err := row.Scan(&m.MessageID, &m.Seq, &m.Topic, &m.Partition, &m.Offset, &m.Key, &m.Headers,
+		err := row.Scan(&m.MessageID, &m.Seq, &m.Topic, &m.Partition, &m.Offset, &m.Key, (*headerList)(&m.Headers),
 			&m.Payload, &m.EventType, &m.Attempts)
 		return m, err
 	})

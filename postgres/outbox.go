@@ -67,7 +67,7 @@ func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, err
 	}
 	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
 		var r OutboxRecord
-		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &r.Key, &r.Headers, &r.Payload, &r.CreatedAt)
+		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &r.Key, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
 		return r, err
 	})
 	if err != nil {

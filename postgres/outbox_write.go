@@ -62,6 +62,117 @@ func (h *Header) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// encodeHeaders encodes hs for a jsonb column as json.Marshal would (an
+// array of Header.MarshalJSON objects, null for a nil slice), without
+// reflection: it runs for every event written.
+func encodeHeaders(hs []Header) ([]byte, error) {
+	if hs == nil {
+		return []byte("null"), nil
+	}
+	size := 2
+	for _, h := range hs {
+		size += len(`{"key":"","value_base64":""},`) + len(h.Key) + 2*len(h.Value)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, '[')
+	for i, h := range hs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"key":`...)
+		b = appendJSONString(b, h.Key)
+		if utf8.Valid(h.Value) && !containsNUL(h.Value) {
+			b = append(b, `,"value":`...)
+			b = appendJSONString(b, h.Value)
+		} else {
+			b = append(b, `,"value_base64":"`...)
+			b = base64.StdEncoding.AppendEncode(b, h.Value)
+			b = append(b, '"')
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']'), nil
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as with encoding/json.
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := decodeRune(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, "\ufffd"...)
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c >= 0x20:
+			b = append(b, c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		i++
+	}
+	return append(b, '"')
+}
+
+func decodeRune[S string | []byte](s S) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	case []byte:
+		return utf8.DecodeRune(v)
+	}
+	panic("unreachable")
+}
+
+// headerList decodes a jsonb column written by encodeHeaders, in one pass
+// rather than through Header.UnmarshalJSON for each header: it runs for
+// every event the relay claims and every inbox row the processor claims.
+type headerList []Header
+
+// UnmarshalJSON decodes b as Header.UnmarshalJSON decodes each header.
+func (l *headerList) UnmarshalJSON(b []byte) error {
+	var js []jsonHeader
+	if err := json.Unmarshal(b, &js); err != nil {
+		return err
+	}
+	if js == nil {
+		*l = nil
+		return nil
+	}
+	hs := make([]Header, len(js))
+	for i, j := range js {
+		hs[i].Key = j.Key
+		switch {
+		case j.Value != nil:
+			hs[i].Value = []byte(*j.Value)
+		case j.ValueBase64 != nil:
+			v, err := base64.StdEncoding.DecodeString(*j.ValueBase64)
+			if err != nil {
+				return fmt.Errorf("header %q: %w", j.Key, err)
+			}
+			hs[i].Value = v
+		}
+	}
+	*l = hs
+	return nil
+}
+
 func containsNUL(b []byte) bool {
 	for _, c := range b {
 		if c == 0 {
@@ -87,7 +198,7 @@ type OutboxMessage struct {
 func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
 	if len(msgs) == 1 {
 		m := msgs[0]
-		headers, err := json.Marshal(m.Headers)
+		headers, err := encodeHeaders(m.Headers)
 		if err != nil {
 			return fmt.Errorf("encode outbox headers: %w", err)
 		}
@@ -104,7 +215,7 @@ func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
 	ids, types, topics, keys, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	payloads := make([][]byte, n)
 	for i, m := range msgs {
-		h, err := json.Marshal(m.Headers)
+		h, err := encodeHeaders(m.Headers)
 		if err != nil {
 			return fmt.Errorf("encode outbox headers: %w", err)
 		}
