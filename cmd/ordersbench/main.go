@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -161,6 +162,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"PostgreSQL server to create the benchmark's databases on (BENCH_POSTGRES_DSN)")
 	profile := fs.String("profile", "", "write CPU profiles of the service and of the in-process workers to this directory")
 	poolMax := fs.Int("pool-max-conns", 0, "set pool_max_conns on every database connection string (0: pgxpool's default)")
+	concurrency := fs.String("concurrency", "", "comma-separated CreateOrder concurrencies (default 8,32,64)")
 	phaseDur := fs.Duration("phase", 0, "length of each CreateOrder measurement (default 10s, with -short 1s)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
 	if err := fs.Parse(args); err != nil {
@@ -178,6 +180,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	mode := "full"
 	if *short {
 		b.sizes, mode = shortSizes, "short"
+	}
+	if *concurrency != "" {
+		b.sizes.Concurrencies = nil
+		for c := range strings.SplitSeq(*concurrency, ",") {
+			n, err := strconv.Atoi(c)
+			if err != nil || n < 1 {
+				return fmt.Errorf("-concurrency: bad value %q", c)
+			}
+			b.sizes.Concurrencies = append(b.sizes.Concurrencies, n)
+		}
 	}
 	if *phaseDur > 0 {
 		b.sizes.Phase = *phaseDur
