@@ -173,7 +173,7 @@ func freePort() (int, error) {
 
 // startService runs orders-service against dsn and the broker, waits until
 // /readyz answers 200 and returns the process and its ports.
-func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool) (p *proc, grpcPort, httpPort int, err error) {
+func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool, extraEnv []string, args ...string) (p *proc, grpcPort, httpPort int, err error) {
 	if grpcPort, err = freePort(); err != nil {
 		return nil, 0, 0, err
 	}
@@ -188,7 +188,12 @@ func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool)
 		"LOG_LEVEL=warn",
 		"HTTP_PPROF="+strconv.FormatBool(pprof),
 	)
-	p, err = startProc("orders-service", bin, nil, env, dir, nil)
+	env = append(env, extraEnv...)
+	name := "orders-service"
+	if len(args) > 0 {
+		name += "-soak"
+	}
+	p, err = startProc(name, bin, args, env, dir, nil)
 	if err != nil {
 		return nil, 0, 0, err
 	}

@@ -84,7 +84,8 @@ var shortSizes = sizes{
 	DrainRows: 2_000, InboxRecords: 2_000,
 }
 
-var allPhases = []string{"create", "ack", "get", "plans", "drain", "inbox"}
+// allPhases run in this order; soak runs only when asked for.
+var allPhases = []string{"create", "ack", "get", "plans", "drain", "inbox", "soak"}
 
 // bench is one run: the processes, databases and clients it set up, and
 // what it measured.
@@ -95,8 +96,11 @@ type bench struct {
 	tmp      string
 	profile  string // directory for CPU profiles; "" for none
 	poolMax  int    // pool_max_conns for every pool; 0 for the default
-	log      *slog.Logger
-	progress io.Writer
+
+	serviceEnv []string      // extra NAME=value settings of the service
+	soak       time.Duration // length of the soak phase
+	log        *slog.Logger
+	progress   io.Writer
 
 	dbs      []string // to drop at the end
 	broker   *proc
@@ -163,8 +167,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	profile := fs.String("profile", "", "write CPU profiles of the service and of the in-process workers to this directory")
 	poolMax := fs.Int("pool-max-conns", 0, "set pool_max_conns on every database connection string (0: pgxpool's default)")
 	concurrency := fs.String("concurrency", "", "comma-separated CreateOrder concurrencies (default 8,32,64)")
+	var serviceEnv envList
+	fs.Var(&serviceEnv, "service-env", "NAME=value added to the service's environment (repeatable), for experiments")
 	phaseDur := fs.Duration("phase", 0, "length of each CreateOrder measurement (default 10s, with -short 1s)")
-	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
+	phases := fs.String("phases", strings.Join(allPhases[:len(allPhases)-1], ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
+	soak := fs.Duration("soak", 10*time.Minute, "length of the soak phase")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -176,6 +183,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		enabled[p] = true
 	}
 	b := &bench{sizes: fullSizes, short: *short, adminDSN: *adminDSN, profile: *profile, progress: stdout, poolMax: *poolMax,
+		serviceEnv: serviceEnv, soak: *soak,
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	mode := "full"
 	if *short {
@@ -207,6 +215,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	started := time.Now()
 	b.res = &Results{Mode: mode, Sizes: b.sizes, Details: map[string]any{}, Extra: map[string]int64{}}
+	if len(serviceEnv) > 0 || *poolMax > 0 {
+		b.note("non-default settings: service environment %q, pool_max_conns %d", serviceEnv, *poolMax)
+	}
 	defer b.close()
 	if err := b.setup(ctx); err != nil {
 		return err
@@ -247,6 +258,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// envList collects repeated NAME=value flags.
+type envList []string
+
+func (l *envList) String() string { return strings.Join(*l, " ") }
+
+func (l *envList) Set(v string) error {
+	if name, _, ok := strings.Cut(v, "="); !ok || name == "" {
+		return fmt.Errorf("want NAME=value, got %q", v)
+	}
+	*l = append(*l, v)
+	return nil
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -269,6 +293,8 @@ func (b *bench) runPhase(ctx context.Context, name string) error {
 		return b.drainPhase(ctx)
 	case "inbox":
 		return b.inboxPhase(ctx)
+	case "soak":
+		return b.soakPhase(ctx)
 	}
 	return fmt.Errorf("unknown phase %q", name)
 }
@@ -299,7 +325,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	var grpcPort int
-	b.service, grpcPort, b.httpPort, err = startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, b.svcDSN, b.brokerAt, b.profile != "")
+	b.service, grpcPort, b.httpPort, err = startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, b.svcDSN, b.brokerAt, b.profile != "", b.serviceEnv)
 	if err != nil {
 		return err
 	}
