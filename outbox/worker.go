@@ -32,6 +32,7 @@ type Producer interface {
 type Config struct {
 	BatchSize         int           // rows per publishing transaction (1000)
 	PollInterval      time.Duration // wait for other replicas' commits (500ms); local commits wake the worker at once
+	BatchDelay        time.Duration // after a batch with rows, wait this long after the next commit for more to join (2ms)
 	ProduceTimeout    time.Duration // bound on one batch's acknowledgements (10s)
 	Retention         time.Duration // age after which sent rows are deleted (168h)
 	RetentionInterval time.Duration // how often retention runs (1m)
@@ -52,6 +53,7 @@ func (c Config) withDefaults() Config {
 		c.RetentionBatch = 1000
 	}
 	setDur(&c.PollInterval, 500*time.Millisecond)
+	setDur(&c.BatchDelay, 2*time.Millisecond)
 	setDur(&c.ProduceTimeout, 10*time.Second)
 	setDur(&c.Retention, 7*24*time.Hour)
 	setDur(&c.RetentionInterval, time.Minute)
@@ -171,6 +173,15 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-w.db.OutboxWritten():
+			if res.rows > 0 {
+				// Commits keep coming: let a few more join the next batch
+				// rather than paying a transaction per commit.
+				timer.Reset(w.cfg.BatchDelay)
+				select {
+				case <-ctx.Done():
+				case <-timer.C:
+				}
+			}
 		case <-timer.C:
 		}
 	}
