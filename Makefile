@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test generate check-generated lint tools bench fuzz
+.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
 	go run ./cmd/orders-service -dev
@@ -39,8 +39,19 @@ lint: tools
 	go vet ./...
 	buf lint
 
+bench: ## measure the service beside same-run baselines (a few minutes; needs PostgreSQL): prints a table, writes bench/results.json
+	go run ./cmd/ordersbench
+
+bench-smoke: ## the benchmark with tiny sizes, so that it cannot rot (CI)
+	go run ./cmd/ordersbench -short
+
+SOAK ?= 10m
+soak: ## steady load for SOAK against a service with one-minute retention: table sizes, memory and goroutines stay flat
+	go run ./cmd/ordersbench -phases soak -soak $(SOAK) -out bench/soak-results.json
+
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each (seed corpora are in testdata/fuzz)
 	go test -run='^$$' -fuzz='^FuzzValidateNewOrder$$' -fuzztime=$(FUZZTIME) .
 	go test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pagetoken
 	go test -run='^$$' -fuzz='^FuzzRecordDecoding$$' -fuzztime=$(FUZZTIME) ./inbox
+	go test -run='^$$' -fuzz='^FuzzEncodeHeaders$$' -fuzztime=$(FUZZTIME) ./postgres

@@ -525,3 +525,50 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// TestFailingRowRedoesBatchRowByRow: a batch whose rows all apply is applied
+// in one pass; a batch with a row that cannot apply yet is rolled back and
+// redone row by row, so the other rows are applied exactly once and only the
+// failing row is rescheduled.
+func TestFailingRowRedoesBatchRowByRow(t *testing.T) {
+	e := newEnv(t)
+	var redone atomic.Int32
+	e.log = slog.New(counting{e.log.Handler(), "inbox batch redone row by row", &redone})
+	m := newMetrics(t)
+	p := inbox.NewInboxProcessor(e.db, e.svc, m, e.log, inbox.ProcessorConfig{DLQTopic: dlqTopic})
+	ctx := context.Background()
+
+	a, b := e.createOrder(100), e.createOrder(200)
+	e.store(paymentMessage(a), paymentMessage(b))
+	if n, err := p.ProcessBatch(ctx); err != nil || n != 2 {
+		t.Fatalf("clean batch: ProcessBatch = %d, %v; want 2 rows", n, err)
+	}
+	if redone.Load() != 0 {
+		t.Errorf("clean batch was redone row by row")
+	}
+
+	c, d := e.createOrder(300), e.createOrder(400)
+	unknown := paymentMessage(uuid.NewString())
+	e.store(paymentMessage(c), unknown, paymentMessage(d))
+	if n, err := p.ProcessBatch(ctx); err != nil || n != 3 {
+		t.Fatalf("batch with a failing row: ProcessBatch = %d, %v; want 3 rows", n, err)
+	}
+	if redone.Load() != 1 {
+		t.Errorf("batch with a failing row redone %d times, want once", redone.Load())
+	}
+	for _, id := range []string{a, b, c, d} {
+		if s, n := e.status(id), e.events(id, orders.TypeOrderFinished); s != orders.StatusFinished || n != 1 {
+			t.Errorf("order %s: status %s with %d OrderFinished events, want finished with 1", id, s, n)
+		}
+	}
+	row, _ := e.row(unknown.MessageID)
+	if row.processed || row.dead || row.attempts != 1 || !strings.Contains(deref(row.lastError), "not found") {
+		t.Errorf("failing row = %+v, last_error %q; want rescheduled after one attempt", row, deref(row.lastError))
+	}
+	if got := testutil.ToFloat64(m.Processed); got != 4 {
+		t.Errorf("processed metric = %v, want 4", got)
+	}
+	if n := e.count(`SELECT count(*) FROM inbox WHERE processed`); n != 4 {
+		t.Errorf("%d rows marked processed, want 4", n)
+	}
+}

@@ -22,12 +22,14 @@ import (
 	"github.com/acme/orders-service/telemetry"
 )
 
-// PaymentApplier applies a payment result to its order inside tx; it is
-// implemented by postgres.OrderService. It returns ENOTFOUND for an unknown
-// order, ECONFLICT for a transition the order's state refuses, and nil for
-// an applied result or a no-op.
+// PaymentApplier applies payment results to their orders inside tx; it is
+// implemented by postgres.OrderService. ApplyPayment returns ENOTFOUND for
+// an unknown order, ECONFLICT for a transition the order's state refuses,
+// and nil for an applied result or a no-op. ApplyPayments applies several in
+// turn, failing as ApplyPayment at the first that does not apply.
 type PaymentApplier interface {
 	ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bool, p orders.PaymentResult) error
+	ApplyPayments(ctx context.Context, tx pgx.Tx, ps []postgres.Payment) error
 }
 
 // Headers added to a dead-lettered record, after its original headers.
@@ -45,7 +47,7 @@ const (
 type ProcessorConfig struct {
 	DLQTopic          string          // KAFKA_DLQ_TOPIC; required
 	Wake              <-chan struct{} // InboxConsumer.Stored: process at once instead of waiting for the poll
-	BatchSize         int             // rows per transaction, each in a savepoint; default 50 (PostgreSQL caches 64 subtransactions)
+	BatchSize         int             // rows per transaction; default 50 (when a row fails, each gets a savepoint, and PostgreSQL caches 64 subtransactions)
 	PollInterval      time.Duration   // wait between polls when idle; default 500ms
 	MaxAttempts       int             // INBOX_MAX_ATTEMPTS; default 10
 	RetryBase         time.Duration   // wait after the first failed attempt, doubling; default 1s
@@ -92,9 +94,10 @@ func Backoff(n int, base, limit time.Duration) time.Duration {
 }
 
 // InboxProcessor applies stored inbox messages to their orders. It claims a
-// batch of due rows in one transaction and handles each row in a savepoint,
-// so a failing row is rolled back alone: applied rows are marked processed in
-// the same transaction that changed the order; rows that may apply later are
+// batch of due rows in one transaction and applies them; when one fails, it
+// handles the batch again with each row in a savepoint, so a failing row is
+// rolled back alone: applied rows are marked processed in the same
+// transaction that changed the order; rows that may apply later are
 // rescheduled with backoff; rows that never can, or ran out of attempts, are
 // marked dead and copied to the dead-letter topic through the outbox.
 type InboxProcessor struct {
@@ -163,30 +166,22 @@ const (
 	outcomeDead
 )
 
+// errRowFailed rolls back an optimistic batch in which a row did not apply.
+var errRowFailed = errors.New("an inbox row did not apply")
+
 // ProcessBatch handles one batch of due rows in one transaction and returns
-// how many rows it claimed. An error means the transaction rolled back.
+// how many rows it claimed. It first applies every row of the batch directly
+// and marks them processed together; when a row does not apply, that
+// transaction rolls back and a batch is claimed again and handled row by
+// row, each in a savepoint, so that the failing row is rolled back,
+// rescheduled or dead-lettered alone. An error means the transaction rolled
+// back.
 func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
-	var claimed int
-	var counts [3]int
-	err := p.db.InTx(ctx, true, func(tx pgx.Tx) error {
-		claimed, counts = 0, [3]int{}
-		msgs, err := postgres.ClaimInbox(ctx, tx, p.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
-		if len(msgs) == 0 {
-			return errNothingClaimed
-		}
-		claimed = len(msgs)
-		for _, m := range msgs {
-			o, err := p.handle(ctx, tx, m)
-			if err != nil {
-				return err
-			}
-			counts[o]++
-		}
-		return nil
-	})
+	claimed, counts, err := p.processBatch(ctx, p.applyAll)
+	if errors.Is(err, errRowFailed) {
+		p.log.Debug("inbox batch redone row by row", "rows", claimed)
+		claimed, counts, err = p.processBatch(ctx, p.applyEach)
+	}
 	if errors.Is(err, errNothingClaimed) {
 		return 0, nil
 	}
@@ -198,13 +193,77 @@ func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
 	return claimed, nil
 }
 
+// processBatch claims a batch and handles it with apply in one transaction.
+func (p *InboxProcessor) processBatch(ctx context.Context, apply func(context.Context, pgx.Tx, []postgres.InboxMessage) ([3]int, error)) (claimed int, counts [3]int, err error) {
+	err = p.db.InTx(ctx, true, func(tx pgx.Tx) error {
+		claimed, counts = 0, [3]int{}
+		msgs, err := postgres.ClaimInbox(ctx, tx, p.cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return errNothingClaimed
+		}
+		claimed = len(msgs)
+		counts, err = apply(ctx, tx, msgs)
+		return err
+	})
+	return claimed, counts, err
+}
+
+// applyAll applies msgs in tx without savepoints, in a few statements for
+// the whole batch, dead-letters those that never can apply, and marks the
+// applied ones processed in one statement. It fails with errRowFailed when a
+// row does not apply: tx may then hold partial writes and must roll back.
+func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
+	var counts [3]int
+	payments := make([]postgres.Payment, 0, len(msgs))
+	applied := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		// Each row's span covers the batch it is applied in.
+		_, span := applySpan(ctx, m)
+		defer span.End()
+		result, succeeded, err := decode(m)
+		if err != nil {
+			if err := p.deadLetter(ctx, tx, m, "", err); err != nil {
+				return counts, err
+			}
+			counts[outcomeDead]++
+			continue
+		}
+		payments = append(payments, postgres.Payment{Succeeded: succeeded, Result: result})
+		applied = append(applied, m.MessageID)
+	}
+	if err := p.app.ApplyPayments(ctx, tx, payments); err != nil {
+		if ctx.Err() != nil {
+			return counts, ctx.Err()
+		}
+		return counts, errRowFailed
+	}
+	if err := postgres.MarkInboxProcessed(ctx, tx, applied...); err != nil {
+		return counts, err
+	}
+	counts[outcomeProcessed] = len(applied)
+	return counts, nil
+}
+
+// applyEach handles msgs in tx one by one, each in a savepoint.
+func (p *InboxProcessor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
+	var counts [3]int
+	for _, m := range msgs {
+		o, err := p.handle(ctx, tx, m)
+		if err != nil {
+			return counts, err
+		}
+		counts[o]++
+	}
+	return counts, nil
+}
+
 // handle applies one row inside a savepoint of tx and records the outcome.
 // An error means tx itself is unusable and must roll back.
 func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
-	// The record's traceparent parents the span that applies it.
-	ctx, span := telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, headerValue(m.Headers, kafka.HeaderTraceParent)),
-		"inbox.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-			attribute.String("messaging.message.id", m.MessageID), attribute.String("cloudevents.event_type", m.EventType)))
+	ctx, span := applySpan(ctx, m)
 	defer span.End()
 	result, succeeded, err := decode(m)
 	if err != nil {
@@ -242,6 +301,14 @@ func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.Inbox
 	p.log.Warn("inbox message not applied; retrying later", "message_id", m.MessageID, "order_id", result.OrderID,
 		"attempt", attempts, "retry_in", delay, "error", applyErr)
 	return outcomeRetry, postgres.RetryInbox(ctx, tx, m.MessageID, errorText(applyErr), delay)
+}
+
+// applySpan starts the span that applies m, parented by the record's
+// traceparent, so the payment's trace continues into its application.
+func applySpan(ctx context.Context, m postgres.InboxMessage) (context.Context, trace.Span) {
+	return telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, headerValue(m.Headers, kafka.HeaderTraceParent)),
+		"inbox.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+			attribute.String("messaging.message.id", m.MessageID), attribute.String("cloudevents.event_type", m.EventType)))
 }
 
 // decode checks that m is a payment result this service understands. Its

@@ -23,16 +23,20 @@ import (
 )
 
 // Producer is what the worker needs of *kgo.Client: asynchronous produce
-// with a promise called once per record. The client's settings (acks=all,
+// with a promise called once per record, and Flush, which sends buffered
+// records at once instead of after the client's linger and returns when
+// they all have an outcome or ctx ends. The client's settings (acks=all,
 // idempotence) are the caller's.
 type Producer interface {
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	Flush(ctx context.Context) error
 }
 
 // Config tunes an OutboxWorker. Zero values take the defaults shown.
 type Config struct {
 	BatchSize         int           // rows per publishing transaction (1000)
 	PollInterval      time.Duration // wait for other replicas' commits (500ms); local commits wake the worker at once
+	BatchDelay        time.Duration // after a batch with rows, wait this long after the next commit for more to join (2ms)
 	ProduceTimeout    time.Duration // bound on one batch's acknowledgements (10s)
 	Retention         time.Duration // age after which sent rows are deleted (168h)
 	RetentionInterval time.Duration // how often retention runs (1m)
@@ -53,6 +57,7 @@ func (c Config) withDefaults() Config {
 		c.RetentionBatch = 1000
 	}
 	setDur(&c.PollInterval, 500*time.Millisecond)
+	setDur(&c.BatchDelay, 2*time.Millisecond)
 	setDur(&c.ProduceTimeout, 10*time.Second)
 	setDur(&c.Retention, 7*24*time.Hour)
 	setDur(&c.RetentionInterval, time.Minute)
@@ -172,6 +177,15 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-w.db.OutboxWritten():
+			if res.rows > 0 {
+				// Commits keep coming: let a few more join the next batch
+				// rather than paying a transaction per commit.
+				timer.Reset(w.cfg.BatchDelay)
+				select {
+				case <-ctx.Done():
+				case <-timer.C:
+				}
+			}
 		case <-timer.C:
 		}
 	}
@@ -309,6 +323,10 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord
 		})
 	}
 
+	// The batch is complete: waiting for the linger to fill it further
+	// would only hold the transaction (and its connection) open longer.
+	// Flush also keeps the client from lingering until pctx ends.
+	go w.producer.Flush(pctx)
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service"
@@ -511,4 +512,33 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 	}
 	t.Fatalf("metric %s not gathered", name)
 	return 0
+}
+
+// TestBatchDoesNotWaitForLinger: with a producer that lingers for seconds to
+// fill its batches (the service's lingers 5ms), a committed event still
+// reaches Kafka at once, because the worker flushes its complete batch. A
+// relay that waited for the linger would hold its transaction and its
+// connection open for that long on every batch.
+func TestBatchDoesNotWaitForLinger(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t, freshDSN(t))
+	svc := newService(db)
+	cluster := newCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	producer, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerLinger(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	w, _ := newWorker(t, db, producer, Config{PollInterval: 10 * time.Second})
+	start(t, w)
+
+	for i := range 3 {
+		o := createOrder(t, svc, fmt.Sprintf("user-%d", i))
+		committed := time.Now()
+		waitFor(t, 10*time.Second, "row of "+o.ID+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
+		if d := time.Since(committed); d > time.Second {
+			t.Fatalf("event %d acknowledged %s after its commit: the batch waited for the 3s linger", i, d)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -33,7 +32,7 @@ func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int
 	partitions, offsets := make([]int32, n), make([]int64, n)
 	keys, payloads := make([][]byte, n), make([][]byte, n)
 	for i, m := range msgs {
-		h, err := json.Marshal(nonNilHeaders(m.Headers))
+		h, err := encodeHeaders(nonNilHeaders(m.Headers))
 		if err != nil {
 			return 0, fmt.Errorf("encode inbox headers of %s: %w", m.MessageID, err)
 		}
@@ -64,22 +63,24 @@ func nonNilHeaders(h []Header) []Header {
 	return h
 }
 
+const claimInboxSQL = `
+	SELECT message_id, seq, topic, kafka_partition, kafka_offset, key, headers, payload, event_type, attempts
+	FROM inbox
+	WHERE NOT processed AND NOT dead AND next_attempt_at <= now()
+	ORDER BY next_attempt_at, seq
+	LIMIT $1
+	FOR UPDATE SKIP LOCKED`
+
 // ClaimInbox locks up to limit pending rows whose retry time has come, oldest
 // first, skipping rows other transactions hold. The locks last until tx ends.
 func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT message_id, seq, topic, kafka_partition, kafka_offset, key, headers, payload, event_type, attempts
-		FROM inbox
-		WHERE NOT processed AND NOT dead AND next_attempt_at <= now()
-		ORDER BY next_attempt_at, seq
-		LIMIT $1
-		FOR UPDATE SKIP LOCKED`, limit)
+	rows, err := tx.Query(ctx, claimInboxSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("claim inbox rows: %w", err)
 	}
 	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (InboxMessage, error) {
 		var m InboxMessage
-		err := row.Scan(&m.MessageID, &m.Seq, &m.Topic, &m.Partition, &m.Offset, &m.Key, &m.Headers,
+		err := row.Scan(&m.MessageID, &m.Seq, &m.Topic, &m.Partition, &m.Offset, &m.Key, (*headerList)(&m.Headers),
 			&m.Payload, &m.EventType, &m.Attempts)
 		return m, err
 	})
@@ -89,13 +90,17 @@ func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, erro
 	return msgs, nil
 }
 
-// MarkInboxProcessed records that the message was applied.
-func MarkInboxProcessed(ctx context.Context, tx pgx.Tx, messageID string) error {
+// MarkInboxProcessed records, in one statement, that the messages were
+// applied.
+func MarkInboxProcessed(ctx context.Context, tx pgx.Tx, messageIDs ...string) error {
+	if len(messageIDs) == 0 {
+		return nil
+	}
 	_, err := tx.Exec(ctx, `
 		UPDATE inbox SET processed = true, processed_at = now(), attempts = attempts + 1
-		WHERE message_id = $1`, messageID)
+		WHERE message_id = ANY($1)`, messageIDs)
 	if err != nil {
-		return fmt.Errorf("mark inbox %s processed: %w", messageID, err)
+		return fmt.Errorf("mark %d inbox rows processed (first %s): %w", len(messageIDs), messageIDs[0], err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -117,22 +118,28 @@ func requestHash(n orders.NewOrder) []byte {
 	return h.Sum(nil)
 }
 
+// The pages of GetOrders, read through the orders_user_created index.
+const (
+	listOrdersSQL = `
+		SELECT ` + orderColumns + ` FROM orders
+		WHERE user_id = $1
+		ORDER BY created_at DESC, id DESC
+		LIMIT $2`
+	listOrdersAfterSQL = `
+		SELECT ` + orderColumns + ` FROM orders
+		WHERE user_id = $1 AND (created_at, id) < ($2, $3)
+		ORDER BY created_at DESC, id DESC
+		LIMIT $4`
+)
+
 // GetOrders returns up to limit orders of userID, newest first, starting
 // after cursor (nil: from the newest). next is nil on the last page.
 func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, after *orders.Cursor) (list []*orders.Order, next *orders.Cursor, err error) {
 	var rows pgx.Rows
 	if after == nil {
-		rows, err = s.db.Pool.Query(ctx, `
-			SELECT `+orderColumns+` FROM orders
-			WHERE user_id = $1
-			ORDER BY created_at DESC, id DESC
-			LIMIT $2`, userID, limit+1)
+		rows, err = s.db.Pool.Query(ctx, listOrdersSQL, userID, limit+1)
 	} else {
-		rows, err = s.db.Pool.Query(ctx, `
-			SELECT `+orderColumns+` FROM orders
-			WHERE user_id = $1 AND (created_at, id) < ($2, $3)
-			ORDER BY created_at DESC, id DESC
-			LIMIT $4`, userID, after.CreatedAt, after.ID, limit+1)
+		rows, err = s.db.Pool.Query(ctx, listOrdersAfterSQL, userID, after.CreatedAt, after.ID, limit+1)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("list orders: %w", classify(err))
@@ -225,6 +232,94 @@ func (s *OrderService) ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bo
 		return s.writer.WriteOrder(ctx, tx, o.Finished())
 	}
 	return s.writer.WriteOrder(ctx, tx, o.Cancelled(p.Reason))
+}
+
+// Payment is one payment result to apply: a payments.v1.PaymentSucceeded
+// when Succeeded, else a payments.v1.PaymentFailed.
+type Payment struct {
+	Succeeded bool
+	Result    orders.PaymentResult
+}
+
+// ApplyPayments applies ps inside tx with the effect of ApplyPayment called
+// for each in turn, in a fixed number of statements whatever their number:
+// it locks all their orders at once, in id order so that concurrent callers
+// cannot deadlock, applies the transitions in order, then updates the
+// changed orders and writes their events, in the order they happened. The
+// first payment that cannot apply fails the call with ApplyPayment's error
+// (ENOTFOUND, ECONFLICT); tx must then be rolled back.
+func (s *OrderService) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []Payment) error {
+	ids := make([]string, 0, len(ps))
+	keys := make([]string, len(ps))
+	seen := make(map[string]bool, len(ps))
+	for i, p := range ps {
+		id, err := uuid.Parse(p.Result.OrderID)
+		if err != nil {
+			return fmt.Errorf("lock order %s: %w", p.Result.OrderID, orders.Errorf(orders.ENOTFOUND, "order not found"))
+		}
+		keys[i] = id.String()
+		if !seen[keys[i]] {
+			seen[keys[i]] = true
+			ids = append(ids, keys[i])
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return fmt.Errorf("lock %d orders: %w", len(ids), err)
+	}
+	locked, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*orders.Order, error) { return scanOrder(row) })
+	if err != nil {
+		return fmt.Errorf("lock %d orders: %w", len(ids), err)
+	}
+	byID := make(map[string]*orders.Order, len(locked))
+	for _, o := range locked {
+		byID[o.ID] = o
+	}
+	now := s.db.Now()
+	var changed []*orders.Order
+	var events []orders.Event
+	for i, p := range ps {
+		o := byID[keys[i]]
+		if o == nil {
+			return fmt.Errorf("lock order %s: %w", p.Result.OrderID, orders.Errorf(orders.ENOTFOUND, "order not found"))
+		}
+		var ok bool
+		if p.Succeeded {
+			ok, err = o.Finish(now)
+		} else {
+			ok, err = o.Cancel(now)
+		}
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		changed = append(changed, o) // only a new order changes, so once at most
+		if p.Succeeded {
+			events = append(events, o.Finished())
+		} else {
+			events = append(events, o.Cancelled(p.Result.Reason))
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	cids, statuses, times := make([]string, len(changed)), make([]string, len(changed)), make([]time.Time, len(changed))
+	for i, o := range changed {
+		cids[i], statuses[i], times[i] = o.ID, string(o.Status), o.UpdatedAt
+	}
+	_, err = tx.Exec(ctx, `
+		UPDATE orders SET status = u.status, updated_at = u.updated_at
+		FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, status, updated_at)
+		WHERE orders.id = u.id`, cids, statuses, times)
+	if err != nil {
+		return fmt.Errorf("update %d orders' status: %w", len(changed), err)
+	}
+	return s.writer.WriteOrder(ctx, tx, events...)
 }
 
 func lockOrder(ctx context.Context, tx pgx.Tx, id string) (*orders.Order, error) {

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -270,5 +271,75 @@ func TestGetOrdersPagingWhileOrdersArrive(t *testing.T) {
 		if !seen[id] {
 			t.Fatalf("order %s missing from the pages", id)
 		}
+	}
+}
+
+// TestApplyPaymentsLikeApplyPaymentInTurn: a batch of payment results has
+// the effect of applying each in turn: transitions and no-ops, events in
+// the order they happened, and the error of the first that cannot apply.
+func TestApplyPaymentsLikeApplyPaymentInTurn(t *testing.T) {
+	ctx := context.Background()
+	db, svc := newService(t)
+	user := uniqueUser(t)
+	var ids []string
+	for range 3 {
+		o, err := svc.CreateOrder(ctx, orders.NewOrder{UserID: user, Amount: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, o.ID)
+	}
+	a, b, c := ids[0], ids[1], ids[2]
+	ok := func(id string) postgres.Payment {
+		return postgres.Payment{Succeeded: true, Result: orders.PaymentResult{OrderID: id}}
+	}
+	failed := func(id string) postgres.Payment {
+		return postgres.Payment{Result: orders.PaymentResult{OrderID: id, Reason: "card declined"}}
+	}
+	err := db.InTx(ctx, true, func(tx pgx.Tx) error {
+		// b is cancelled, a finished, a's duplicate result is a no-op; the
+		// upper-case id names a as well.
+		return svc.ApplyPayments(ctx, tx, []postgres.Payment{failed(b), ok(a), ok(strings.ToUpper(a))})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]orders.Status{a: orders.StatusFinished, b: orders.StatusCancelled, c: orders.StatusNew} {
+		if got, _ := svc.GetOrderStatus(ctx, id); got != want {
+			t.Errorf("order %s is %s, want %s", id, got, want)
+		}
+	}
+	if countOutbox(t, db, a, orders.TypeOrderFinished) != 1 || countOutbox(t, db, b, orders.TypeOrderCancelled) != 1 {
+		t.Errorf("want one OrderFinished for a and one OrderCancelled for b")
+	}
+	var keys []string
+	rows, _ := db.Pool.Query(ctx, `SELECT key FROM outbox WHERE key = ANY($1) AND event_type <> $2 ORDER BY id`,
+		[]string{a, b}, orders.TypeOrderCreated)
+	keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(keys) != 2 || keys[0] != b || keys[1] != a {
+		t.Errorf("events in outbox order %v (%v), want b's then a's", keys, err)
+	}
+	var reason string
+	db.Pool.QueryRow(ctx, `SELECT payload->>'reason' FROM (SELECT convert_from(payload, 'UTF8')::jsonb AS payload FROM outbox WHERE key = $1 AND event_type = $2) e`,
+		b, orders.TypeOrderCancelled).Scan(&reason)
+	if reason != "card declined" {
+		t.Errorf("OrderCancelled reason = %q", reason)
+	}
+
+	for name, tc := range map[string]struct {
+		ps   []postgres.Payment
+		want orders.Code
+	}{
+		"unknown order":                  {[]postgres.Payment{ok(c), ok("0190f5e4-8c1a-7b3e-9f00-1234567890ab")}, orders.ENOTFOUND},
+		"cancel a finished order":        {[]postgres.Payment{ok(c), failed(a)}, orders.ECONFLICT},
+		"finish and cancel in one batch": {[]postgres.Payment{ok(c), failed(c)}, orders.ECONFLICT},
+	} {
+		err := db.InTx(ctx, true, func(tx pgx.Tx) error { return svc.ApplyPayments(ctx, tx, tc.ps) })
+		if orders.ErrorCode(err) != tc.want {
+			t.Errorf("%s: err = %v, want %s", name, err, tc.want)
+		}
+	}
+	if got, _ := svc.GetOrderStatus(ctx, c); got != orders.StatusNew || countOutbox(t, db, c, orders.TypeOrderFinished) != 0 {
+		t.Errorf("a failed batch left order c %s with its event", got)
 	}
 }

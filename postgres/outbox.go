@@ -50,22 +50,24 @@ func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 	return ok, nil
 }
 
+const claimOutboxSQL = `
+	SELECT id, event_id::text, topic, key, headers, payload, created_at
+	FROM outbox
+	WHERE NOT sent
+	ORDER BY id
+	LIMIT $1`
+
 // ClaimOutbox reads up to limit unsent rows in id order, through the
 // outbox_unsent partial index. Callers hold the outbox lock, which is what
 // keeps two relays from publishing the same rows.
 func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT id, event_id::text, topic, key, headers, payload, created_at
-		FROM outbox
-		WHERE NOT sent
-		ORDER BY id
-		LIMIT $1`, limit)
+	rows, err := tx.Query(ctx, claimOutboxSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", classify(err))
 	}
 	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
 		var r OutboxRecord
-		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &r.Key, &r.Headers, &r.Payload, &r.CreatedAt)
+		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &r.Key, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
 		return r, err
 	})
 	if err != nil {

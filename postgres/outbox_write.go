@@ -66,6 +66,117 @@ func (h *Header) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// encodeHeaders encodes hs for a jsonb column as json.Marshal would (an
+// array of Header.MarshalJSON objects, null for a nil slice), without
+// reflection: it runs for every event written.
+func encodeHeaders(hs []Header) ([]byte, error) {
+	if hs == nil {
+		return []byte("null"), nil
+	}
+	size := 2
+	for _, h := range hs {
+		size += len(`{"key":"","value_base64":""},`) + len(h.Key) + 2*len(h.Value)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, '[')
+	for i, h := range hs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"key":`...)
+		b = appendJSONString(b, h.Key)
+		if utf8.Valid(h.Value) && !containsNUL(h.Value) {
+			b = append(b, `,"value":`...)
+			b = appendJSONString(b, h.Value)
+		} else {
+			b = append(b, `,"value_base64":"`...)
+			b = base64.StdEncoding.AppendEncode(b, h.Value)
+			b = append(b, '"')
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']'), nil
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as with encoding/json.
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := decodeRune(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, "\ufffd"...)
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c >= 0x20:
+			b = append(b, c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		i++
+	}
+	return append(b, '"')
+}
+
+func decodeRune[S string | []byte](s S) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	case []byte:
+		return utf8.DecodeRune(v)
+	}
+	panic("unreachable")
+}
+
+// headerList decodes a jsonb column written by encodeHeaders, in one pass
+// rather than through Header.UnmarshalJSON for each header: it runs for
+// every event the relay claims and every inbox row the processor claims.
+type headerList []Header
+
+// UnmarshalJSON decodes b as Header.UnmarshalJSON decodes each header.
+func (l *headerList) UnmarshalJSON(b []byte) error {
+	var js []jsonHeader
+	if err := json.Unmarshal(b, &js); err != nil {
+		return err
+	}
+	if js == nil {
+		*l = nil
+		return nil
+	}
+	hs := make([]Header, len(js))
+	for i, j := range js {
+		hs[i].Key = j.Key
+		switch {
+		case j.Value != nil:
+			hs[i].Value = []byte(*j.Value)
+		case j.ValueBase64 != nil:
+			v, err := base64.StdEncoding.DecodeString(*j.ValueBase64)
+			if err != nil {
+				return fmt.Errorf("header %q: %w", j.Key, err)
+			}
+			hs[i].Value = v
+		}
+	}
+	*l = hs
+	return nil
+}
+
 func containsNUL(b []byte) bool {
 	for _, c := range b {
 		if c == 0 {
@@ -85,11 +196,13 @@ type OutboxMessage struct {
 	Payload   []byte
 }
 
-// InsertOutbox adds msgs to the outbox inside tx. The caller commits, then
-// the relay publishes them in insertion order.
+// InsertOutbox adds msgs to the outbox inside tx, in one statement, in the
+// order given. The caller commits, then the relay publishes them in
+// insertion order.
 func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
-	for _, m := range msgs {
-		headers, err := json.Marshal(m.Headers)
+	if len(msgs) == 1 {
+		m := msgs[0]
+		headers, err := encodeHeaders(m.Headers)
 		if err != nil {
 			return fmt.Errorf("encode outbox headers: %w", err)
 		}
@@ -100,6 +213,27 @@ func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
 		if err != nil {
 			return fmt.Errorf("insert outbox row: %w", err)
 		}
+		return nil
+	}
+	n := len(msgs)
+	ids, types, topics, keys, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	payloads := make([][]byte, n)
+	for i, m := range msgs {
+		h, err := encodeHeaders(m.Headers)
+		if err != nil {
+			return fmt.Errorf("encode outbox headers: %w", err)
+		}
+		ids[i], types[i], topics[i], keys[i], headers[i], payloads[i] = m.EventID, m.EventType, m.Topic, m.Key, string(h), m.Payload
+	}
+	// Rows are inserted, and so numbered, in the order of the SELECT.
+	_, err := tx.Exec(ctx, `
+		INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
+		SELECT m.event_id::uuid, m.event_type, m.topic, m.key, m.headers::jsonb, m.payload
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY
+			AS m(event_id, event_type, topic, key, headers, payload, ord)
+		ORDER BY m.ord`, ids, types, topics, keys, headers, payloads)
+	if err != nil {
+		return fmt.Errorf("insert %d outbox rows: %w", n, err)
 	}
 	return nil
 }
@@ -122,32 +256,46 @@ func NewOrderWriter(topic, source string, fromContext HeaderFunc) *OrderWriter {
 	return &OrderWriter{Topic: topic, Source: source, Context: fromContext, now: time.Now}
 }
 
-// WriteOrder serialises ev into an outbox row inside the caller's
-// transaction tx: key = order id, value = JSON data, CloudEvents headers.
-func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, ev orders.Event) error {
-	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(
-		attribute.String("orders.order_id", ev.EventOrderID()), attribute.String("cloudevents.event_type", ev.EventType())))
+// WriteOrder serialises events into outbox rows inside the caller's
+// transaction tx, in one statement and in the order given: key = order id,
+// value = JSON data, CloudEvents headers. The rows carry the trace of the
+// "outbox.write" span it starts under ctx.
+func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, events ...orders.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	attrs := []attribute.KeyValue{attribute.Int("orders.event_count", len(events))}
+	if len(events) == 1 {
+		attrs = append(attrs, attribute.String("orders.order_id", events[0].EventOrderID()),
+			attribute.String("cloudevents.event_type", events[0].EventType()))
+	}
+	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(attrs...))
 	defer span.End()
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", ev.EventType(), err)
-	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return fmt.Errorf("new event id: %w", err)
-	}
-	headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, w.now())
+	var fromContext []Header
 	if w.Context != nil {
-		headers = append(headers, w.Context(ctx)...)
+		fromContext = w.Context(ctx)
 	}
-	return InsertOutbox(ctx, tx, OutboxMessage{
-		EventID:   id.String(),
-		EventType: ev.EventType(),
-		Topic:     w.Topic,
-		Key:       ev.EventOrderID(),
-		Headers:   headers,
-		Payload:   payload,
-	})
+	now := w.now()
+	msgs := make([]OutboxMessage, len(events))
+	for i, ev := range events {
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", ev.EventType(), err)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("new event id: %w", err)
+		}
+		msgs[i] = OutboxMessage{
+			EventID:   id.String(),
+			EventType: ev.EventType(),
+			Topic:     w.Topic,
+			Key:       ev.EventOrderID(),
+			Headers:   append(CloudEventHeaders(id.String(), ev.EventType(), w.Source, now), fromContext...),
+			Payload:   payload,
+		}
+	}
+	return InsertOutbox(ctx, tx, msgs...)
 }
 
 // CloudEventHeaders returns the CloudEvents binary-mode headers of one event.

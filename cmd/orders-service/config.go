@@ -31,6 +31,7 @@ type config struct {
 
 	GRPCPort        int
 	HTTPPort        int
+	HTTPPprof       bool // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
 	GRPCReflection  bool
 	MaxRecvMsgBytes int
 	CallTimeout     time.Duration
@@ -165,6 +166,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TopicPartitions: e.int("KAFKA_TOPIC_PARTITIONS", 6, 1, 10000),
 		GRPCPort:        e.int("GRPC_PORT", 50051, 1, 65535),
 		HTTPPort:        e.int("HTTP_PORT", 8080, 0, 65535),
+		HTTPPprof:       e.bool("HTTP_PPROF", false),
 		GRPCReflection:  e.bool("GRPC_REFLECTION", true),
 		MaxRecvMsgBytes: e.int("GRPC_MAX_RECV_MSG_BYTES", 1<<20, 1024, 64<<20),
 		CallTimeout:     e.duration("GRPC_CALL_TIMEOUT", 30*time.Second),
@@ -244,6 +246,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("kafka_topic_partitions", c.TopicPartitions),
 		slog.Int("grpc_port", c.GRPCPort),
 		slog.Int("http_port", c.HTTPPort),
+		slog.Bool("http_pprof", c.HTTPPprof),
 		slog.Bool("grpc_reflection", c.GRPCReflection),
 		slog.Duration("grpc_call_timeout", c.CallTimeout),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),

@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.PostgresDSN != "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable" || c.Kafka.Brokers[0] != "127.0.0.1:9092" ||
 		c.KafkaTopic != "orders.events" || c.KafkaGroupID != "orders-service" || c.GRPCPort != 50051 ||
 		c.KafkaInboxTopic != "payments.events" || c.KafkaDLQTopic != "payments.events.dlq" || c.HTTPPort != 8080 ||
-		c.ReadinessInterval != 5*time.Second {
+		c.ReadinessInterval != 5*time.Second || c.HTTPPprof {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -31,6 +31,7 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"KAFKA_INBOX_TOPIC":       "..",
 		"KAFKA_TOPIC_PARTITIONS":  "0",
 		"GRPC_REFLECTION":         "maybe",
+		"HTTP_PPROF":              "maybe",
 		"SHUTDOWN_TIMEOUT":        "-1s",
 		"READINESS_INTERVAL":      "0s",
 		"LOG_FORMAT":              "xml",

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -91,7 +92,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		grpcLn.Close()
 		return fmt.Errorf("listen HTTP_PORT %d: %w", cfg.HTTPPort, err)
 	}
-	httpServer := &http.Server{Handler: telemetry.Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+	handler := telemetry.Handler(reg, ready)
+	if cfg.HTTPPprof {
+		handler = withPprof(handler)
+		log.Warn("HTTP_PPROF=true: profiles are served under /debug/pprof/ on HTTP_PORT; keep that port private")
+	}
+	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 
 	// Workers outlive the gRPC server at shutdown, so in-flight calls'
 	// events are still relayed; they stop once it has stopped.
@@ -169,6 +175,18 @@ func readinessChecks(db *postgres.DB, kafkaPing func(context.Context) error) []t
 		}},
 		{Name: "kafka", Run: kafkaPing},
 	}
+}
+
+// withPprof adds the net/http/pprof handlers under /debug/pprof/ to h.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // traceHeaders carries the caller's trace into the event's traceparent.

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/postgres"
+)
+
+// LoadResult is one closed-loop load: conc callers each calling op back to
+// back for the phase, after a warm-up that is not counted.
+type LoadResult struct {
+	Concurrency int     `json:"concurrency"`
+	Ops         int     `json:"ops"`
+	Throughput  float64 `json:"throughput_per_s"`
+	P50         float64 `json:"p50_ms"`
+	P99         float64 `json:"p99_ms"`
+	CPU         CPUUse  `json:"cpu"`
+}
+
+// closedLoop runs op from conc goroutines for the warm-up plus the phase and
+// measures the calls that end within the phase.
+func (b *bench) closedLoop(ctx context.Context, label string, conc int, op func(ctx context.Context, n int64) error) (LoadResult, error) {
+	var counter atomic.Int64
+	start := time.Now()
+	from := start.Add(b.sizes.Warmup)
+	end := from.Add(b.sizes.Phase)
+	lats := make([][]time.Duration, conc)
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range conc {
+		g.Go(func() error {
+			for {
+				t0 := time.Now()
+				if !t0.Before(end) {
+					return nil
+				}
+				if err := op(gctx, counter.Add(1)); err != nil {
+					return err
+				}
+				if t1 := time.Now(); !t1.Before(from) && !t1.After(end) {
+					lats[w] = append(lats[w], t1.Sub(t0))
+				}
+			}
+		})
+	}
+	res := LoadResult{Concurrency: conc}
+	if sleepUntil(gctx, from) {
+		snap := b.cpuSnap()
+		b.rss.setLabel("load")
+		if b.profile != "" && conc == b.sizes.Concurrencies[len(b.sizes.Concurrencies)-1] {
+			go b.profileService(ctx, label, b.sizes.Phase)
+		}
+		sleepUntil(gctx, end)
+		res.CPU = b.cpuSince(snap)
+		b.rss.setLabel("")
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	res.Ops = len(all)
+	res.Throughput = float64(len(all)) / b.sizes.Phase.Seconds()
+	res.P50, res.P99 = quantile(all, 0.50), quantile(all, 0.99)
+	b.addCPU(label, res.CPU)
+	return res, nil
+}
+
+// sleepUntil waits until t and reports whether ctx is still alive.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// profileService saves a CPU profile of the service process over d.
+func (b *bench) profileService(ctx context.Context, name string, d time.Duration) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.httpPort, int(d.Seconds()))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.log.Warn("service profile failed", "error", err)
+		return
+	}
+	defer resp.Body.Close()
+	path := filepath.Join(b.profile, "service-"+safeName(name)+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		b.log.Warn("service profile failed", "error", err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
+}
+
+func safeName(s string) string {
+	out := []byte(s)
+	for i, c := range out {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			out[i] = '-'
+		}
+	}
+	return string(out)
+}
+
+// newOrder is the n-th order the load creates: 1000 users, varied amounts
+// and descriptions of typical length.
+func newOrder(n int64) orders.NewOrder {
+	return orders.NewOrder{
+		UserID:      fmt.Sprintf("bench-user-%d", n%1000),
+		Amount:      100 + n%10000,
+		Description: fmt.Sprintf("bench order #%d", n),
+	}
+}
+
+func orderRequest(n int64) *orderspb.CreateOrderRequest {
+	o := newOrder(n)
+	return &orderspb.CreateOrderRequest{UserId: o.UserID, Amount: o.Amount, Description: o.Description}
+}
+
+// baselineWriter executes CreateOrder's SQL transaction directly through
+// pgx: the same order row and outbox row, written by the same statements,
+// with no gRPC, no service process and no relay.
+type baselineWriter struct {
+	db    *postgres.DB
+	topic string
+}
+
+// insertOrderSQL is the statement postgres.OrderService.CreateOrder runs.
+const insertOrderSQL = `
+			INSERT INTO orders (id, user_id, amount, currency, description, status, request_id, request_hash, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+			ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING`
+
+func (w baselineWriter) create(ctx context.Context, n int64) error {
+	no := newOrder(n)
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	now := w.db.Now()
+	o := &orders.Order{ID: id.String(), UserID: no.UserID, Amount: no.Amount, Currency: "USD",
+		Description: no.Description, Status: orders.StatusNew, CreatedAt: now, UpdatedAt: now}
+	h := sha256.New()
+	var amount [8]byte
+	binary.BigEndian.PutUint64(amount[:], uint64(o.Amount))
+	h.Write(amount[:])
+	h.Write([]byte(o.Currency + "\x00" + o.Description))
+	payload, err := json.Marshal(o.Created())
+	if err != nil {
+		return err
+	}
+	eventID, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	var requestID *string
+	return w.db.InTx(ctx, false, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, insertOrderSQL, o.ID, o.UserID, o.Amount, o.Currency, o.Description, o.Status,
+			requestID, h.Sum(nil), now); err != nil {
+			return err
+		}
+		return postgres.InsertOutbox(ctx, tx, postgres.OutboxMessage{
+			EventID:   eventID.String(),
+			EventType: orders.TypeOrderCreated,
+			Topic:     w.topic,
+			Key:       o.ID,
+			Headers:   postgres.CloudEventHeaders(eventID.String(), orders.TypeOrderCreated, "orders-service", time.Now()),
+			Payload:   payload,
+		})
+	})
+}
+
+// waitDrained waits until db's outbox has no unsent row.
+func waitDrained(ctx context.Context, db *postgres.DB, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := db.CountUnsentOutbox(ctx, 1)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("outbox not drained within %s", timeout)
+		}
+		if !sleepUntil(ctx, time.Now().Add(20*time.Millisecond)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// createOrderPhase measures CreateOrder over gRPC against the same
+// transaction through pgx on a database of its own, at each concurrency.
+// The two alternate which goes first, so that drift does not favour one.
+func (b *bench) createOrderPhase(ctx context.Context) error {
+	baseDSN, err := b.newDatabase(ctx, "baseline")
+	if err != nil {
+		return err
+	}
+	baseDB, err := postgres.Open(ctx, baseDSN)
+	if err != nil {
+		return err
+	}
+	defer baseDB.Close()
+	base := baselineWriter{db: baseDB, topic: "orders.events"}
+	service := func(ctx context.Context, n int64) error {
+		_, err := b.client.CreateOrder(ctx, orderRequest(n))
+		return err
+	}
+	details := map[string]LoadResult{}
+	pool := map[int]map[string]float64{}
+	for i, conc := range b.sizes.Concurrencies {
+		var svc, pgx LoadResult
+		runs := []func() error{
+			func() (err error) {
+				pgx, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder pgx c=%d", conc), conc, base.create)
+				return err
+			},
+			func() (err error) {
+				if err := waitDrained(ctx, b.svcDB, 2*time.Minute); err != nil {
+					return err
+				}
+				before, err := scrape(ctx, b.metricsURL())
+				if err != nil {
+					return err
+				}
+				if svc, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder gRPC c=%d", conc), conc, service); err != nil {
+					return err
+				}
+				after, err := scrape(ctx, b.metricsURL())
+				if err != nil {
+					return err
+				}
+				delta := func(name string) float64 { return gauge(after, name) - gauge(before, name) }
+				acquires := delta("orders_pgxpool_acquire_total")
+				pool[conc] = map[string]float64{
+					"acquire_wait_avg_ms":  delta("orders_pgxpool_acquire_duration_seconds") / acquires * 1000,
+					"acquires_that_waited": delta("orders_pgxpool_empty_acquire_total") / acquires,
+				}
+				return nil
+			},
+		}
+		if i%2 == 1 {
+			runs[0], runs[1] = runs[1], runs[0]
+		}
+		for _, r := range runs {
+			if err := r(); err != nil {
+				return err
+			}
+		}
+		b.say("CreateOrder c=%d: gRPC %.0f/s p50 %.2fms p99 %.2fms (service pool: %.0f%% of acquires waited, %.2fms on average); pgx %.0f/s p50 %.2fms p99 %.2fms",
+			conc, svc.Throughput, svc.P50, svc.P99, 100*pool[conc]["acquires_that_waited"], pool[conc]["acquire_wait_avg_ms"],
+			pgx.Throughput, pgx.P50, pgx.P99)
+		details[fmt.Sprintf("grpc_c%d", conc)], details[fmt.Sprintf("pgx_c%d", conc)] = svc, pgx
+		r := b.add(fmt.Sprintf("CreateOrder c=%d throughput", conc), "/s", svc.Throughput).vs("pgx", pgx.Throughput)
+		r.target("≥ 0.85× pgx", *r.Ratio >= 0.85)
+		b.add(fmt.Sprintf("CreateOrder c=%d p50", conc), "ms", svc.P50).vs("pgx", pgx.P50)
+		b.add(fmt.Sprintf("CreateOrder c=%d p99", conc), "ms", svc.P99).vs("pgx", pgx.P99)
+	}
+	b.res.Details["create_order"] = details
+	b.res.Details["create_order_service_pool"] = pool
+	return waitDrained(ctx, b.svcDB, 2*time.Minute)
+}

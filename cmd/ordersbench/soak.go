@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/acme/orders-service/postgres"
+)
+
+// SoakSample is the state of the soak service at one moment.
+type SoakSample struct {
+	Seconds    float64 `json:"seconds"`
+	OutboxRows int64   `json:"outbox_rows"`
+	Unsent     int64   `json:"outbox_unsent"`
+	InboxRows  int64   `json:"inbox_rows"`
+	RSSBytes   int64   `json:"rss_bytes"`
+	Goroutines float64 `json:"goroutines"`
+}
+
+// soakRetention is the outbox and inbox retention of the soak service;
+// retention runs every minute, so at most about two minutes of rows stay.
+const soakRetention = time.Minute
+
+// soakPhase runs a second service in -dev mode (with the payments simulator,
+// so every order also goes through the inbox) on a database of its own with
+// a one-minute retention, at a steady rate for the soak duration, and
+// samples its table sizes, memory and goroutines every ten seconds.
+func (b *bench) soakPhase(ctx context.Context) error {
+	d, rate := b.soak, b.sizes.SteadyRate
+	dsn, err := b.newDatabase(ctx, "soak")
+	if err != nil {
+		return err
+	}
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	env := append([]string{
+		"KAFKA_TOPIC=soak.orders.events", "KAFKA_INBOX_TOPIC=soak.payments.events",
+		"KAFKA_DLQ_TOPIC=soak.payments.dlq", "KAFKA_GROUP_ID=soak-orders-service",
+		"OUTBOX_RETENTION=" + soakRetention.String(), "INBOX_RETENTION=" + soakRetention.String(),
+	}, b.serviceEnv...)
+	svc, grpcPort, httpPort, err := startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, dsn, b.brokerAt,
+		false, env, "-dev")
+	if err != nil {
+		return err
+	}
+	defer svc.stop()
+	main := b.service // CPU use is the soak service's for this phase
+	b.service = svc
+	defer func() { b.service = main }()
+	conn, client, err := dial(grpcPort)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
+	b.say("soak: %s at %d/s against a second service (pid %d, retention %s)", d, rate, svc.pid(), soakRetention)
+
+	var mu sync.Mutex
+	var samples []SoakSample
+	start := time.Now()
+	sctx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			s := SoakSample{Seconds: time.Since(start).Seconds()}
+			db.Pool.QueryRow(sctx, `SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox WHERE NOT sent), (SELECT count(*) FROM inbox)`).
+				Scan(&s.OutboxRows, &s.Unsent, &s.InboxRows)
+			s.RSSBytes, _ = rssBytes(svc.pid())
+			if mfs, err := scrape(sctx, metrics); err == nil {
+				s.Goroutines = gauge(mfs, "go_goroutines")
+			}
+			mu.Lock()
+			samples = append(samples, s)
+			mu.Unlock()
+			if !sleepUntil(sctx, time.Now().Add(10*time.Second)) {
+				return
+			}
+		}
+	}()
+	snap := b.cpuSnap()
+	lat, elapsed, err := openLoop(ctx, rate, d, 64, func(ctx context.Context, n int64) error {
+		_, err := client.CreateOrder(ctx, orderRequest(2_000_000_000+n))
+		return err
+	})
+	stopSampling()
+	<-sampled
+	if err != nil {
+		return err
+	}
+	b.addCPU(fmt.Sprintf("soak at %d/s", rate), b.cpuSince(snap))
+	if err := svc.exited(); err != nil {
+		return err
+	}
+
+	// Warm-up ends after the first retention run that had rows to delete;
+	// the end is the last third of the run.
+	warmFrom := min(2*soakRetention+30*time.Second, d/3)
+	warm, end := summarize(samples, warmFrom, 2*d/3), summarize(samples, 2*d/3, d+time.Minute)
+	maxRows := int64(0)
+	for _, s := range samples {
+		maxRows = max(maxRows, s.OutboxRows)
+	}
+	bound := float64(rate) * (2*soakRetention + 30*time.Second).Seconds()
+	b.say("soak: achieved %.0f/s, outbox rows at most %d, RSS %.1f MB after warm-up, %.1f MB at the end, goroutines %.0f -> %.0f",
+		float64(len(lat))/elapsed.Seconds(), maxRows, float64(warm.RSSBytes)/1e6, float64(end.RSSBytes)/1e6, warm.Goroutines, end.Goroutines)
+	label := fmt.Sprintf("Soak %s at %s/s", d, formatCount(rate))
+	b.add(label+": achieved rate", "/s", float64(len(lat))/elapsed.Seconds())
+	b.add(label+": CreateOrder p99 (from due time)", "ms", quantile(lat, 0.99))
+	b.add(label+": outbox rows, max", "", float64(maxRows)).
+		target(fmt.Sprintf("≤ %s (%s retention + 1m interval + 30s)", formatCount(int(bound)), soakRetention), float64(maxRows) <= bound)
+	b.add(label+": inbox rows at the end", "", float64(samples[len(samples)-1].InboxRows)).
+		target(fmt.Sprintf("≤ %s", formatCount(int(bound))), float64(samples[len(samples)-1].InboxRows) <= bound)
+	rss := b.add(label+": service RSS, last third max", "MB", float64(end.RSSBytes)/1e6).vs("after warm-up", float64(warm.RSSBytes)/1e6)
+	rss.target("≤ 1.25×", *rss.Ratio <= 1.25)
+	g := b.add(label+": service goroutines, last third max", "", end.Goroutines).vs("after warm-up", warm.Goroutines)
+	g.target("≤ 1.25×", *g.Ratio <= 1.25)
+	b.res.Details["soak"] = map[string]any{"duration": d.String(), "rate": rate, "retention": soakRetention.String(), "samples": samples}
+	return nil
+}
+
+// summarize returns the largest RSS and goroutine count of the samples taken
+// from from until to.
+func summarize(samples []SoakSample, from, to time.Duration) SoakSample {
+	var out SoakSample
+	for _, s := range samples {
+		if s.Seconds >= from.Seconds() && s.Seconds < to.Seconds() {
+			out.RSSBytes = max(out.RSSBytes, s.RSSBytes)
+			out.Goroutines = max(out.Goroutines, s.Goroutines)
+		}
+	}
+	return out
+}

@@ -1,0 +1,42 @@
+package postgres
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/acme/orders-service"
+)
+
+func benchHeaders() []Header {
+	return append(CloudEventHeaders("0190f5e4-8c1a-7b3e-9f00-1234567890ab", orders.TypeOrderCreated,
+		"orders-service", time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC)),
+		Header{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")})
+}
+
+// BenchmarkEncodeHeaders encodes an event's headers as InsertOutbox stores them.
+func BenchmarkEncodeHeaders(b *testing.B) {
+	hs := benchHeaders()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeHeaders(hs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeHeaders decodes headers as the relay's claim reads them
+// back from jsonb.
+func BenchmarkDecodeHeaders(b *testing.B) {
+	raw, err := encodeHeaders(benchHeaders())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var hs headerList
+		if err := json.Unmarshal(raw, &hs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+package postgres
+
+import (
+	"time"
+)
+
+// IndexedQuery is one of the statements the service runs on every request
+// or batch, with the index it must be executed through however large its
+// table grows, and example arguments to plan it with.
+type IndexedQuery struct {
+	Name  string
+	SQL   string
+	Args  []any
+	Table string
+	Index string
+}
+
+// IndexedQueries returns the hot statements whose plans must stay index
+// scans: GetOrders' first and later pages for userID, the relay's claim and
+// the inbox processor's claim, with the batch sizes the workers use.
+func IndexedQueries(userID string) []IndexedQuery {
+	cursor := time.Now().UTC().Truncate(time.Microsecond)
+	const anyID = "00000000-0000-7000-8000-000000000000"
+	return []IndexedQuery{
+		{Name: "GetOrders first page", SQL: listOrdersSQL, Args: []any{userID, 51},
+			Table: "orders", Index: "orders_user_created"},
+		{Name: "GetOrders next page", SQL: listOrdersAfterSQL, Args: []any{userID, cursor, anyID, 51},
+			Table: "orders", Index: "orders_user_created"},
+		{Name: "outbox relay claim", SQL: claimOutboxSQL, Args: []any{1000},
+			Table: "outbox", Index: "outbox_unsent"},
+		{Name: "inbox processor claim", SQL: claimInboxSQL, Args: []any{50},
+			Table: "inbox", Index: "inbox_pending"},
+	}
+}
