@@ -67,6 +67,7 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	if err := waitDrained(ctx, b.svcDB, 2*time.Minute); err != nil {
 		return err
 	}
+	b.vacuum(ctx, b.svcDB)
 	admin, err := kafka.NewClient(kafkaConfig(b.brokerAt))
 	if err != nil {
 		return err

@@ -237,6 +237,7 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 		var svc, pgx LoadResult
 		runs := []func() error{
 			func() (err error) {
+				b.vacuum(ctx, baseDB)
 				pgx, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder pgx c=%d", conc), conc, base.create)
 				return err
 			},
@@ -244,6 +245,7 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 				if err := waitDrained(ctx, b.svcDB, 2*time.Minute); err != nil {
 					return err
 				}
+				b.vacuum(ctx, b.svcDB)
 				before, err := scrape(ctx, b.metricsURL())
 				if err != nil {
 					return err

@@ -97,6 +97,8 @@ type bench struct {
 	profile  string // directory for CPU profiles; "" for none
 	poolMax  int    // pool_max_conns for every pool; 0 for the default
 
+	vacuumNoted bool
+
 	serviceEnv []string      // extra NAME=value settings of the service
 	soak       time.Duration // length of the soak phase
 	log        *slog.Logger
@@ -379,6 +381,23 @@ func (b *bench) close() {
 }
 
 func (b *bench) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", b.httpPort) }
+
+// vacuum vacuums and analyzes db's tables when the server runs without
+// autovacuum (the test server may): without it, dead rows pile up in the
+// queue tables as they do on no production server, and the relay's and the
+// processor's claims slow down.
+func (b *bench) vacuum(ctx context.Context, db *postgres.DB) {
+	if b.res.Machine.PostgresSettings["autovacuum"] != "off" {
+		return
+	}
+	if !b.vacuumNoted {
+		b.vacuumNoted = true
+		b.note("the PostgreSQL server runs with autovacuum off: the benchmark vacuums the service's tables between phases and every 30s of the soak, as autovacuum would")
+	}
+	if _, err := db.Pool.Exec(ctx, `VACUUM (ANALYZE) orders, outbox, inbox`); err != nil && ctx.Err() == nil {
+		b.log.Warn("vacuum failed", "error", err)
+	}
+}
 
 // addCPU records the CPU use of a phase.
 func (b *bench) addCPU(phase string, u CPUUse) {
