@@ -211,27 +211,7 @@ func (s *OrderService) MarkOrderFinished(ctx context.Context, id string) (*order
 // finishes the order, failure cancels it, each writing its event. A result
 // for an order already in that final state changes nothing.
 func (s *OrderService) ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bool, p orders.PaymentResult) error {
-	o, err := lockOrder(ctx, tx, p.OrderID)
-	if err != nil {
-		return err
-	}
-	now := s.db.Now()
-	var changed bool
-	if succeeded {
-		changed, err = o.Finish(now)
-	} else {
-		changed, err = o.Cancel(now)
-	}
-	if err != nil || !changed {
-		return err
-	}
-	if err := updateStatus(ctx, tx, o); err != nil {
-		return err
-	}
-	if succeeded {
-		return s.writer.WriteOrder(ctx, tx, o.Finished())
-	}
-	return s.writer.WriteOrder(ctx, tx, o.Cancelled(p.Reason))
+	return s.ApplyPayments(ctx, tx, []Payment{{Succeeded: succeeded, Result: p}})
 }
 
 // Payment is one payment result to apply: a payments.v1.PaymentSucceeded
