@@ -126,7 +126,11 @@ func (p *InboxProcessor) Run(ctx context.Context) error {
 	defer p.log.Info("inbox processor stopped")
 	var failWait time.Duration
 	for {
-		n, err := p.ProcessBatch(ctx)
+		// A batch in flight when ctx ends is finished, not abandoned at its
+		// commit, whose outcome would then be unknown.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+		n, err := p.ProcessBatch(bctx)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -153,6 +157,9 @@ func (p *InboxProcessor) Run(ctx context.Context) error {
 		t.Stop()
 	}
 }
+
+// batchTimeout bounds one batch's transaction, also at shutdown.
+const batchTimeout = 30 * time.Second
 
 // errNothingClaimed rolls back an empty claim so the outbox relay is not woken.
 var errNothingClaimed = errors.New("no inbox rows due")
