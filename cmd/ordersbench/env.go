@@ -330,7 +330,7 @@ func describeMachine(ctx context.Context, db *postgres.DB) Machine {
 	}
 	db.Pool.QueryRow(ctx, `SELECT version()`).Scan(&m.PostgresVersion)
 	rows, err := db.Pool.Query(ctx, `
-		SELECT name, setting || COALESCE(unit, '') FROM pg_settings
+		SELECT name, current_setting(name) FROM pg_settings
 		WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_connections', 'wal_level', 'work_mem',
 			'random_page_cost', 'autovacuum')`)
 	if err == nil {
