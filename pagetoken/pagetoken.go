@@ -47,7 +47,7 @@ func Encode(key []byte, userID string, c orders.Cursor) string {
 // Decode returns the cursor in token, which must have been issued by Encode
 // with the same key for the same userID.
 func Decode(key []byte, userID, token string) (orders.Cursor, error) {
-	if len(token) > MaxLen {
+	if len(token) > MaxLen || !urlSafe(token) {
 		return orders.Cursor{}, ErrInvalid
 	}
 	buf, err := base64.RawURLEncoding.Strict().DecodeString(token)
@@ -68,4 +68,16 @@ func sign(key []byte, userID string, body []byte) []byte {
 	m.Write([]byte{0})
 	m.Write(body)
 	return m.Sum(nil)[:macLen]
+}
+
+// urlSafe reports whether s holds only the base64url alphabet; the decoder
+// itself would skip line breaks, so one token would have many spellings.
+func urlSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
