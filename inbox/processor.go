@@ -227,8 +227,9 @@ func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgre
 	payments := make([]postgres.Payment, 0, len(msgs))
 	applied := make([]string, 0, len(msgs))
 	for _, m := range msgs {
-		// Each row's span covers the batch it is applied in.
-		_, span := applySpan(ctx, m)
+		// Each row's span covers the batch it is applied in, and the event
+		// the row causes continues its trace.
+		sctx, span := applySpan(ctx, m)
 		defer span.End()
 		result, succeeded, err := decode(m)
 		if err != nil {
@@ -238,7 +239,7 @@ func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgre
 			counts[outcomeDead]++
 			continue
 		}
-		payments = append(payments, postgres.Payment{Succeeded: succeeded, Result: result})
+		payments = append(payments, postgres.Payment{Succeeded: succeeded, Result: result, TraceParent: telemetry.TraceParent(sctx)})
 		applied = append(applied, m.MessageID)
 	}
 	if err := p.app.ApplyPayments(ctx, tx, payments); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -219,6 +220,9 @@ func (s *OrderService) ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bo
 type Payment struct {
 	Succeeded bool
 	Result    orders.PaymentResult
+	// TraceParent, when set, is the trace the resulting event continues
+	// (its traceparent header); otherwise the event takes ctx's trace.
+	TraceParent string
 }
 
 // ApplyPayments applies ps inside tx with the effect of ApplyPayment called
@@ -261,6 +265,7 @@ func (s *OrderService) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []Paymen
 	now := s.db.Now()
 	var changed []*orders.Order
 	var events []orders.Event
+	var traceparents []string
 	for i, p := range ps {
 		o := byID[keys[i]]
 		if o == nil {
@@ -279,6 +284,7 @@ func (s *OrderService) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []Paymen
 			continue
 		}
 		changed = append(changed, o) // only a new order changes, so once at most
+		traceparents = append(traceparents, p.TraceParent)
 		if p.Succeeded {
 			events = append(events, o.Finished())
 		} else {
@@ -299,7 +305,10 @@ func (s *OrderService) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []Paymen
 	if err != nil {
 		return fmt.Errorf("update %d orders' status: %w", len(changed), err)
 	}
-	return s.writer.WriteOrder(ctx, tx, events...)
+	if !slices.ContainsFunc(traceparents, func(tp string) bool { return tp != "" }) {
+		traceparents = nil
+	}
+	return s.writer.write(ctx, tx, events, traceparents)
 }
 
 func lockOrder(ctx context.Context, tx pgx.Tx, id string) (*orders.Order, error) {

@@ -261,6 +261,12 @@ func NewOrderWriter(topic, source string, fromContext HeaderFunc) *OrderWriter {
 // value = JSON data, CloudEvents headers. The rows carry the trace of the
 // "outbox.write" span it starts under ctx.
 func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, events ...orders.Event) error {
+	return w.write(ctx, tx, events, nil)
+}
+
+// write is WriteOrder where traceparents, when not nil, gives each event the
+// trace it continues (its traceparent header) instead of ctx's.
+func (w *OrderWriter) write(ctx context.Context, tx pgx.Tx, events []orders.Event, traceparents []string) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -286,12 +292,18 @@ func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, events ...order
 		if err != nil {
 			return fmt.Errorf("new event id: %w", err)
 		}
+		headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, now)
+		if traceparents != nil && traceparents[i] != "" {
+			headers = append(headers, Header{Key: "traceparent", Value: []byte(traceparents[i])})
+		} else {
+			headers = append(headers, fromContext...)
+		}
 		msgs[i] = OutboxMessage{
 			EventID:   id.String(),
 			EventType: ev.EventType(),
 			Topic:     w.Topic,
 			Key:       ev.EventOrderID(),
-			Headers:   append(CloudEventHeaders(id.String(), ev.EventType(), w.Source, now), fromContext...),
+			Headers:   headers,
 			Payload:   payload,
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -265,6 +266,23 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	st, err := orderspb.NewOrderServiceClient(conn).GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: orderID})
 	if err != nil || st.GetStatus() != orderspb.OrderStatus_ORDER_STATUS_FINISHED {
 		t.Errorf("order status after the payment = %v, %v; want FINISHED", st.GetStatus(), err)
+	}
+
+	// The OrderFinished the payment caused continues the trace.
+	var headers []postgres.Header
+	if err := db.Pool.QueryRow(ctx, `SELECT headers FROM outbox WHERE key = $1 AND event_type = 'orders.v1.OrderFinished'`,
+		orderID).Scan(&headers); err != nil {
+		t.Fatal(err)
+	}
+	wantFinished := "00-" + apply.SpanContext().TraceID().String() + "-"
+	var gotFinished string
+	for _, h := range headers {
+		if h.Key == kafka.HeaderTraceParent {
+			gotFinished = string(h.Value)
+		}
+	}
+	if !strings.HasPrefix(gotFinished, wantFinished) {
+		t.Errorf("OrderFinished traceparent = %q, want one in the payment's trace (%s...)", gotFinished, wantFinished)
 	}
 }
 
