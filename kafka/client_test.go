@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service/internal/testpki"
 )
 
 // roundTrip creates topic, produces one record through a client built from c
@@ -87,11 +89,11 @@ func TestSASLRequiredByBroker(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 
 	t.Run("server TLS with a private CA", func(t *testing.T) {
-		b := startBroker(t, WithTLS(pki.serverTLS(t, false)))
-		roundTrip(t, Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{Enabled: true, CAFile: pki.caFile}}, "tls-topic")
+		b := startBroker(t, WithTLS(serverTLS(t, pki, false)))
+		roundTrip(t, Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{Enabled: true, CAFile: pki.CAFile}}, "tls-topic")
 
 		// Without the CA file the system roots cannot verify the broker.
 		cl := newClient(t, Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{Enabled: true}})
@@ -102,9 +104,9 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		b := startBroker(t, WithTLS(pki.serverTLS(t, true)))
+		b := startBroker(t, WithTLS(serverTLS(t, pki, true)))
 		withCert := Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{
-			Enabled: true, CAFile: pki.caFile, CertFile: pki.clientCertFile, KeyFile: pki.clientKeyFile,
+			Enabled: true, CAFile: pki.CAFile, CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile,
 		}}
 		roundTrip(t, withCert, "mtls-topic")
 
@@ -116,7 +118,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("plaintext client against TLS broker fails", func(t *testing.T) {
-		b := startBroker(t, WithTLS(pki.serverTLS(t, false)))
+		b := startBroker(t, WithTLS(serverTLS(t, pki, false)))
 		if err := newClient(t, Config{Brokers: []string{b.Addr()}}).Ping(testContext(t, 3*time.Second)); err == nil {
 			t.Fatal("plaintext Ping succeeded against a TLS broker")
 		}
@@ -124,16 +126,16 @@ func TestTLS(t *testing.T) {
 }
 
 func TestOptionsFileErrorsNameVariable(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 	tests := []struct {
 		name string
 		tls  TLSConfig
 		want string
 	}{
 		{"missing CA file", TLSConfig{Enabled: true, CAFile: "/nonexistent/ca.pem"}, "KAFKA_TLS_CA_FILE"},
-		{"CA file without certificates", TLSConfig{Enabled: true, CAFile: pki.clientKeyFile}, "KAFKA_TLS_CA_FILE: no PEM certificates"},
-		{"key does not match certificate", TLSConfig{Enabled: true, CertFile: pki.clientCertFile, KeyFile: pki.serverKeyFile}, "KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE"},
-		{"missing key file", TLSConfig{Enabled: true, CertFile: pki.clientCertFile, KeyFile: "/nonexistent/key.pem"}, "KAFKA_TLS_KEY_FILE"},
+		{"CA file without certificates", TLSConfig{Enabled: true, CAFile: pki.ClientKeyFile}, "KAFKA_TLS_CA_FILE: no PEM certificates"},
+		{"key does not match certificate", TLSConfig{Enabled: true, CertFile: pki.ClientCertFile, KeyFile: pki.ServerKeyFile}, "KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE"},
+		{"missing key file", TLSConfig{Enabled: true, CertFile: pki.ClientCertFile, KeyFile: "/nonexistent/key.pem"}, "KAFKA_TLS_KEY_FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

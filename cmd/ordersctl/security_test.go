@@ -1,25 +1,17 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/acme/orders-service/auth"
 	"github.com/acme/orders-service/grpcapi"
+	"github.com/acme/orders-service/internal/testpki"
 	"github.com/acme/orders-service/tlsconfig"
 )
 
@@ -70,107 +62,34 @@ func TestJWTAuth(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	pki := newPKI(t)
-	tlsCfg, err := tlsconfig.ServerConfig(pki.serverCert, pki.serverKey, "")
+	pki := testpki.New(t)
+	tlsCfg, err := tlsconfig.ServerConfig(pki.ServerCertFile, pki.ServerKeyFile, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := startServer(t, grpcapi.Options{ServerOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tlsCfg))}})
 	u := user(t)
 
-	ok(t, addr, "-tls", "-ca", pki.caCert, "create", "-user", u, "-amount", "1")
-	if out := ok(t, addr, "-ca", pki.caCert, "list", "-user", u); !strings.Contains(out, u) {
+	ok(t, addr, "-tls", "-ca", pki.CAFile, "create", "-user", u, "-amount", "1")
+	if out := ok(t, addr, "-ca", pki.CAFile, "list", "-user", u); !strings.Contains(out, u) {
 		t.Fatalf("-ca alone (TLS implied): %s", out)
 	}
 	ok(t, addr, "-insecure-skip-verify", "list", "-user", u)
 	// The system roots do not trust the test CA; plaintext is refused.
 	fails(t, addr, 1, "Unavailable: ", "-tls", "-timeout", "5s", "list", "-user", u)
 	fails(t, addr, 1, "Unavailable: ", "-timeout", "5s", "list", "-user", u)
-	fails(t, addr, 1, "-ca ", "-ca", pki.serverKey, "list", "-user", u)
+	fails(t, addr, 1, "-ca ", "-ca", pki.ServerKeyFile, "list", "-user", u)
 }
 
 func TestMutualTLS(t *testing.T) {
-	pki := newPKI(t)
-	tlsCfg, err := tlsconfig.ServerConfig(pki.serverCert, pki.serverKey, pki.caCert)
+	pki := testpki.New(t)
+	tlsCfg, err := tlsconfig.ServerConfig(pki.ServerCertFile, pki.ServerKeyFile, pki.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := startServer(t, grpcapi.Options{ServerOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tlsCfg))}})
 	u := user(t)
 
-	ok(t, addr, "-tls", "-ca", pki.caCert, "-cert", pki.clientCert, "-key", pki.clientKey, "create", "-user", u, "-amount", "1")
-	fails(t, addr, 1, "Unavailable: ", "-tls", "-ca", pki.caCert, "-timeout", "5s", "list", "-user", u)
-}
-
-// pki is a test CA with a server certificate for 127.0.0.1 and a client
-// certificate, as PEM files in a temporary directory.
-type pki struct {
-	caCert, serverCert, serverKey, clientCert, clientKey string
-}
-
-func newPKI(t *testing.T) pki {
-	t.Helper()
-	dir := t.TempDir()
-	caKey := newKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "ordersctl test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := pki{caCert: writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER)}
-	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (certFile, keyFile string) {
-		key := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			DNSNames:     []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return writePEM(t, dir, name+".pem", "CERTIFICATE", der), writePEM(t, dir, name+"-key.pem", "PRIVATE KEY", keyDER)
-	}
-	p.serverCert, p.serverKey = issue("server", 2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = issue("client", 3, x509.ExtKeyUsageClientAuth)
-	return p
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	ok(t, addr, "-tls", "-ca", pki.CAFile, "-cert", pki.ClientCertFile, "-key", pki.ClientKeyFile, "create", "-user", u, "-amount", "1")
+	fails(t, addr, 1, "Unavailable: ", "-tls", "-ca", pki.CAFile, "-timeout", "5s", "list", "-user", u)
 }
