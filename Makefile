@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz
+.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
 	go run ./cmd/orders-service -dev
@@ -16,6 +16,12 @@ build:
 
 test: ## every test, against the local PostgreSQL and an in-process Kafka broker
 	go test -race -count=1 ./...
+
+kafka-up: ## start a three-node Apache Kafka 4.1 cluster on 127.0.0.1:19092-19094 (jars fetched with Maven once)
+	scripts/kafka-cluster.sh up
+
+kafka-down: ## stop that cluster and delete its data
+	scripts/kafka-cluster.sh down
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 
