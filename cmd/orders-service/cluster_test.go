@@ -1,0 +1,503 @@
+//go:build kafkacluster
+
+package main
+
+// Harness of the failover tests: a three-node Apache Kafka cluster started by
+// scripts/kafka-cluster.sh (make kafka-up), orders-service replicas run as
+// processes of the built binary, so that they and the brokers can be
+// SIGKILLed by pid.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/acme/orders-service/gen/orderspb"
+)
+
+// serviceBin is the orders-service binary built once by TestMain.
+var serviceBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "failover-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	serviceBin = filepath.Join(dir, "orders-service")
+	if out, err := exec.Command("go", "build", "-o", serviceBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build orders-service: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster is the real Kafka cluster named by KAFKA_TEST_BROKERS, its nodes
+// controlled through scripts/kafka-cluster.sh (pid files in
+// KAFKA_CLUSTER_DIR; node N has node.id N).
+type cluster struct {
+	brokers []string
+	dir     string
+	adm     *kadm.Client
+	cl      *kgo.Client
+}
+
+// needCluster returns the cluster, failing (never skipping) when it is not
+// configured or does not answer with three brokers. At the end of the test
+// every node runs again and every partition of topics has a full ISR.
+func needCluster(t *testing.T) *cluster {
+	t.Helper()
+	env := os.Getenv("KAFKA_TEST_BROKERS")
+	if env == "" {
+		t.Fatal("KAFKA_TEST_BROKERS is not set: the kafkacluster tests need the cluster of make kafka-up (make test-kafka starts it)")
+	}
+	c := &cluster{brokers: strings.Split(env, ","), dir: os.Getenv("KAFKA_CLUSTER_DIR")}
+	if c.dir == "" {
+		c.dir = filepath.Join(os.TempDir(), "orders-service-kafka")
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.RetryTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cl, c.adm = cl, kadm.NewClient(cl)
+	t.Cleanup(cl.Close)
+	for n := 1; n <= 3; n++ {
+		if c.pid(n) == 0 {
+			t.Fatalf("node %d of the cluster in %s is not running (pid file); KAFKA_CLUSTER_DIR must name the cluster of KAFKA_TEST_BROKERS", n, c.dir)
+		}
+	}
+	waitFor(t, 60*time.Second, "three brokers in the cluster of KAFKA_TEST_BROKERS="+env, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		bs, err := c.adm.ListBrokers(ctx)
+		return err == nil && len(bs) == 3
+	})
+	t.Cleanup(func() { c.restore(t) })
+	return c
+}
+
+// script runs scripts/kafka-cluster.sh with args.
+func (c *cluster) script(t *testing.T, args ...string) {
+	t.Helper()
+	if err := c.run(args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) run(args ...string) error {
+	cmd := exec.Command(filepath.Join("..", "..", "scripts", "kafka-cluster.sh"), args...)
+	cmd.Env = append(os.Environ(), "KAFKA_CLUSTER_DIR="+c.dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("kafka-cluster.sh %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// startAsync starts node n again in the background; the channel yields the
+// outcome once its port accepts connections.
+func (c *cluster) startAsync(n int) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- c.run("start", strconv.Itoa(n)) }()
+	return done
+}
+
+// pid is node n's pid from its pid file, 0 when it is stopped.
+func (c *cluster) pid(n int) int {
+	b, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node%d", n), "kafka.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid > 0 && syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
+}
+
+// kill SIGKILLs node n by its pid and waits until it is gone.
+func (c *cluster) kill(t *testing.T, n int) { t.Helper(); c.script(t, "kill", strconv.Itoa(n)) }
+
+// start starts node n again; it returns once its port accepts connections.
+func (c *cluster) start(t *testing.T, n int) { t.Helper(); c.script(t, "start", strconv.Itoa(n)) }
+
+// signal sends sig to node n's process by its pid.
+func (c *cluster) signal(t *testing.T, n int, sig syscall.Signal) {
+	t.Helper()
+	pid := c.pid(n)
+	if pid == 0 {
+		t.Fatalf("node %d is not running", n)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatalf("signal %v to node %d (pid %d): %v", sig, n, pid, err)
+	}
+}
+
+// restore resumes stopped nodes, starts dead ones and waits until every
+// broker is back and each partition of the cluster has a full ISR, so that
+// the next test begins on a healthy cluster.
+func (c *cluster) restore(t *testing.T) {
+	for n := 1; n <= 3; n++ {
+		if pid := c.pid(n); pid != 0 {
+			syscall.Kill(pid, syscall.SIGCONT)
+			continue
+		}
+		c.start(t, n)
+	}
+	waitFor(t, 120*time.Second, "the cluster healthy again (3 brokers, full ISRs)", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		bs, err := c.adm.ListBrokers(ctx)
+		if err != nil || len(bs) != 3 {
+			return false
+		}
+		td, err := c.adm.ListTopics(ctx)
+		if err != nil {
+			return false
+		}
+		for _, d := range td {
+			for _, p := range d.Partitions {
+				if p.Err != nil || p.Leader < 0 || len(p.ISR) < len(p.Replicas) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// leaders maps each partition of topic to its leader's node id (-1: none).
+func (c *cluster) leaders(t *testing.T, topic string) map[int32]int32 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	td, err := c.adm.ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatalf("describe %s: %v", topic, err)
+	}
+	out := map[int32]int32{}
+	for p, d := range td[topic].Partitions {
+		out[p] = d.Leader
+	}
+	return out
+}
+
+// busiestLeader is the node leading the most partitions of topic.
+func (c *cluster) busiestLeader(t *testing.T, topic string) int {
+	t.Helper()
+	count := map[int32]int{}
+	for _, l := range c.leaders(t, topic) {
+		count[l]++
+	}
+	best := int32(-1)
+	for id, n := range count {
+		if id >= 0 && (best < 0 || n > count[best] || n == count[best] && id < best) {
+			best = id
+		}
+	}
+	if best < 0 {
+		t.Fatalf("no partition of %s has a leader", topic)
+	}
+	return int(best)
+}
+
+// endOffsets returns the end offset of each partition of topic.
+func (c *cluster) endOffsets(ctx context.Context, topic string) (map[int32]int64, error) {
+	lo, err := c.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	if err := lo.Error(); err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	lo.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out, nil
+}
+
+// committed returns group's committed offset per partition of topic.
+func (c *cluster) committed(ctx context.Context, group, topic string) (map[int32]int64, error) {
+	or, err := c.adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	for p, o := range or[topic] {
+		if o.Err != nil {
+			return nil, o.Err
+		}
+		out[p] = o.At
+	}
+	return out, nil
+}
+
+// record is one record read back from a topic.
+type record struct {
+	partition int32
+	offset    int64
+	key, typ  string
+	id        string // ce_id
+	size      int
+	headers   map[string]string
+	value     []byte
+}
+
+// readAll reads every record of topic up to the end offsets it has when
+// called, in offset order per partition.
+func (c *cluster) readAll(t *testing.T, topic string) []record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var ends map[int32]int64
+	var err error
+	waitFor(t, 60*time.Second, "end offsets of "+topic, func() bool {
+		ends, err = c.endOffsets(ctx, topic)
+		return err == nil
+	})
+	parts := map[string]map[int32]kgo.Offset{topic: {}}
+	left := 0
+	for p, end := range ends {
+		if end > 0 {
+			parts[topic][p] = kgo.NewOffset().AtStart()
+			left++
+		}
+	}
+	if left == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ConsumePartitions(parts),
+		kgo.FetchMaxPartitionBytes(8<<20), kgo.FetchMaxBytes(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []record
+	done := map[int32]bool{}
+	for len(done) < left {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: %d of %d partitions read to their end (%d records) before the deadline", topic, len(done), left, len(out))
+		}
+		fs.EachError(func(_ string, p int32, err error) { t.Logf("fetch %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= ends[r.Partition] {
+				return
+			}
+			rec := record{partition: r.Partition, offset: r.Offset, key: string(r.Key), value: r.Value,
+				size: len(r.Key) + len(r.Value), headers: map[string]string{}}
+			for _, h := range r.Headers {
+				rec.headers[h.Key] = string(h.Value)
+				rec.size += len(h.Key) + len(h.Value)
+			}
+			rec.typ, rec.id = rec.headers["ce_type"], rec.headers["ce_id"]
+			out = append(out, rec)
+			if r.Offset == ends[r.Partition]-1 {
+				done[r.Partition] = true
+			}
+		})
+	}
+	slices.SortStableFunc(out, func(a, b record) int {
+		if a.partition != b.partition {
+			return int(a.partition - b.partition)
+		}
+		return int(a.offset - b.offset)
+	})
+	return out
+}
+
+// replica is one orders-service process.
+type replica struct {
+	name               string
+	grpcAddr, httpAddr string
+	client             orderspb.OrderServiceClient
+	cmd                *exec.Cmd
+	logPath            string
+	exited             chan struct{}
+}
+
+// uniqueNames gives a test its own topics and group, so that tests and
+// reruns on one cluster do not see each other's records.
+func uniqueNames(prefix string) map[string]string {
+	p := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	return map[string]string{
+		"KAFKA_TOPIC":       p + ".orders",
+		"KAFKA_INBOX_TOPIC": p + ".payments",
+		"KAFKA_DLQ_TOPIC":   p + ".payments.dlq",
+		"KAFKA_GROUP_ID":    p + ".orders-service",
+	}
+}
+
+// startReplica runs the orders-service binary with env (on top of settings
+// for tests) and waits until /readyz answers 200.
+func startReplica(t *testing.T, name string, env map[string]string) *replica {
+	t.Helper()
+	r := &replica{name: name, exited: make(chan struct{})}
+	gp, hp := freePort(t), freePort(t)
+	r.grpcAddr, r.httpAddr = fmt.Sprintf("127.0.0.1:%d", gp), fmt.Sprintf("127.0.0.1:%d", hp)
+	full := map[string]string{
+		"AUTH_MODE": "none", "GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp),
+		"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": "6", "OUTBOX_POLL_INTERVAL": "100ms",
+		"READINESS_INTERVAL": "1s", "SHUTDOWN_TIMEOUT": "20s",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	r.cmd = exec.Command(serviceBin)
+	r.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range full {
+		r.cmd.Env = append(r.cmd.Env, k+"="+v)
+	}
+	r.logPath = filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(r.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Stdout, r.cmd.Stderr = f, f
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.cmd.Wait(); f.Close(); close(r.exited) }()
+	t.Cleanup(func() {
+		r.terminate(t)
+		if t.Failed() {
+			t.Logf("log of %s (last lines):\n%s", r.name, r.tail(40))
+		}
+	})
+	waitFor(t, 60*time.Second, name+" ready", func() bool {
+		select {
+		case <-r.exited:
+			t.Fatalf("%s exited while starting:\n%s", name, r.tail(20))
+		default:
+		}
+		code, _ := r.readyz()
+		return code == http.StatusOK
+	})
+	conn, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r.client = orderspb.NewOrderServiceClient(conn)
+	return r
+}
+
+func (r *replica) readyz() (int, string) {
+	resp, err := http.Get("http://" + r.httpAddr + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		b.WriteString(sc.Text())
+	}
+	return resp.StatusCode, b.String()
+}
+
+func (r *replica) running() bool {
+	select {
+	case <-r.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill SIGKILLs the replica by its pid and waits until it has exited.
+func (r *replica) kill(t *testing.T) {
+	t.Helper()
+	if !r.running() {
+		return
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL %s (pid %d): %v", r.name, r.cmd.Process.Pid, err)
+	}
+	<-r.exited
+}
+
+// terminate SIGTERMs the replica and waits for it, SIGKILLing it after 40s.
+func (r *replica) terminate(t *testing.T) {
+	t.Helper()
+	if !r.running() {
+		return
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(40 * time.Second):
+		t.Errorf("%s did not exit within 40s of SIGTERM", r.name)
+		r.kill(t)
+	}
+}
+
+func (r *replica) tail(n int) string {
+	b, _ := os.ReadFile(r.logPath)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// scrapeReplica returns the replica's /metrics text.
+func scrapeReplica(t *testing.T, r *replica) string {
+	t.Helper()
+	return scrape(t, &instance{httpAddr: r.httpAddr})
+}
+
+// queryInt runs a query returning one integer on dsn.
+func queryInt(t *testing.T, dsn, sql string, args ...any) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// queryStrings runs a query returning one text column on dsn.
+func queryStrings(t *testing.T, dsn, sql string, args ...any) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return out
+}
