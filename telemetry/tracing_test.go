@@ -315,3 +315,34 @@ func spanNames(sr *tracetest.SpanRecorder) []string {
 	}
 	return names
 }
+
+// Without an exporter nothing is recorded, yet a caller's trace continues:
+// the span started under a remote parent carries the parent's trace.
+func TestNoExporterRecordsNothingButTraceContinues(t *testing.T) {
+	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
+	t.Cleanup(func() {
+		if otel.GetTracerProvider() != prevTP {
+			otel.SetTracerProvider(prevTP)
+		}
+		otel.SetTextMapPropagator(prevProp)
+	})
+	shutdown, err := telemetry.SetupTracing(context.Background(), func(string) string { return "" }, "test", slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := telemetry.ContextWithTraceParent(context.Background(), tp)
+	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write")
+	defer span.End()
+	if span.IsRecording() {
+		t.Error("span is recording without an exporter")
+	}
+	if got := telemetry.TraceParent(ctx); got != tp {
+		t.Errorf("traceparent = %q, want the caller's %q", got, tp)
+	}
+	if _, span := telemetry.Tracer().Start(context.Background(), "root"); span.SpanContext().IsValid() {
+		t.Error("a span without a parent has a trace: one was started for nobody")
+	}
+}
