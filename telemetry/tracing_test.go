@@ -263,10 +263,12 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Errorf("inbox.apply kind %v parent %v, want a consumer span under the record's traceparent span %v",
 			apply.SpanKind(), apply.Parent().SpanID(), write.SpanContext().SpanID())
 	}
-	st, err := orderspb.NewOrderServiceClient(conn).GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: orderID})
-	if err != nil || st.GetStatus() != orderspb.OrderStatus_ORDER_STATUS_FINISHED {
-		t.Errorf("order status after the payment = %v, %v; want FINISHED", st.GetStatus(), err)
-	}
+	// The span ends when the batch is applied, just before its transaction
+	// commits: poll for the commit.
+	waitFor(t, 10*time.Second, "the order finished by the payment", func() bool {
+		st, err := orderspb.NewOrderServiceClient(conn).GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: orderID})
+		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
+	})
 
 	// The OrderFinished the payment caused continues the trace.
 	var headers []postgres.Header
