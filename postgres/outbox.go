@@ -40,7 +40,8 @@ func SetIdleTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
 
 // TryLockOutbox takes the relay's advisory lock for the rest of tx. It
 // reports false without waiting when another session holds it. tx must be
-// READ COMMITTED so the statements after it see the previous holder's commit.
+// READ COMMITTED (InTx is) so the statements after it see the previous
+// holder's commit.
 func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 	var ok bool
 	err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, OutboxLockKey).Scan(&ok)
