@@ -509,6 +509,7 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord
 	// other replica publishes behind them.
 	w.awaiting.Store(true)
 	defer w.awaiting.Store(false)
+	w.m.errors.Inc() // the batch missed its deadline: an outage shows now, not after ResolveTimeout
 	mu.Lock()
 	w.log.Warn("outbox keeps its claim until Kafka answers for records it sent",
 		"unresolved", pending, "of", len(recs), "produce_timeout", w.cfg.ProduceTimeout, "resolve_timeout", w.cfg.ResolveTimeout)
