@@ -255,9 +255,20 @@ func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgre
 	return counts, nil
 }
 
-// applyEach handles msgs in tx one by one, each in a savepoint.
+// applyEach handles msgs in tx one by one, each in a savepoint. It first
+// locks all their orders in id order, as ApplyPayments does, so that it
+// cannot deadlock with another batch holding some of the same orders.
 func (p *InboxProcessor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
 	var counts [3]int
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		if result, _, err := decode(m); err == nil {
+			ids = append(ids, result.OrderID)
+		}
+	}
+	if err := postgres.LockOrders(ctx, tx, ids); err != nil {
+		return counts, err
+	}
 	for _, m := range msgs {
 		o, err := p.handle(ctx, tx, m)
 		if err != nil {

@@ -90,6 +90,22 @@ func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, erro
 	return msgs, nil
 }
 
+// LockOrders locks the orders with the given ids (UUIDs; duplicates and
+// unknown ids are fine) in id order until tx ends, the order in which
+// OrderService.ApplyPayments locks them, so that callers locking several
+// orders cannot deadlock each other.
+func LockOrders(ctx context.Context, tx pgx.Tx, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `
+		SELECT 1 FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return fmt.Errorf("lock %d orders: %w", len(ids), err)
+	}
+	return nil
+}
+
 // MarkInboxProcessed records, in one statement, that the messages were
 // applied.
 func MarkInboxProcessed(ctx context.Context, tx pgx.Tx, messageIDs ...string) error {
