@@ -20,8 +20,8 @@ import (
 )
 
 // MaxMessageIDLen is the longest ce_id accepted as a message id; a longer
-// one (or one that is not valid text) is ignored and the record is
-// identified by its position instead.
+// one (or one that is not valid text, or contains '/') is ignored and the
+// record is identified by its position instead.
 const MaxMessageIDLen = 255
 
 // ConsumerOptions returns the kgo options an InboxConsumer's client needs on
@@ -185,6 +185,13 @@ func (c *InboxConsumer) store(ctx context.Context, msgs []postgres.InboxMessage)
 
 // messageFromRecord maps a record to its inbox row. Text columns are made
 // valid text so that no record can make the batch insert fail.
+//
+// The message id is the ce_id, or the record's <topic>/<partition>/<offset>.
+// Every such position contains '/', so a ce_id containing '/' is not used:
+// it could equal another record's position and make that record a
+// duplicate. Versions before this rule stored such a ce_id as the id; it is
+// kept as AliasID so that a redelivery of a record stored then is still
+// recognised.
 func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 	m := postgres.InboxMessage{
 		Topic:     r.Topic,
@@ -204,10 +211,13 @@ func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 			m.EventType = validText(string(h.Value))
 		}
 	}
+	m.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 	if ceID != "" && len(ceID) <= MaxMessageIDLen && validText(ceID) == ceID {
-		m.MessageID = ceID
-	} else {
-		m.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+		if !strings.Contains(ceID, "/") {
+			m.MessageID = ceID
+		} else {
+			m.AliasID = ceID
+		}
 	}
 	return m
 }
