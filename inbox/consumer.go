@@ -7,13 +7,16 @@ package inbox
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
@@ -229,4 +232,46 @@ func validText(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// CloseClient ends the membership of a consumer client built with
+// ConsumerOptions and closes it, within timeout whatever the group is doing
+// (kgo's Close waits for an in-flight join without a deadline). A static
+// member (instanceID set; kgo.InstanceID) leaves the group explicitly, so
+// that its partitions move at once instead of after the session timeout; a
+// crashed one keeps its place, and its restart takes it back without a
+// rebalance. Call it after Run returned.
+func CloseClient(cl *kgo.Client, group, instanceID string, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cl.AllowRebalance()
+	if err := cl.LeaveGroupContext(ctx); err != nil {
+		log.Warn("leaving the consumer group did not finish", "group", group, "error", err)
+	}
+	if instanceID != "" && ctx.Err() == nil {
+		req := kmsg.NewPtrLeaveGroupRequest()
+		req.Group = group
+		member := kmsg.NewLeaveGroupRequestMember()
+		member.InstanceID = &instanceID
+		member.Reason = kmsg.StringPtr("orders-service shutting down")
+		req.Members = append(req.Members, member)
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+			for _, m := range resp.Members {
+				err = errors.Join(err, kerr.ErrorForCode(m.ErrorCode))
+			}
+		}
+		if err != nil {
+			log.Warn("static member could not leave the consumer group; its partitions move after the session timeout",
+				"group", group, "instance_id", instanceID, "error", err)
+		}
+	}
+	closed := make(chan struct{})
+	go func() { cl.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		log.Warn("consumer client did not close in time; leaving it to the process exit", "timeout", timeout)
+	}
 }
