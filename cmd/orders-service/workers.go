@@ -56,11 +56,15 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inbox metrics: %w", err)
 	}
-	consumerClient, err := kafka.NewClient(w.cfg.Kafka, inbox.ConsumerOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)...)
+	consumerOpts := inbox.ConsumerOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)
+	if w.cfg.KafkaGroupInstanceID != "" {
+		consumerOpts = append(consumerOpts, kgo.InstanceID(w.cfg.KafkaGroupInstanceID))
+	}
+	consumerClient, err := kafka.NewClient(w.cfg.Kafka, consumerOpts...)
 	if err != nil {
 		return fmt.Errorf("inbox consumer client: %w", err)
 	}
-	defer consumerClient.Close()
+	defer inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.cfg.ShutdownTimeout, w.log)
 	consumer := inbox.NewInboxConsumer(consumerClient, w.db, inboxMetrics, w.log.With("component", "inbox-consumer"), inbox.ConsumerConfig{})
 	processor := inbox.NewInboxProcessor(w.db, w.orders, inboxMetrics, w.log.With("component", "inbox-processor"), inbox.ProcessorConfig{
 		DLQTopic:    w.cfg.KafkaDLQTopic,
