@@ -7,21 +7,24 @@ package inbox
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 )
 
 // MaxMessageIDLen is the longest ce_id accepted as a message id; a longer
-// one (or one that is not valid text) is ignored and the record is
-// identified by its position instead.
+// one (or one that is not valid text, or contains '/') is ignored and the
+// record is identified by its position instead.
 const MaxMessageIDLen = 255
 
 // ConsumerOptions returns the kgo options an InboxConsumer's client needs on
@@ -185,6 +188,13 @@ func (c *InboxConsumer) store(ctx context.Context, msgs []postgres.InboxMessage)
 
 // messageFromRecord maps a record to its inbox row. Text columns are made
 // valid text so that no record can make the batch insert fail.
+//
+// The message id is the ce_id, or the record's <topic>/<partition>/<offset>.
+// Every such position contains '/', so a ce_id containing '/' is not used:
+// it could equal another record's position and make that record a
+// duplicate. Versions before this rule stored such a ce_id as the id; it is
+// kept as AliasID so that a redelivery of a record stored then is still
+// recognised.
 func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 	m := postgres.InboxMessage{
 		Topic:     r.Topic,
@@ -204,10 +214,13 @@ func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 			m.EventType = validText(string(h.Value))
 		}
 	}
+	m.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 	if ceID != "" && len(ceID) <= MaxMessageIDLen && validText(ceID) == ceID {
-		m.MessageID = ceID
-	} else {
-		m.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+		if !strings.Contains(ceID, "/") {
+			m.MessageID = ceID
+		} else {
+			m.AliasID = ceID
+		}
 	}
 	return m
 }
@@ -219,4 +232,46 @@ func validText(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// CloseClient ends the membership of a consumer client built with
+// ConsumerOptions and closes it, within timeout whatever the group is doing
+// (kgo's Close waits for an in-flight join without a deadline). A static
+// member (instanceID set; kgo.InstanceID) leaves the group explicitly, so
+// that its partitions move at once instead of after the session timeout; a
+// crashed one keeps its place, and its restart takes it back without a
+// rebalance. Call it after Run returned.
+func CloseClient(cl *kgo.Client, group, instanceID string, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cl.AllowRebalance()
+	if err := cl.LeaveGroupContext(ctx); err != nil {
+		log.Warn("leaving the consumer group did not finish", "group", group, "error", err)
+	}
+	if instanceID != "" && ctx.Err() == nil {
+		req := kmsg.NewPtrLeaveGroupRequest()
+		req.Group = group
+		member := kmsg.NewLeaveGroupRequestMember()
+		member.InstanceID = &instanceID
+		member.Reason = kmsg.StringPtr("orders-service shutting down")
+		req.Members = append(req.Members, member)
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+			for _, m := range resp.Members {
+				err = errors.Join(err, kerr.ErrorForCode(m.ErrorCode))
+			}
+		}
+		if err != nil {
+			log.Warn("static member could not leave the consumer group; its partitions move after the session timeout",
+				"group", group, "instance_id", instanceID, "error", err)
+		}
+	}
+	closed := make(chan struct{})
+	go func() { cl.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		log.Warn("consumer client did not close in time; leaving it to the process exit", "timeout", timeout)
+	}
 }

@@ -23,6 +23,7 @@ func FuzzRecordDecoding(f *testing.F) {
 	f.Add("payments.v1.PaymentSucceeded", "id\x00with nul", []byte{0xff, 0x00}, []byte(`[1,2,3]`), []byte{0xc3, 0x28})
 	f.Add("", strings.Repeat("i", 300), []byte("key"), []byte(`not json`), []byte("\x00"))
 	f.Add("orders.v1.OrderCreated", "\xff\xfe", []byte("k"), []byte(`{"order_id":null}`), []byte(""))
+	f.Add("payments.v1.PaymentSucceeded", "payments.events/2/41", []byte("k"), []byte(`{}`), []byte("v"))
 	f.Fuzz(func(t *testing.T, ceType, ceID string, key, payload, headerValue []byte) {
 		r := &kgo.Record{Topic: "payments.events", Partition: 2, Offset: 42, Key: key, Value: payload,
 			Headers: []kgo.RecordHeader{
@@ -34,6 +35,9 @@ func FuzzRecordDecoding(f *testing.F) {
 		if m.MessageID == "" || !utf8.ValidString(m.MessageID) || strings.ContainsRune(m.MessageID, 0) ||
 			len(m.MessageID) > MaxMessageIDLen {
 			t.Fatalf("unusable message id %q", m.MessageID)
+		}
+		if strings.Contains(m.MessageID, "/") && m.MessageID != "payments.events/2/42" {
+			t.Fatalf("message id %q is neither a ce_id nor the record's position", m.MessageID)
 		}
 		if !utf8.ValidString(m.EventType) || strings.ContainsRune(m.EventType, 0) {
 			t.Fatalf("event type %q cannot be stored", m.EventType)

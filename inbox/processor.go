@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -41,6 +42,9 @@ const (
 	// HeaderDLQOriginalKey carries the original key, base64-encoded, when it
 	// is not valid text and so cannot be the dead-letter record's key.
 	HeaderDLQOriginalKey = "dlq_original_key_base64"
+	// HeaderDLQTruncated is set when the record's value was too large for
+	// the dead-letter topic and was cut: its original length in bytes.
+	HeaderDLQTruncated = "dlq_truncated"
 )
 
 // ProcessorConfig tunes an InboxProcessor; zero values take the defaults.
@@ -255,9 +259,20 @@ func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgre
 	return counts, nil
 }
 
-// applyEach handles msgs in tx one by one, each in a savepoint.
+// applyEach handles msgs in tx one by one, each in a savepoint. It first
+// locks all their orders in id order, as ApplyPayments does, so that it
+// cannot deadlock with another batch holding some of the same orders.
 func (p *InboxProcessor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
 	var counts [3]int
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		if result, _, err := decode(m); err == nil {
+			ids = append(ids, result.OrderID)
+		}
+	}
+	if err := postgres.LockOrders(ctx, tx, ids); err != nil {
+		return counts, err
+	}
 	for _, m := range msgs {
 		o, err := p.handle(ctx, tx, m)
 		if err != nil {
@@ -371,6 +386,7 @@ func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.I
 		headers = append(headers, postgres.Header{Key: HeaderDLQOriginalKey, Value: []byte(base64.StdEncoding.EncodeToString(m.Key))})
 		key = ""
 	}
+	payload, headers := fitDeadLetter([]byte(key), m.Payload, headers)
 	id, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("new dead-letter event id: %w", err)
@@ -381,7 +397,7 @@ func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.I
 		Topic:     p.cfg.DLQTopic,
 		Key:       key,
 		Headers:   headers,
-		Payload:   m.Payload,
+		Payload:   payload,
 	})
 	if err != nil {
 		return fmt.Errorf("dead-letter %s: %w", m.MessageID, err)
@@ -389,6 +405,23 @@ func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.I
 	p.log.Warn("inbox message dead-lettered", "message_id", m.MessageID, "order_id", orderID,
 		"dlq_topic", p.cfg.DLQTopic, "error", text)
 	return nil
+}
+
+// fitDeadLetter returns the value and headers of a dead-letter record with
+// key: payload and headers as they are when the record fits the producer's
+// limit, else payload cut to fit and a dlq_truncated header giving its
+// original length. The inbox row keeps the whole payload.
+func fitDeadLetter(key, payload []byte, headers []postgres.Header) ([]byte, []postgres.Header) {
+	khs := make([]kgo.RecordHeader, len(headers), len(headers)+1)
+	for i, h := range headers {
+		khs[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+	}
+	if len(payload) <= kafka.MaxValueLen(key, khs) {
+		return payload, headers
+	}
+	truncated := postgres.Header{Key: HeaderDLQTruncated, Value: []byte(strconv.Itoa(len(payload)))}
+	n := kafka.MaxValueLen(key, append(khs, kgo.RecordHeader{Key: truncated.Key, Value: truncated.Value}))
+	return payload[:max(n, 0)], append(headers, truncated)
 }
 
 // errorText bounds an error's text for last_error and the dlq_error header.

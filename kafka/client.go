@@ -23,8 +23,11 @@ import (
 // latency. Records that accumulate while a request is in flight are still
 // batched together.
 const (
-	producerLinger        = time.Duration(0)
-	producerBatchMaxBytes = 1_000_012 // Kafka's historical max.message.bytes, safe on every broker
+	producerLinger = time.Duration(0)
+	// ProducerBatchMaxBytes is the producer's limit on one record batch:
+	// Kafka's historical max.message.bytes, safe on every broker. A record
+	// that cannot fit in a batch of its own is refused with MESSAGE_TOO_LARGE.
+	ProducerBatchMaxBytes = 1_000_012
 )
 
 // Options validates c and returns the franz-go options for it: seed brokers,
@@ -40,7 +43,7 @@ func (c Config) Options() ([]kgo.Opt, error) {
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(producerLinger),
-		kgo.ProducerBatchMaxBytes(producerBatchMaxBytes),
+		kgo.ProducerBatchMaxBytes(ProducerBatchMaxBytes),
 	}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))

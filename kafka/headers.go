@@ -77,9 +77,10 @@ func CloudEventOf(r *kgo.Record) CloudEvent {
 }
 
 // MessageID identifies r for deduplication: its ce_id header, or
-// "<topic>/<partition>/<offset>" when it has none.
+// "<topic>/<partition>/<offset>" when it has none or one containing '/',
+// which could equal another record's position.
 func MessageID(r *kgo.Record) string {
-	if id, ok := Header(r, HeaderID); ok && id != "" {
+	if id, ok := Header(r, HeaderID); ok && id != "" && !strings.Contains(id, "/") {
 		return id
 	}
 	return fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset)

@@ -124,8 +124,15 @@ type collector struct {
 
 func collect(t *testing.T, addr string) *collector {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	return collectWith(t, addr, kgo.ConsumeTopics(topic))
+}
+
+// collectWith consumes from the start with opts (which name the topics and
+// any credentials) in the background.
+func collectWith(t *testing.T, addr string, opts ...kgo.Opt) *collector {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,4 +221,37 @@ func countUnsent(t *testing.T, db *postgres.DB) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// insertOutboxRow writes an outbox row as OrderWriter would, with a payload
+// of the caller's choosing, and returns its id and event id.
+func insertOutboxRow(t *testing.T, db *postgres.DB, topic, key string, payload []byte) (id int64, eventID string) {
+	t.Helper()
+	err := db.Pool.QueryRow(context.Background(), `
+		WITH e AS (SELECT gen_random_uuid() AS id)
+		INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
+		SELECT e.id, 'test', $1, $2, jsonb_build_array(jsonb_build_object('key', 'ce_id', 'value', e.id::text)), $3 FROM e
+		RETURNING id, event_id::text`, topic, key, payload).Scan(&id, &eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, eventID
+}
+
+// parkedRow is an outbox row's parking state.
+type parkedRow struct {
+	Parked    bool
+	Sent      bool
+	LastError string
+}
+
+func parkState(t *testing.T, db *postgres.DB, id int64) parkedRow {
+	t.Helper()
+	var r parkedRow
+	err := db.Pool.QueryRow(context.Background(),
+		`SELECT parked_at IS NOT NULL, sent, coalesce(last_error, '') FROM outbox WHERE id = $1`, id).Scan(&r.Parked, &r.Sent, &r.LastError)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

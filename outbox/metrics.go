@@ -8,6 +8,8 @@ type metrics struct {
 	errors    prometheus.Counter
 	unsent    prometheus.Gauge
 	oldestAge prometheus.Gauge
+	parked    prometheus.Counter
+	parkedNow prometheus.Gauge
 }
 
 func newMetrics() metrics {
@@ -33,11 +35,19 @@ func newMetrics() metrics {
 			Name: "orders_outbox_oldest_unsent_age_seconds",
 			Help: "Age of the oldest unsent outbox row, 0 when none (refreshed every few seconds).",
 		}),
+		parked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orders_outbox_parked_total",
+			Help: "Outbox rows parked because Kafka will never accept them, or behind such a row of their key.",
+		}),
+		parkedNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orders_outbox_parked",
+			Help: "Parked outbox rows waiting for a re-drive (counted up to 100000, refreshed every few seconds).",
+		}),
 	}
 }
 
 func (m metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge} {
+	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge, m.parked, m.parkedNow} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -23,21 +26,44 @@ import (
 )
 
 // Producer is what the worker needs of *kgo.Client: asynchronous produce
-// with a promise called once per record, and Flush, which sends buffered
+// with a promise called once per record, Flush, which sends buffered
 // records at once instead of after the client's linger and returns when
-// they all have an outcome or ctx ends. The client's settings (acks=all,
-// idempotence) are the caller's.
+// they all have an outcome or ctx ends, and Close, which abandons records
+// still buffered so they are never sent again. The client's settings
+// (acks=all, idempotence) are the caller's.
 type Producer interface {
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
 	Flush(ctx context.Context) error
+	Close()
 }
+
+// ErrStalled is returned by Run when records stayed without an outcome for
+// ResolveTimeout past ProduceTimeout and the worker has no NewProducer to
+// replace its producer with: it stopped publishing for good.
+var ErrStalled = errors.New("outbox relay stopped: Kafka gave no outcome for produced records")
 
 // Config tunes an OutboxWorker. Zero values take the defaults shown.
 type Config struct {
-	BatchSize         int           // rows per publishing transaction (1000)
-	PollInterval      time.Duration // wait for other replicas' commits (500ms); local commits wake the worker at once
-	BatchDelay        time.Duration // after a batch with rows, wait this long after the next commit for more to join (2ms)
-	ProduceTimeout    time.Duration // bound on one batch's acknowledgements (10s)
+	BatchSize      int           // rows per publishing transaction (1000)
+	PollInterval   time.Duration // wait for other replicas' commits (500ms); local commits wake the worker at once
+	BatchDelay     time.Duration // after a batch with rows, wait this long after the next commit for more to join (2ms)
+	ProduceTimeout time.Duration // bound on one batch's acknowledgements (10s)
+	// ResolveTimeout is how much longer than ProduceTimeout the worker keeps
+	// its claim (transaction and outbox lock) while records it sent have no
+	// outcome, so no other replica publishes behind them (3 x ProduceTimeout).
+	// After it, the worker closes its producer, whose records then can never
+	// be sent again, releases the claim, and goes on with a producer from
+	// NewProducer; without NewProducer, Run returns ErrStalled.
+	ResolveTimeout time.Duration
+	// NewProducer makes a replacement producer. When it is set the worker
+	// owns its producers: it closes the one it gives up on and, when Run
+	// returns, the one in use, the one given to NewWorker included. Nil:
+	// see ResolveTimeout.
+	NewProducer func() (Producer, error)
+	// MaxRecordBytes is the producer's limit on one record batch
+	// (kgo.ProducerBatchMaxBytes, 1000012): a row whose record cannot fit is
+	// parked before it is produced.
+	MaxRecordBytes    int
 	Retention         time.Duration // age after which sent rows are deleted (168h)
 	RetentionInterval time.Duration // how often retention runs (1m)
 	RetentionBatch    int           // rows per DELETE statement (1000)
@@ -59,6 +85,10 @@ func (c Config) withDefaults() Config {
 	setDur(&c.PollInterval, 500*time.Millisecond)
 	setDur(&c.BatchDelay, 2*time.Millisecond)
 	setDur(&c.ProduceTimeout, 10*time.Second)
+	setDur(&c.ResolveTimeout, 3*c.ProduceTimeout)
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = 1_000_012
+	}
 	setDur(&c.Retention, 7*24*time.Hour)
 	setDur(&c.RetentionInterval, time.Minute)
 	setDur(&c.GaugeInterval, 5*time.Second)
@@ -91,7 +121,8 @@ type OutboxWorker struct {
 
 	minBackoff, maxBackoff time.Duration
 	lockBusy               atomic.Int64 // attempts that found another relay publishing
-	awaiting               atomic.Bool  // waiting for a failed batch's records to resolve
+	awaiting               atomic.Bool  // holding the claim past ProduceTimeout for records without an outcome
+	stalled                atomic.Bool  // gave up on a producer with no way to replace it
 }
 
 // NewWorker returns a worker publishing db's outbox through producer
@@ -119,17 +150,28 @@ func NewWorker(db *postgres.DB, producer Producer, cfg Config, reg prometheus.Re
 
 // Run publishes the outbox, applies retention and refreshes the gauges until
 // ctx is cancelled. A batch in flight is finished first, which takes at most
-// ProduceTimeout plus a few seconds. Failures are logged and retried, never
-// returned; Run returns nil once stopped.
+// ProduceTimeout plus ResolveTimeout plus a few seconds. Failures are logged
+// and retried; Run returns nil once stopped, or ErrStalled (see
+// ResolveTimeout).
 func (w *OutboxWorker) Run(ctx context.Context) error {
 	w.log.Info("outbox worker starting",
 		"batch_size", w.cfg.BatchSize, "poll_interval", w.cfg.PollInterval,
-		"produce_timeout", w.cfg.ProduceTimeout, "retention", w.cfg.Retention)
+		"produce_timeout", w.cfg.ProduceTimeout, "resolve_timeout", w.cfg.ResolveTimeout, "retention", w.cfg.Retention)
+	if w.cfg.NewProducer != nil {
+		defer func() { w.producer.Close() }()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { w.retentionLoop(ctx) })
 	wg.Go(func() { w.gaugeLoop(ctx) })
-	w.publishLoop(ctx)
+	err := w.publishLoop(ctx)
+	cancel()
 	wg.Wait()
+	if err != nil {
+		w.log.Error("outbox worker stopped publishing", "error", err)
+		return err
+	}
 	w.log.Info("outbox worker stopped")
 	return nil
 }
@@ -137,21 +179,20 @@ func (w *OutboxWorker) Run(ctx context.Context) error {
 // publishLoop runs batches back to back while they come back full, then
 // waits for a local commit or the poll interval. Failures back off
 // exponentially; finding another replica publishing retries shortly, since
-// that replica may have claimed its batch before our latest commit.
-func (w *OutboxWorker) publishLoop(ctx context.Context) {
+// that replica may have claimed its batch before our latest commit. It
+// returns ErrStalled when the worker can no longer publish.
+func (w *OutboxWorker) publishLoop(ctx context.Context) error {
 	busyWait := min(max(w.cfg.PollInterval/5, time.Millisecond), 100*time.Millisecond)
 	timer := time.NewTimer(w.cfg.PollInterval)
 	defer timer.Stop()
 	var backoff time.Duration
-	var unresolved <-chan struct{}
 	for ctx.Err() == nil {
-		if unresolved != nil && !w.awaitUnresolved(ctx, unresolved) {
-			return
-		}
 		res, err := w.publishBatch(ctx)
-		unresolved = res.unresolved
 		var wait time.Duration
 		switch {
+		case errors.Is(err, ErrStalled):
+			w.m.errors.Inc()
+			return err
 		case err != nil:
 			w.m.errors.Inc()
 			backoff = min(max(2*backoff, w.minBackoff), w.maxBackoff)
@@ -159,7 +200,7 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) {
 			wait = backoff
 		case res.busy:
 			wait = busyWait
-		case res.rows == w.cfg.BatchSize:
+		case res.rows == w.cfg.BatchSize || res.parked > 0:
 			backoff = 0
 			continue
 		default:
@@ -189,57 +230,41 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+	return nil
 }
 
 type batchResult struct {
-	busy       bool            // another replica holds the outbox lock
-	rows       int             // rows claimed
-	unresolved <-chan struct{} // closed when a failed batch's records all have an outcome
+	busy   bool // another replica holds the outbox lock
+	rows   int  // rows claimed
+	parked int  // rows parked
 }
 
-// awaitUnresolved waits until the records of a failed batch that were still
-// in flight have an outcome. The client keeps such records until the broker
-// answers; producing the batch again meanwhile would only queue more copies
-// behind them. Other replicas publish in the meantime. It reports false when
-// ctx ends first.
-func (w *OutboxWorker) awaitUnresolved(ctx context.Context, unresolved <-chan struct{}) bool {
-	select {
-	case <-unresolved:
-		return true
-	default:
-	}
-	w.awaiting.Store(true)
-	defer w.awaiting.Store(false)
-	w.log.Warn("outbox waiting for Kafka to answer for records of a failed batch before publishing again")
-	since := time.Now()
-	ticker := time.NewTicker(30 * time.Second)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-unresolved:
-			w.log.Info("outbox records of the failed batch resolved, publishing again", "waited", time.Since(since).Round(time.Millisecond))
-			return true
-		case <-ticker.C:
-			w.log.Warn("outbox still waiting for Kafka to answer for records of a failed batch", "waited", time.Since(since).Round(time.Second))
-		case <-ctx.Done():
-			return false
-		}
-	}
+// outcome is what became of one claimed row's record.
+type outcome struct {
+	acked     time.Time // when Kafka acknowledged it; zero when not
+	err       error     // the produce error, nil when acknowledged or unresolved
+	parkErr   string    // non-empty: park the row with this error
+	unsettled bool      // leave the row unsent for the next claim
 }
 
 // publishBatch publishes one batch in one transaction: take the outbox lock,
-// claim unsent rows, produce them all, and mark them sent once every record
-// is acknowledged. Any failure rolls back, leaving the rows unsent.
+// claim rows neither sent nor parked, park those that can never be produced
+// (and later rows of their keys), produce the rest, and once every record
+// has an outcome mark the acknowledged ones sent and park those Kafka
+// refused for good. Rows that failed otherwise stay unsent, with the later
+// rows of their keys, and the batch reports the error so the loop backs off.
+// The claim is kept until every record has an outcome (see ResolveTimeout).
 func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 	// Finish the batch even when ctx ends meanwhile: records Kafka already
 	// acknowledged are then marked, not republished after a restart.
-	idle := w.cfg.ProduceTimeout + idleGrace
+	idle := w.cfg.ProduceTimeout + w.cfg.ResolveTimeout + idleGrace
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idle+idleGrace)
 	defer cancel()
 
 	var res batchResult
 	var recs []postgres.OutboxRecord
-	var acked []time.Time
+	var outs []outcome
+	var retryErr error
 	err := w.db.InTx(bctx, false, func(tx pgx.Tx) error {
 		if err := postgres.SetIdleTimeout(bctx, tx, idle); err != nil {
 			return err
@@ -261,65 +286,199 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 		if len(recs) == 0 {
 			return nil
 		}
+		parkedKeys, err := postgres.ParkedKeys(bctx, tx, recs)
+		if err != nil {
+			return err
+		}
+		outs = w.prePark(recs, parkedKeys)
 		pctx, span := w.publishSpan(bctx, recs)
 		defer span.End()
-		if acked, res.unresolved, err = w.produce(pctx, recs); err != nil {
+		if err := w.produce(pctx, recs, outs); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "produce failed")
 			return err
 		}
-		ids := make([]int64, len(recs))
-		for i, r := range recs {
-			ids[i] = r.ID
+		retryErr = w.settle(recs, outs)
+		var sent, parkIDs []int64
+		var parkErrs []string
+		for i, o := range outs {
+			switch {
+			case o.parkErr != "":
+				parkIDs = append(parkIDs, recs[i].ID)
+				parkErrs = append(parkErrs, o.parkErr)
+			case !o.unsettled:
+				sent = append(sent, recs[i].ID)
+			}
 		}
-		return postgres.MarkOutboxSent(bctx, tx, ids)
+		if len(parkIDs) > 0 {
+			if err := postgres.ParkOutbox(bctx, tx, parkIDs, parkErrs); err != nil {
+				return err
+			}
+		}
+		res.parked = len(parkIDs)
+		if len(sent) > 0 {
+			return postgres.MarkOutboxSent(bctx, tx, sent)
+		}
+		return nil
 	})
 	if err != nil {
 		return res, err
 	}
-	w.m.published.Add(float64(len(recs)))
-	for i, r := range recs {
-		w.m.latency.Observe(max(acked[i].Sub(r.CreatedAt).Seconds(), 0))
+	for i, o := range outs {
+		if o.parkErr == "" && !o.unsettled {
+			w.m.published.Inc()
+			w.m.latency.Observe(max(o.acked.Sub(recs[i].CreatedAt).Seconds(), 0))
+		}
 	}
-	return res, nil
+	if res.parked > 0 {
+		w.m.parked.Add(float64(res.parked))
+		for i, o := range outs {
+			if o.parkErr != "" {
+				w.log.Error("outbox row parked: Kafka will never accept it; re-drive it once the cause is fixed",
+					"outbox_id", recs[i].ID, "event_id", recs[i].EventID, "topic", recs[i].Topic, "key", recs[i].Key, "error", o.parkErr)
+			}
+		}
+	}
+	return res, retryErr
 }
 
-// produce sends recs and waits for every acknowledgement, returning the time
-// each arrived. After ProduceTimeout it gives up; records the client had
-// already sent are then still pending, and unresolved is closed once all of
-// them have an outcome.
-func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord) (acks []time.Time, unresolved <-chan struct{}, err error) {
+func keyOf(r postgres.OutboxRecord) string { return r.Topic + "\x00" + r.Key }
+
+// prePark decides, before producing, which rows to park: rows of a topic
+// and key that already has a parked row, and rows whose record could never
+// fit the producer's limit, with the later rows of their keys.
+func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, parkedKeys map[string]bool) []outcome {
+	outs := make([]outcome, len(recs))
+	root := map[string]int64{}
+	for i, r := range recs {
+		k := keyOf(r)
+		switch {
+		case parkedKeys[k]:
+			outs[i].parkErr = fmt.Sprintf("parked behind an earlier parked row of topic %s key %s", r.Topic, r.Key)
+		case root[k] != 0:
+			outs[i].parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", root[k])
+		default:
+			if n := recordBatchBytes(r); n > w.cfg.MaxRecordBytes {
+				outs[i].parkErr = fmt.Sprintf("%v (a record batch of %d bytes; the producer's limit is %d)", kerr.MessageTooLarge, n, w.cfg.MaxRecordBytes)
+				root[k] = r.ID
+			}
+		}
+	}
+	return outs
+}
+
+// recordBatchBytes is the size of a record batch holding r alone, as
+// franz-go measures it against ProducerBatchMaxBytes (RecordBatch v2 framing
+// plus the record), plus one byte for the flexible produce versions.
+func recordBatchBytes(r postgres.OutboxRecord) int {
+	const batchOverhead = 61 + 1
+	l := 1 + 1 + 1 + // attributes, timestamp delta 0, offset delta 0
+		kbin.VarintLen(int32(len(r.Key))) + len(r.Key) +
+		kbin.VarintLen(int32(len(r.Payload))) + len(r.Payload) +
+		kbin.VarintLen(int32(len(r.Headers)))
+	for _, h := range r.Headers {
+		l += kbin.VarintLen(int32(len(h.Key))) + len(h.Key) + kbin.VarintLen(int32(len(h.Value))) + len(h.Value)
+	}
+	return batchOverhead + kbin.VarintLen(int32(l)) + l
+}
+
+// settle decides, in id order, what becomes of each produced row: acked
+// rows are marked sent, rows Kafka refused for good are parked, rows after
+// a parked one of their key are parked behind it unless Kafka already
+// acknowledged them, and rows that failed otherwise stay unsent with every
+// later row of their key (republished after them, in order). It returns the
+// first error that leaves rows unsent.
+func (w *OutboxWorker) settle(recs []postgres.OutboxRecord, outs []outcome) error {
+	parkedRoot := map[string]int64{}
+	retry := map[string]bool{}
+	var first error
+	unsent := 0
+	for i, r := range recs {
+		o := &outs[i]
+		k := keyOf(r)
+		switch {
+		case o.parkErr != "":
+			if parkedRoot[k] == 0 {
+				parkedRoot[k] = r.ID
+			}
+		case parkedRoot[k] != 0 && !o.acked.IsZero():
+			w.log.Error("outbox record reached Kafka although an earlier row of its key was parked",
+				"outbox_id", r.ID, "event_id", r.EventID, "topic", r.Topic, "key", r.Key, "parked_row", parkedRoot[k])
+		case parkedRoot[k] != 0:
+			o.parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", parkedRoot[k])
+		case retry[k]:
+			o.unsettled = true
+			unsent++
+		case !o.acked.IsZero():
+		case o.err != nil && permanent(o.err):
+			o.parkErr = fmt.Sprintf("topic %s key %s: %v", r.Topic, r.Key, o.err)
+			parkedRoot[k] = r.ID
+		default:
+			o.unsettled = true
+			retry[k] = true
+			unsent++
+			if first == nil {
+				first = fmt.Errorf("topic %s key %s event %s: %w", r.Topic, r.Key, r.EventID, o.err)
+			}
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("produce: %d of %d records left unsent for a retry, first: %w", unsent, len(recs), first)
+	}
+	return nil
+}
+
+// permanent reports whether Kafka will refuse a record with err however
+// often it is produced: the record is too large, the topic is invalid or
+// may not be written, or the record is invalid. These are not retriable
+// (kerr.IsRetriable), and unlike other such errors (SASL, cluster
+// authorization) they are about the record, not the client.
+func permanent(err error) bool {
+	for _, e := range []error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
+		kerr.TopicAuthorizationFailed, kerr.InvalidTopicException, kerr.PolicyViolation} {
+		if errors.Is(err, e) {
+			return !kerr.IsRetriable(e)
+		}
+	}
+	return false
+}
+
+// produce sends the rows not yet decided and records each one's outcome in
+// outs. It waits up to ProduceTimeout for them, then, while records the
+// client already sent have no outcome, up to ResolveTimeout longer: the
+// caller's claim stays held meanwhile. When even that passes, it closes the
+// producer, so those records are never sent again, replaces it, and returns
+// an error: the caller then rolls back and the rows are claimed again.
+func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord, outs []outcome) error {
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
 	defer cancel()
 
 	var (
-		acked    = make([]time.Time, len(recs))
-		mu       sync.Mutex
-		pending  = len(recs)
-		failed   int
-		firstErr error
-		wg       sync.WaitGroup
+		mu      sync.Mutex
+		pending int
+		wg      sync.WaitGroup
 	)
-	wg.Add(len(recs))
 	for i, r := range recs {
+		if outs[i].parkErr != "" {
+			continue
+		}
 		headers := make([]kgo.RecordHeader, len(r.Headers))
 		for j, h := range r.Headers {
 			headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 		}
 		rec := &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload, Headers: headers}
+		pending++
+		wg.Add(1)
 		w.producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
 			mu.Lock()
 			defer mu.Unlock()
 			pending--
 			if err != nil {
-				failed++
-				if firstErr == nil {
-					firstErr = fmt.Errorf("topic %s key %s event %s: %w", r.Topic, r.Key, r.EventID, err)
-				}
+				outs[i].err = err
 				return
 			}
-			acked[i] = time.Now()
+			outs[i].acked = time.Now()
 		})
 	}
 
@@ -334,22 +493,62 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord
 	}()
 	select {
 	case <-done:
+		return nil
 	case <-pctx.Done():
-		grace := time.NewTimer(failGrace)
-		defer grace.Stop()
-		select {
-		case <-done:
-		case <-grace.C:
-			mu.Lock()
-			defer mu.Unlock()
-			return nil, done, fmt.Errorf("produce: %d of %d records unacknowledged after %s (%d failed)",
-				pending, len(recs), w.cfg.ProduceTimeout, failed)
-		}
 	}
-	if firstErr != nil {
-		return nil, nil, fmt.Errorf("produce: %d of %d records failed, first: %w", failed, len(recs), firstErr)
+	grace := time.NewTimer(failGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-grace.C:
 	}
-	return acked, nil, nil
+
+	// Records the client sent cannot be failed: the broker may have
+	// appended them. Keep the claim until they have an outcome, so no
+	// other replica publishes behind them.
+	w.awaiting.Store(true)
+	defer w.awaiting.Store(false)
+	w.m.errors.Inc() // the batch missed its deadline: an outage shows now, not after ResolveTimeout
+	mu.Lock()
+	w.log.Warn("outbox keeps its claim until Kafka answers for records it sent",
+		"unresolved", pending, "of", len(recs), "produce_timeout", w.cfg.ProduceTimeout, "resolve_timeout", w.cfg.ResolveTimeout)
+	mu.Unlock()
+	bound := time.NewTimer(w.cfg.ResolveTimeout)
+	defer bound.Stop()
+	select {
+	case <-done:
+		w.log.Info("outbox records resolved, finishing the batch")
+		return nil
+	case <-bound.C:
+	}
+	mu.Lock()
+	n := pending
+	mu.Unlock()
+	return w.replaceProducer(fmt.Errorf("produce: %d of %d records without an outcome after %s: %w",
+		n, len(recs), w.cfg.ProduceTimeout+w.cfg.ResolveTimeout, errUnresolved))
+}
+
+var errUnresolved = errors.New("records unresolved")
+
+// replaceProducer closes the producer whose records stayed without an
+// outcome, while the caller still holds the claim, and installs a new one
+// from NewProducer. Without NewProducer the worker stops: Run returns
+// ErrStalled.
+func (w *OutboxWorker) replaceProducer(cause error) error {
+	w.log.Error("outbox closing its Kafka producer: records stayed without an outcome; they will never be sent again", "error", cause)
+	if w.cfg.NewProducer == nil {
+		w.stalled.Store(true)
+		return fmt.Errorf("%w: %w", ErrStalled, cause)
+	}
+	w.producer.Close()
+	p, err := w.cfg.NewProducer()
+	if err != nil {
+		w.stalled.Store(true)
+		return fmt.Errorf("%w: new producer: %w (after %w)", ErrStalled, err, cause)
+	}
+	w.producer = p
+	return cause
 }
 
 // retentionLoop deletes expired sent rows at start and every RetentionInterval.
@@ -413,7 +612,12 @@ func (w *OutboxWorker) refreshGauges(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	parked, err := w.db.CountParkedOutbox(ctx, gaugeCountCap)
+	if err != nil {
+		return err
+	}
 	w.m.unsent.Set(float64(n))
+	w.m.parkedNow.Set(float64(parked))
 	w.m.oldestAge.Set(max(age.Seconds(), 0))
 	return nil
 }

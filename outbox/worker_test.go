@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/postgres"
@@ -103,7 +102,7 @@ func TestKafkaDownThenBack(t *testing.T) {
 	ln := &switchListener{conns: map[net.Conn]struct{}{}}
 	cluster := newCluster(t, kfake.ListenFn(ln.listen))
 	addr := cluster.ListenAddrs()[0]
-	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 300 * time.Millisecond})
+	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 300 * time.Millisecond, ResolveTimeout: 30 * time.Second})
 	w.maxBackoff = 300 * time.Millisecond
 	start(t, w)
 	c := collect(t, addr)
@@ -118,10 +117,10 @@ func TestKafkaDownThenBack(t *testing.T) {
 		during = append(during, createOrder(t, svc, fmt.Sprintf("during-%d", i)))
 	}
 	// A request the client wrote before noticing the cut stays pending
-	// (the worker then waits for it); otherwise attempts fail one by one.
+	// (the worker then keeps its claim until it resolves); otherwise
+	// attempts fail one by one.
 	waitFor(t, 10*time.Second, "failed publish attempts", func() bool {
-		errs := testutil.ToFloat64(w.m.errors) - errsBefore
-		return errs >= 3 || errs >= 1 && w.awaiting.Load()
+		return testutil.ToFloat64(w.m.errors)-errsBefore >= 3 || w.awaiting.Load()
 	})
 	if n := countUnsent(t, db); n != 5 {
 		t.Fatalf("unsent rows while Kafka is down = %d, want 5", n)
@@ -182,43 +181,39 @@ func (l *switchListener) setDown(down bool) {
 	}
 }
 
-// TestUnansweredBatchIsRetriedOnce: when Kafka does not answer a produce
-// request within ProduceTimeout, the batch rolls back (rows unsent), and the
-// worker waits for the client to resolve those records instead of queueing
-// more copies behind them; once Kafka answers, the rows are published again
-// and marked sent.
-func TestUnansweredBatchIsRetriedOnce(t *testing.T) {
+// TestUnansweredBatchKeepsItsClaim: when Kafka does not answer a produce
+// request within ProduceTimeout, the worker keeps its claim and the rows
+// unsent, produces nothing more, and once Kafka answers marks the row sent:
+// one copy in Kafka, and one publish error for the missed deadline.
+func TestUnansweredBatchKeepsItsClaim(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
 	svc := newService(db)
 	cluster := newCluster(t)
 	addr := cluster.ListenAddrs()[0]
-	release := make(chan struct{})
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.SleepControl(func() { <-release })
-		return nil, nil, false
-	})
-	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond})
+	held, release := holdFirstProduce(t, cluster)
+	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second})
 	c := collect(t, addr)
 	o := createOrder(t, svc, "stalled")
 	row := outboxRows(t, db, "key = $1", o.ID)[0]
 	start(t, w)
 
-	waitFor(t, 5*time.Second, "a failed batch", func() bool { return testutil.ToFloat64(w.m.errors) >= 1 })
-	// Several backoffs (100ms, 200ms, ...) fit in this window: a worker that
-	// kept producing would queue copies behind the unanswered request.
-	time.Sleep(time.Second)
+	<-held
+	waitFor(t, 5*time.Second, "the worker past its ProduceTimeout", w.awaiting.Load)
 	if n := countUnsent(t, db); n != 1 {
 		t.Fatalf("unsent rows while Kafka does not answer = %d, want 1", n)
 	}
-	close(release)
+	release()
 	waitFor(t, 10*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
-	waitFor(t, 5*time.Second, "two copies", func() bool { return len(c.byEventID(row.EventID)) >= 2 })
-	if n := len(c.byEventID(row.EventID)); n != 2 {
-		t.Errorf("%d copies of the event in Kafka, want 2 (the unanswered one and one retry)", n)
+	waitFor(t, 5*time.Second, "the record", func() bool { return len(c.byEventID(row.EventID)) >= 1 })
+	sentinel := createOrder(t, svc, "sentinel")
+	ev := outboxRows(t, db, "key = $1", sentinel.ID)[0].EventID
+	waitFor(t, 10*time.Second, "the sentinel consumed", func() bool { return len(c.byEventID(ev)) > 0 })
+	if n := len(c.byEventID(row.EventID)); n != 1 {
+		t.Errorf("%d copies of the event in Kafka, want 1", n)
 	}
 	if got := testutil.ToFloat64(w.m.errors); got != 1 {
-		t.Errorf("publish errors = %v, want 1", got)
+		t.Errorf("publish errors = %v, want 1 (the missed deadline)", got)
 	}
 }
 

@@ -69,10 +69,14 @@ func (db *DB) signalOutbox() {
 // Now returns the current time at the database's precision (microseconds).
 func (db *DB) Now() time.Time { return db.now().UTC().Truncate(time.Microsecond) }
 
-// InTx runs fn in a transaction and commits it when fn returns nil. When
-// wroteOutbox is set, the relay is woken after the commit.
+// InTx runs fn in a READ COMMITTED transaction and commits it when fn
+// returns nil. The level is asked for explicitly, whatever the database's or
+// role's default_transaction_isolation: the outbox and inbox claims rely on
+// each statement seeing what committed before it (after the advisory lock,
+// the previous holder's marks). When wroteOutbox is set, the relay is woken
+// after the commit.
 func (db *DB) InTx(ctx context.Context, wroteOutbox bool, fn func(pgx.Tx) error) error {
-	if err := pgx.BeginFunc(ctx, db.Pool, fn); err != nil {
+	if err := pgx.BeginTxFunc(ctx, db.Pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn); err != nil {
 		return classify(err)
 	}
 	if wroteOutbox {

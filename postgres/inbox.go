@@ -9,9 +9,13 @@ import (
 )
 
 // InboxMessage is one Kafka record stored in the inbox. MessageID is the
-// record's ce_id, or <topic>/<partition>/<offset> when it has none.
+// record's ce_id, or <topic>/<partition>/<offset> when it has none (or one
+// that is not usable as an id).
 type InboxMessage struct {
 	MessageID string
+	// AliasID, when set, is another id under which an earlier version may
+	// have stored this very record (same topic, partition and offset).
+	AliasID   string
 	Seq       int64
 	Topic     string
 	Partition int32
@@ -24,11 +28,13 @@ type InboxMessage struct {
 }
 
 // InsertInbox stores msgs in one statement, skipping message ids already in
-// the inbox (or repeated within msgs), and returns how many rows were new.
-// It commits on its own: once it returns nil the rows are durable.
+// the inbox (or repeated within msgs), and records stored under their
+// AliasID at the same position, and returns how many rows were new. It
+// commits on its own: once it returns nil the rows are durable.
 func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int64, err error) {
 	n := len(msgs)
 	ids, topics, eventTypes, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	aliases := make([]string, n)
 	partitions, offsets := make([]int32, n), make([]int64, n)
 	keys, payloads := make([][]byte, n), make([][]byte, n)
 	for i, m := range msgs {
@@ -36,7 +42,7 @@ func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int
 		if err != nil {
 			return 0, fmt.Errorf("encode inbox headers of %s: %w", m.MessageID, err)
 		}
-		ids[i], topics[i], eventTypes[i], headers[i] = m.MessageID, m.Topic, m.EventType, string(h)
+		ids[i], topics[i], eventTypes[i], headers[i], aliases[i] = m.MessageID, m.Topic, m.EventType, string(h), m.AliasID
 		partitions[i], offsets[i], keys[i] = m.Partition, m.Offset, m.Key
 		payloads[i] = m.Payload
 		if payloads[i] == nil {
@@ -46,10 +52,13 @@ func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int
 	tag, err := db.Pool.Exec(ctx, `
 		INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, key, headers, payload, event_type)
 		SELECT id, topic, part, off, key, headers::jsonb, payload, event_type
-		FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bytea[], $6::text[], $7::bytea[], $8::text[])
-			AS m(id, topic, part, off, key, headers, payload, event_type)
+		FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bytea[], $6::text[], $7::bytea[], $8::text[], $9::text[])
+			AS m(id, topic, part, off, key, headers, payload, event_type, alias)
+		WHERE m.alias = '' OR NOT EXISTS (
+			SELECT 1 FROM inbox i
+			WHERE i.message_id = m.alias AND i.topic = m.topic AND i.kafka_partition = m.part AND i.kafka_offset = m.off)
 		ON CONFLICT (message_id) DO NOTHING`,
-		ids, topics, partitions, offsets, keys, headers, payloads, eventTypes)
+		ids, topics, partitions, offsets, keys, headers, payloads, eventTypes, aliases)
 	if err != nil {
 		return 0, fmt.Errorf("insert inbox rows: %w", classify(err))
 	}
@@ -88,6 +97,22 @@ func ClaimInbox(ctx context.Context, tx pgx.Tx, limit int) ([]InboxMessage, erro
 		return nil, fmt.Errorf("claim inbox rows: %w", err)
 	}
 	return msgs, nil
+}
+
+// LockOrders locks the orders with the given ids (UUIDs; duplicates and
+// unknown ids are fine) in id order until tx ends, the order in which
+// OrderService.ApplyPayments locks them, so that callers locking several
+// orders cannot deadlock each other.
+func LockOrders(ctx context.Context, tx pgx.Tx, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `
+		SELECT 1 FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return fmt.Errorf("lock %d orders: %w", len(ids), err)
+	}
+	return nil
 }
 
 // MarkInboxProcessed records, in one statement, that the messages were

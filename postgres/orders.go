@@ -73,38 +73,65 @@ func (s *OrderService) CreateOrder(ctx context.Context, n orders.NewOrder) (*ord
 		requestID = &n.RequestID
 	}
 
-	var result *orders.Order
-	err = s.db.InTx(ctx, true, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO orders (id, user_id, amount, currency, description, status, request_id, request_hash, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-			ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING`,
-			o.ID, o.UserID, o.Amount, o.Currency, o.Description, o.Status, requestID, hash, now)
-		if err != nil {
-			return fmt.Errorf("insert order: %w", err)
-		}
-		if tag.RowsAffected() == 1 {
-			result = o
-			return s.writer.WriteOrder(ctx, tx, o.Created())
-		}
-		// The request_id was used before: a retry gets the original order.
-		var storedHash []byte
-		prev, err := scanOrder(tx.QueryRow(ctx, `
-			SELECT `+orderColumns+`, request_hash FROM orders WHERE user_id = $1 AND request_id = $2`,
-			n.UserID, n.RequestID), &storedHash)
-		if err != nil {
-			return fmt.Errorf("load order by request_id: %w", err)
-		}
-		if !bytes.Equal(storedHash, hash) {
-			return orders.Errorf(orders.EEXISTS, "request_id %q was already used for a different order", n.RequestID)
-		}
-		result = prev
-		return nil
-	})
+	created, err := s.insertOrder(ctx, o, requestID, hash)
 	if err != nil {
 		return nil, fmt.Errorf("create order: %w", err)
 	}
-	return result, nil
+	if created {
+		s.db.signalOutbox()
+		return o, nil
+	}
+	// The request_id was used before: a retry gets the original order.
+	var storedHash []byte
+	prev, err := scanOrder(s.db.Pool.QueryRow(ctx, `
+		SELECT `+orderColumns+`, request_hash FROM orders WHERE user_id = $1 AND request_id = $2`,
+		n.UserID, n.RequestID), &storedHash)
+	if err != nil {
+		return nil, fmt.Errorf("create order: load order by request_id: %w", classify(err))
+	}
+	if !bytes.Equal(storedHash, hash) {
+		return nil, fmt.Errorf("create order: %w",
+			orders.Errorf(orders.EEXISTS, "request_id %q was already used for a different order", n.RequestID))
+	}
+	return prev, nil
+}
+
+// insertOrderSQL inserts an order and, only when the order row was
+// inserted, its OrderCreated outbox row: one statement, so one round trip
+// and atomic without an explicit transaction. It affects no row when the
+// user's request_id was used before.
+const insertOrderSQL = `
+	WITH o AS (
+		INSERT INTO orders (id, user_id, amount, currency, description, status, request_id, request_hash, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+		ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
+		RETURNING id
+	)
+	INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
+	SELECT $10, $11, $12, $13, $14, $15 FROM o`
+
+// insertOrder stores o and its OrderCreated event, reporting false when the
+// user's requestID was used before (nothing is then written).
+func (s *OrderService) insertOrder(ctx context.Context, o *orders.Order, requestID *string, hash []byte) (bool, error) {
+	events := []orders.Event{o.Created()}
+	ctx, span := s.writer.startSpan(ctx, events)
+	defer span.End()
+	msgs, err := s.writer.messages(ctx, events, nil)
+	if err != nil {
+		return false, err
+	}
+	m := msgs[0]
+	headers, err := encodeHeaders(m.Headers)
+	if err != nil {
+		return false, fmt.Errorf("encode outbox headers: %w", err)
+	}
+	tag, err := s.db.Pool.Exec(ctx, insertOrderSQL,
+		o.ID, o.UserID, o.Amount, o.Currency, o.Description, o.Status, requestID, hash, o.CreatedAt,
+		m.EventID, m.EventType, m.Topic, m.Key, headers, m.Payload)
+	if err != nil {
+		return false, fmt.Errorf("insert order and its event: %w", classify(err))
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // requestHash fingerprints the fields a retry must repeat exactly.

@@ -40,7 +40,8 @@ func SetIdleTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
 
 // TryLockOutbox takes the relay's advisory lock for the rest of tx. It
 // reports false without waiting when another session holds it. tx must be
-// READ COMMITTED so the statements after it see the previous holder's commit.
+// READ COMMITTED (InTx is) so the statements after it see the previous
+// holder's commit.
 func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 	var ok bool
 	err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, OutboxLockKey).Scan(&ok)
@@ -53,12 +54,12 @@ func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 const claimOutboxSQL = `
 	SELECT id, event_id::text, topic, key, headers, payload, created_at
 	FROM outbox
-	WHERE NOT sent
+	WHERE NOT sent AND parked_at IS NULL
 	ORDER BY id
 	LIMIT $1`
 
-// ClaimOutbox reads up to limit unsent rows in id order, through the
-// outbox_unsent partial index. Callers hold the outbox lock, which is what
+// ClaimOutbox reads up to limit rows neither sent nor parked, in id order,
+// through the outbox_unsent partial index. Callers hold the outbox lock, which is what
 // keeps two relays from publishing the same rows.
 func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, error) {
 	rows, err := tx.Query(ctx, claimOutboxSQL, limit)
@@ -104,12 +105,13 @@ func (db *DB) DeleteSentOutbox(ctx context.Context, cutoff time.Time, limit int)
 	return tag.RowsAffected(), nil
 }
 
-// CountUnsentOutbox counts unsent rows, stopping at limit so that a large
+// CountUnsentOutbox counts rows waiting to be published (neither sent nor
+// parked), stopping at limit so that a large
 // backlog costs a bounded index scan.
 func (db *DB) CountUnsentOutbox(ctx context.Context, limit int) (int64, error) {
 	var n int64
 	err := db.Pool.QueryRow(ctx, `
-		SELECT count(*) FROM (SELECT 1 FROM outbox WHERE NOT sent LIMIT $1) s`, limit).Scan(&n)
+		SELECT count(*) FROM (SELECT 1 FROM outbox WHERE NOT sent AND parked_at IS NULL LIMIT $1) s`, limit).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count unsent outbox rows: %w", classify(err))
 	}
@@ -117,13 +119,13 @@ func (db *DB) CountUnsentOutbox(ctx context.Context, limit int) (int64, error) {
 }
 
 // OldestUnsentOutboxAge returns how long ago, by the database clock, the
-// first unsent row in id order was written, or 0 when none is unsent.
+// first row waiting to be published (not parked) was written, or 0 when none is unsent.
 func (db *DB) OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error) {
 	var secs float64
 	err := db.Pool.QueryRow(ctx, `
 		SELECT EXTRACT(EPOCH FROM now() - created_at)::float8
 		FROM outbox
-		WHERE NOT sent
+		WHERE NOT sent AND parked_at IS NULL
 		ORDER BY id
 		LIMIT 1`).Scan(&secs)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -133,4 +135,108 @@ func (db *DB) OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error) 
 		return 0, fmt.Errorf("oldest unsent outbox row: %w", classify(err))
 	}
 	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// ParkedKeys returns which of recs' topic and key pairs have a parked row,
+// as topic + "\x00" + key. The relay parks such rows too, so that an
+// order's later events never overtake its parked one.
+func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string]bool, error) {
+	topics, keys := make([]string, len(recs)), make([]string, len(recs))
+	for i, r := range recs {
+		topics[i], keys[i] = r.Topic, r.Key
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT DISTINCT o.topic, o.key
+		FROM outbox o JOIN unnest($1::text[], $2::text[]) AS c(topic, key) ON o.topic = c.topic AND o.key = c.key
+		WHERE o.parked_at IS NOT NULL`, topics, keys)
+	if err != nil {
+		return nil, fmt.Errorf("look up parked outbox keys: %w", classify(err))
+	}
+	parked := map[string]bool{}
+	var topic, key string
+	_, err = pgx.ForEachRow(rows, []any{&topic, &key}, func() error {
+		parked[topic+"\x00"+key] = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up parked outbox keys: %w", classify(err))
+	}
+	return parked, nil
+}
+
+// ParkOutbox parks the rows with the given ids, each with its error: the
+// claim skips them until RedriveOutbox.
+func ParkOutbox(ctx context.Context, tx pgx.Tx, ids []int64, errs []string) error {
+	_, err := tx.Exec(ctx, `
+		UPDATE outbox SET parked_at = now(), last_error = p.err
+		FROM unnest($1::bigint[], $2::text[]) AS p(id, err)
+		WHERE outbox.id = p.id`, ids, errs)
+	if err != nil {
+		return fmt.Errorf("park outbox rows: %w", classify(err))
+	}
+	return nil
+}
+
+// ParkedOutboxRow is a parked row as listed for an operator.
+type ParkedOutboxRow struct {
+	ID        int64
+	EventID   string
+	EventType string
+	Topic     string
+	Key       string
+	Bytes     int // payload size
+	ParkedAt  time.Time
+	LastError string
+}
+
+// ListParkedOutbox returns up to limit parked rows in id order.
+func (db *DB) ListParkedOutbox(ctx context.Context, limit int) ([]ParkedOutboxRow, error) {
+	rows, err := db.Pool.Query(ctx, `
+		SELECT id, event_id::text, event_type, topic, key, octet_length(payload), parked_at, coalesce(last_error, '')
+		FROM outbox
+		WHERE parked_at IS NOT NULL
+		ORDER BY id
+		LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list parked outbox rows: %w", classify(err))
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ParkedOutboxRow, error) {
+		var r ParkedOutboxRow
+		err := row.Scan(&r.ID, &r.EventID, &r.EventType, &r.Topic, &r.Key, &r.Bytes, &r.ParkedAt, &r.LastError)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list parked outbox rows: %w", classify(err))
+	}
+	return list, nil
+}
+
+// RedriveOutbox un-parks the rows with the given ids together with every
+// parked row of their topics and keys, or every parked row when ids is
+// empty, so that the relay claims them again in id order. last_error is kept
+// for the record. It returns how many rows it un-parked.
+func (db *DB) RedriveOutbox(ctx context.Context, ids []int64) (int64, error) {
+	if ids == nil {
+		ids = []int64{}
+	}
+	tag, err := db.Pool.Exec(ctx, `
+		UPDATE outbox SET parked_at = NULL
+		WHERE parked_at IS NOT NULL
+		  AND (cardinality($1::bigint[]) = 0
+		       OR (topic, key) IN (SELECT topic, key FROM outbox WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL))`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("redrive parked outbox rows: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// CountParkedOutbox counts parked rows, stopping at limit.
+func (db *DB) CountParkedOutbox(ctx context.Context, limit int) (int64, error) {
+	var n int64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM (SELECT 1 FROM outbox WHERE parked_at IS NOT NULL LIMIT $1) s`, limit).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count parked outbox rows: %w", classify(err))
+	}
+	return n, nil
 }

@@ -270,13 +270,30 @@ func (w *OrderWriter) write(ctx context.Context, tx pgx.Tx, events []orders.Even
 	if len(events) == 0 {
 		return nil
 	}
+	ctx, span := w.startSpan(ctx, events)
+	defer span.End()
+	msgs, err := w.messages(ctx, events, traceparents)
+	if err != nil {
+		return err
+	}
+	return InsertOutbox(ctx, tx, msgs...)
+}
+
+// startSpan starts the "outbox.write" span whose trace the events' rows
+// carry.
+func (w *OrderWriter) startSpan(ctx context.Context, events []orders.Event) (context.Context, trace.Span) {
 	attrs := []attribute.KeyValue{attribute.Int("orders.event_count", len(events))}
 	if len(events) == 1 {
 		attrs = append(attrs, attribute.String("orders.order_id", events[0].EventOrderID()),
 			attribute.String("cloudevents.event_type", events[0].EventType()))
 	}
-	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(attrs...))
-	defer span.End()
+	return telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(attrs...))
+}
+
+// messages serialises events into outbox messages: key = order id, value =
+// JSON data, CloudEvents headers, and the trace of ctx (or traceparents[i],
+// when set).
+func (w *OrderWriter) messages(ctx context.Context, events []orders.Event, traceparents []string) ([]OutboxMessage, error) {
 	var fromContext []Header
 	if w.Context != nil {
 		fromContext = w.Context(ctx)
@@ -286,11 +303,11 @@ func (w *OrderWriter) write(ctx context.Context, tx pgx.Tx, events []orders.Even
 	for i, ev := range events {
 		payload, err := json.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("encode %s: %w", ev.EventType(), err)
+			return nil, fmt.Errorf("encode %s: %w", ev.EventType(), err)
 		}
 		id, err := uuid.NewV7()
 		if err != nil {
-			return fmt.Errorf("new event id: %w", err)
+			return nil, fmt.Errorf("new event id: %w", err)
 		}
 		headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, now)
 		if traceparents != nil && traceparents[i] != "" {
@@ -307,7 +324,7 @@ func (w *OrderWriter) write(ctx context.Context, tx pgx.Tx, events []orders.Even
 			Payload:   payload,
 		}
 	}
-	return InsertOutbox(ctx, tx, msgs...)
+	return msgs, nil
 }
 
 // CloudEventHeaders returns the CloudEvents binary-mode headers of one event.

@@ -22,32 +22,34 @@ const TracerName = "github.com/acme/orders-service"
 // Tracer returns the service's tracer from the global provider.
 func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 
-// SetupTracing installs the global tracer provider and the W3C trace-context
-// propagator, configured by the standard OTEL_* variables. Spans are always
-// created, so trace context flows from gRPC into events and back, but they
-// are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (OTEL_EXPORTER_OTLP_PROTOCOL
-// grpc or http/protobuf). The returned function flushes and stops.
+// SetupTracing installs the W3C trace-context propagator and, when
+// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set
+// (OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf), a tracer provider
+// that exports over OTLP, configured by the standard OTEL_* variables.
+// Without an exporter no span is recorded, which costs nothing per call, yet
+// a caller's trace context still flows from gRPC into events and back: the
+// global no-op tracer passes an incoming span context on unchanged. The
+// returned function flushes and stops.
 func SetupTracing(ctx context.Context, getenv func(string) string, service string, log *slog.Logger) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	noop := func(context.Context) error { return nil }
 	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
-		return func(context.Context) error { return nil }, nil
+		return noop, nil
+	}
+	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		return noop, nil
 	}
 	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithAttributes(semconv.ServiceName(service)))
 	if err != nil {
 		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
-		exp, err := newExporter(ctx, getenv)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
-		log.Info("exporting traces over OTLP")
+	exp, err := newExporter(ctx, getenv)
+	if err != nil {
+		return nil, err
 	}
-	tp := sdktrace.NewTracerProvider(opts...)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp))
 	otel.SetTracerProvider(tp)
+	log.Info("exporting traces over OTLP")
 	return tp.Shutdown, nil
 }
 

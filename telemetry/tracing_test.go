@@ -263,10 +263,12 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Errorf("inbox.apply kind %v parent %v, want a consumer span under the record's traceparent span %v",
 			apply.SpanKind(), apply.Parent().SpanID(), write.SpanContext().SpanID())
 	}
-	st, err := orderspb.NewOrderServiceClient(conn).GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: orderID})
-	if err != nil || st.GetStatus() != orderspb.OrderStatus_ORDER_STATUS_FINISHED {
-		t.Errorf("order status after the payment = %v, %v; want FINISHED", st.GetStatus(), err)
-	}
+	// The span ends when the batch is applied, just before its transaction
+	// commits: poll for the commit.
+	waitFor(t, 10*time.Second, "the order finished by the payment", func() bool {
+		st, err := orderspb.NewOrderServiceClient(conn).GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: orderID})
+		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
+	})
 
 	// The OrderFinished the payment caused continues the trace.
 	var headers []postgres.Header
@@ -314,4 +316,35 @@ func spanNames(sr *tracetest.SpanRecorder) []string {
 		names = append(names, s.Name()+"@"+s.SpanContext().TraceID().String())
 	}
 	return names
+}
+
+// Without an exporter nothing is recorded, yet a caller's trace continues:
+// the span started under a remote parent carries the parent's trace.
+func TestNoExporterRecordsNothingButTraceContinues(t *testing.T) {
+	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
+	t.Cleanup(func() {
+		if otel.GetTracerProvider() != prevTP {
+			otel.SetTracerProvider(prevTP)
+		}
+		otel.SetTextMapPropagator(prevProp)
+	})
+	shutdown, err := telemetry.SetupTracing(context.Background(), func(string) string { return "" }, "test", slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := telemetry.ContextWithTraceParent(context.Background(), tp)
+	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write")
+	defer span.End()
+	if span.IsRecording() {
+		t.Error("span is recording without an exporter")
+	}
+	if got := telemetry.TraceParent(ctx); got != tp {
+		t.Errorf("traceparent = %q, want the caller's %q", got, tp)
+	}
+	if _, span := telemetry.Tracer().Start(context.Background(), "root"); span.SpanContext().IsValid() {
+		t.Error("a span without a parent has a trace: one was started for nobody")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,7 +28,10 @@ type config struct {
 	KafkaInboxTopic string
 	KafkaDLQTopic   string
 	KafkaGroupID    string
-	TopicPartitions int
+	// KafkaGroupInstanceID makes the inbox consumer a static group member
+	// (KAFKA_GROUP_INSTANCE_ID); empty means a dynamic member.
+	KafkaGroupInstanceID string
+	TopicPartitions      int
 
 	GRPCPort        int
 	HTTPPort        int
@@ -203,6 +207,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.KafkaGroupID == "" {
 		e.fail("KAFKA_GROUP_ID", "must not be empty")
 	}
+	c.KafkaGroupInstanceID = groupInstanceID(e, c.GRPCPort)
 	switch lvl := e.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"); lvl {
 	case "debug":
 		c.LogLevel = slog.LevelDebug
@@ -232,6 +237,33 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, e.err
 }
 
+// groupInstanceID reads KAFKA_GROUP_INSTANCE_ID: "none" for a dynamic
+// member, else an id of at most 249 letters, digits, '.', '_' or '-'. The
+// default is the host name and the gRPC port, stable across restarts of one
+// replica (a Kubernetes pod keeps its name) and distinct for replicas on one
+// host.
+func groupInstanceID(e *envReader, grpcPort int) string {
+	const name = "KAFKA_GROUP_INSTANCE_ID"
+	v := e.str(name, "")
+	switch v {
+	case "none":
+		return ""
+	case "":
+		host, err := os.Hostname()
+		if err != nil {
+			e.fail(name, "no host name to default to (%v); set it, or none", err)
+			return ""
+		}
+		host = regexp.MustCompile(`[^a-zA-Z0-9._-]`).ReplaceAllString(host, "_")
+		v = fmt.Sprintf("%.240s-%d", host, grpcPort)
+	}
+	if !topicName.MatchString(v) || v == "." || v == ".." {
+		e.fail(name, "%q is not a valid group instance id (letters, digits, '.', '_', '-', at most 249), or none", v)
+		return ""
+	}
+	return v
+}
+
 // LogValue is the effective configuration for the start-up log line, with
 // secrets masked.
 func (c config) LogValue() slog.Value {
@@ -243,6 +275,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_inbox_topic", c.KafkaInboxTopic),
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
 		slog.String("kafka_group_id", c.KafkaGroupID),
+		slog.String("kafka_group_instance_id", c.KafkaGroupInstanceID),
 		slog.Int("kafka_topic_partitions", c.TopicPartitions),
 		slog.Int("grpc_port", c.GRPCPort),
 		slog.Int("http_port", c.HTTPPort),

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +45,7 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"AUTH_MODE":               "magic",
 		"RATE_LIMIT_PER_USER":     "-3",
 		"GRPC_TLS_CLIENT_CA_FILE": "/ca.pem",
+		"KAFKA_GROUP_INSTANCE_ID": "pod 0",
 	} {
 		_, err := loadConfig(envOf(map[string]string{name: value}))
 		if err == nil || !strings.HasPrefix(err.Error(), name+":") {
@@ -71,5 +74,19 @@ func TestRedactDSN(t *testing.T) {
 		"AUTH_MODE": "jwt", "AUTH_JWT_HS256_SECRET": "s3cret-jwt-0123456789-0123456789-0123456789"}))
 	if v := c.LogValue().String(); strings.Contains(v, "s3cret") {
 		t.Fatalf("config log value leaks the password: %s", v)
+	}
+}
+
+func TestConfigGroupInstanceID(t *testing.T) {
+	host, _ := os.Hostname()
+	for env, want := range map[string]string{
+		"":         regexp.MustCompile(`[^a-zA-Z0-9._-]`).ReplaceAllString(host, "_") + "-50051",
+		"none":     "",
+		"orders-0": "orders-0",
+	} {
+		c, err := loadConfig(envOf(map[string]string{"KAFKA_GROUP_INSTANCE_ID": env}))
+		if err != nil || c.KafkaGroupInstanceID != want {
+			t.Errorf("KAFKA_GROUP_INSTANCE_ID=%q: %q, %v; want %q", env, c.KafkaGroupInstanceID, err, want)
+		}
 	}
 }

@@ -7,6 +7,11 @@
 //	orders-service migrate    apply migrations and exit
 //	orders-service redrive [message_id...]
 //	                          re-queue dead inbox rows (all, or the given ones)
+//	orders-service outbox-parked
+//	                          list parked outbox rows
+//	orders-service outbox-redrive [id...]
+//	                          un-park outbox rows (all, or the given ones with
+//	                          their keys' other parked rows)
 //	orders-service healthcheck
 //	                          exit 0 when the local /readyz answers 200 (for
 //	                          container healthchecks; the image has no shell)
@@ -49,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.SetOutput(stdout)
 	dev := fs.Bool("dev", false, "local mode: embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive [message_id...] | healthcheck]")
+		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive [message_id...] | outbox-parked | outbox-redrive [id...] | healthcheck]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -73,8 +78,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return healthcheck(ctx, cfg)
 	case "redrive":
 		return redrive(ctx, cfg, log, fs.Args()[1:], stdout)
+	case "outbox-parked":
+		return outboxParked(ctx, cfg, log, stdout)
+	case "outbox-redrive":
+		return outboxRedrive(ctx, cfg, log, fs.Args()[1:], stdout)
 	default:
-		return fmt.Errorf("%w: unknown command %q (want serve, migrate, redrive or healthcheck)", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q (want serve, migrate, redrive, outbox-parked, outbox-redrive or healthcheck)", errUsage, cmd)
 	}
 }
 

@@ -34,23 +34,37 @@ type workers struct {
 // Kafka is unreachable it keeps retrying: orders are still accepted and wait
 // in the outbox.
 func (w workers) run(ctx context.Context) error {
-	relay, err := outbox.NewWorker(w.db, w.producer, outbox.Config{
-		BatchSize:    w.cfg.OutboxBatchSize,
-		PollInterval: w.cfg.OutboxPollInterval,
-		Retention:    w.cfg.OutboxRetention,
+	// The relay has producers of its own: it closes one whose records stay
+	// without an outcome and goes on with a new one.
+	newRelayProducer := func() (outbox.Producer, error) { return kafka.NewClient(w.cfg.Kafka) }
+	relayProducer, err := newRelayProducer()
+	if err != nil {
+		return fmt.Errorf("outbox producer: %w", err)
+	}
+	relay, err := outbox.NewWorker(w.db, relayProducer, outbox.Config{
+		BatchSize:      w.cfg.OutboxBatchSize,
+		PollInterval:   w.cfg.OutboxPollInterval,
+		Retention:      w.cfg.OutboxRetention,
+		NewProducer:    newRelayProducer,
+		MaxRecordBytes: kafka.ProducerBatchMaxBytes,
 	}, w.reg, w.log)
 	if err != nil {
+		relayProducer.Close()
 		return fmt.Errorf("outbox worker: %w", err)
 	}
 	inboxMetrics, err := inbox.NewMetrics(w.reg)
 	if err != nil {
 		return fmt.Errorf("inbox metrics: %w", err)
 	}
-	consumerClient, err := kafka.NewClient(w.cfg.Kafka, inbox.ConsumerOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)...)
+	consumerOpts := inbox.ConsumerOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)
+	if w.cfg.KafkaGroupInstanceID != "" {
+		consumerOpts = append(consumerOpts, kgo.InstanceID(w.cfg.KafkaGroupInstanceID))
+	}
+	consumerClient, err := kafka.NewClient(w.cfg.Kafka, consumerOpts...)
 	if err != nil {
 		return fmt.Errorf("inbox consumer client: %w", err)
 	}
-	defer consumerClient.Close()
+	defer inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.cfg.ShutdownTimeout, w.log)
 	consumer := inbox.NewInboxConsumer(consumerClient, w.db, inboxMetrics, w.log.With("component", "inbox-consumer"), inbox.ConsumerConfig{})
 	processor := inbox.NewInboxProcessor(w.db, w.orders, inboxMetrics, w.log.With("component", "inbox-processor"), inbox.ProcessorConfig{
 		DLQTopic:    w.cfg.KafkaDLQTopic,
