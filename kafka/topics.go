@@ -74,6 +74,71 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replica
 	return nil
 }
 
+// TopicDifference is a setting in which an existing topic differs from what
+// EnsureTopics would have created.
+type TopicDifference struct {
+	Topic   string
+	Setting string // "partitions" or "replication factor"
+	Have    int
+	Want    int
+}
+
+// TopicDifferences compares existing topics with the partitions and
+// replication factor EnsureTopics was asked for (-1: the broker's
+// default.replication.factor; -1 partitions is not compared). Topics that do
+// not exist are not reported.
+func TopicDifferences(ctx context.Context, cl *kgo.Client, partitions int32, replicationFactor int16, topics ...string) ([]TopicDifference, error) {
+	adm := kadm.NewClient(cl)
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topics %s: %w", quoteAll(topics), err)
+	}
+	wantRF := int(replicationFactor)
+	if wantRF == -1 {
+		if wantRF, err = defaultReplicationFactor(ctx, adm); err != nil {
+			return nil, err
+		}
+	}
+	var diffs []TopicDifference
+	for _, t := range topics {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			continue
+		}
+		if partitions > 0 && len(d.Partitions) != int(partitions) {
+			diffs = append(diffs, TopicDifference{t, "partitions", len(d.Partitions), int(partitions)})
+		}
+		if have := d.Partitions.NumReplicas(); wantRF > 0 && have != wantRF {
+			diffs = append(diffs, TopicDifference{t, "replication factor", have, wantRF})
+		}
+	}
+	return diffs, nil
+}
+
+// defaultReplicationFactor reads default.replication.factor from a broker;
+// 0 when the broker does not say.
+func defaultReplicationFactor(ctx context.Context, adm *kadm.Client) (int, error) {
+	rcs, err := adm.DescribeBrokerConfigs(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("describe broker configs: %w", err)
+	}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			continue
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "default.replication.factor" && c.Value != nil {
+				n, err := strconv.Atoi(*c.Value)
+				if err != nil {
+					return 0, fmt.Errorf("broker default.replication.factor %q: %w", *c.Value, err)
+				}
+				return n, nil
+			}
+		}
+	}
+	return 0, nil
+}
+
 // joinedError joins errors on one line, unlike errors.Join.
 type joinedError []error
 

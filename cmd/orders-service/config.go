@@ -28,6 +28,7 @@ type config struct {
 	KafkaDLQTopic   string
 	KafkaGroupID    string
 	TopicPartitions int
+	TopicReplicas   int // KAFKA_TOPIC_REPLICATION_FACTOR; -1: the cluster's default.replication.factor
 
 	GRPCPort        int
 	HTTPPort        int
@@ -164,6 +165,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		KafkaDLQTopic:   e.topic("KAFKA_DLQ_TOPIC", "payments.events.dlq"),
 		KafkaGroupID:    e.str("KAFKA_GROUP_ID", "orders-service"),
 		TopicPartitions: e.int("KAFKA_TOPIC_PARTITIONS", 6, 1, 10000),
+		TopicReplicas:   e.int("KAFKA_TOPIC_REPLICATION_FACTOR", -1, 1, math.MaxInt16),
 		GRPCPort:        e.int("GRPC_PORT", 50051, 1, 65535),
 		HTTPPort:        e.int("HTTP_PORT", 8080, 0, 65535),
 		HTTPPprof:       e.bool("HTTP_PPROF", false),
@@ -244,6 +246,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
 		slog.String("kafka_group_id", c.KafkaGroupID),
 		slog.Int("kafka_topic_partitions", c.TopicPartitions),
+		slog.Int("kafka_topic_replication_factor", c.TopicReplicas),
 		slog.Int("grpc_port", c.GRPCPort),
 		slog.Int("http_port", c.HTTPPort),
 		slog.Bool("http_pprof", c.HTTPPprof),
