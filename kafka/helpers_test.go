@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/internal/testpki"
@@ -90,4 +91,14 @@ func serverTLS(t *testing.T, p testpki.PKI, mTLS bool) *tls.Config {
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return tc
+}
+
+// partitionReplicas returns the replicas of topic's partitions.
+func partitionReplicas(t *testing.T, cl *kgo.Client, topic string) int {
+	t.Helper()
+	details, err := kadm.NewClient(cl).ListTopics(testContext(t, 10*time.Second), topic)
+	if err != nil {
+		t.Fatalf("ListTopics: %v", err)
+	}
+	return details[topic].Partitions.NumReplicas()
 }

@@ -84,9 +84,10 @@ type TopicDifference struct {
 }
 
 // TopicDifferences compares existing topics with the partitions and
-// replication factor EnsureTopics was asked for (-1: the broker's
-// default.replication.factor; -1 partitions is not compared). Topics that do
-// not exist are not reported.
+// replication factor EnsureTopics was asked for. Replication -1 means the
+// broker's default.replication.factor, compared only while the cluster has
+// that many brokers; partitions -1 is not compared. Topics that do not exist
+// are not reported.
 func TopicDifferences(ctx context.Context, cl *kgo.Client, partitions int32, replicationFactor int16, topics ...string) ([]TopicDifference, error) {
 	adm := kadm.NewClient(cl)
 	details, err := adm.ListTopics(ctx, topics...)
@@ -115,25 +116,38 @@ func TopicDifferences(ctx context.Context, cl *kgo.Client, partitions int32, rep
 	return diffs, nil
 }
 
-// defaultReplicationFactor reads default.replication.factor from a broker;
-// 0 when the broker does not say.
+// defaultReplicationFactor reads default.replication.factor from a broker.
+// It returns 0 (nothing to compare) when the broker does not say or when
+// fewer brokers are up than the default asks for: a single-node development
+// broker, or a degraded cluster.
 func defaultReplicationFactor(ctx context.Context, adm *kadm.Client) (int, error) {
-	rcs, err := adm.DescribeBrokerConfigs(ctx)
+	brokers, err := adm.ListBrokers(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("describe broker configs: %w", err)
+		return 0, fmt.Errorf("list brokers: %w", err)
+	}
+	if len(brokers) == 0 {
+		return 0, nil
+	}
+	rcs, err := adm.DescribeBrokerConfigs(ctx, brokers[0].NodeID)
+	if err != nil {
+		return 0, fmt.Errorf("describe broker %d configs: %w", brokers[0].NodeID, err)
 	}
 	for _, rc := range rcs {
 		if rc.Err != nil {
 			continue
 		}
 		for _, c := range rc.Configs {
-			if c.Key == "default.replication.factor" && c.Value != nil {
-				n, err := strconv.Atoi(*c.Value)
-				if err != nil {
-					return 0, fmt.Errorf("broker default.replication.factor %q: %w", *c.Value, err)
-				}
-				return n, nil
+			if c.Key != "default.replication.factor" || c.Value == nil {
+				continue
 			}
+			n, err := strconv.Atoi(*c.Value)
+			if err != nil {
+				return 0, fmt.Errorf("broker default.replication.factor %q: %w", *c.Value, err)
+			}
+			if n > len(brokers) {
+				return 0, nil
+			}
+			return n, nil
 		}
 	}
 	return 0, nil
