@@ -93,12 +93,20 @@ func serverTLS(t *testing.T, p testpki.PKI, mTLS bool) *tls.Config {
 	return tc
 }
 
-// partitionReplicas returns the replicas of topic's partitions.
+// partitionReplicas returns the replicas of topic's partitions, waiting
+// until the metadata of a just created topic reached the broker asked.
 func partitionReplicas(t *testing.T, cl *kgo.Client, topic string) int {
 	t.Helper()
-	details, err := kadm.NewClient(cl).ListTopics(testContext(t, 10*time.Second), topic)
-	if err != nil {
-		t.Fatalf("ListTopics: %v", err)
+	ctx := testContext(t, 30*time.Second)
+	for {
+		details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+		if err == nil && len(details[topic].Partitions) > 0 {
+			return details[topic].Partitions.NumReplicas()
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s has no partitions in the metadata: %v", topic, err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return details[topic].Partitions.NumReplicas()
 }

@@ -103,8 +103,8 @@ func TopicDifferences(ctx context.Context, cl *kgo.Client, partitions int32, rep
 	var diffs []TopicDifference
 	for _, t := range topics {
 		d, ok := details[t]
-		if !ok || d.Err != nil {
-			continue
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			continue // absent, or created so recently that this broker has no metadata yet
 		}
 		if partitions > 0 && len(d.Partitions) != int(partitions) {
 			diffs = append(diffs, TopicDifference{t, "partitions", len(d.Partitions), int(partitions)})
