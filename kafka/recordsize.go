@@ -9,7 +9,7 @@ import (
 // MaxRecordBytes is the largest record batch this package's producers send
 // (kgo.ProducerBatchMaxBytes); a record that does not fit in one batch of
 // this size alone fails with MESSAGE_TOO_LARGE before it reaches a broker.
-const MaxRecordBytes = producerBatchMaxBytes
+const MaxRecordBytes = ProducerBatchMaxBytes
 
 // recordBatchOverhead is a record batch's header (61 bytes, magic 2) plus
 // room for the longest length prefix of flexible produce requests.
