@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz
+.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
 	go run ./cmd/orders-service -dev
@@ -16,6 +16,19 @@ build:
 
 test: ## every test, against the local PostgreSQL and an in-process Kafka broker
 	go test -race -count=1 ./...
+
+kafka-up: ## start a three-node Apache Kafka 4.1 cluster on 127.0.0.1:19092-19094 (jars fetched with Maven once)
+	scripts/kafka-cluster.sh up
+
+kafka-down: ## stop that cluster and delete its data
+	scripts/kafka-cluster.sh down
+
+# Packages whose Kafka tests take KAFKA_TEST_BROKERS (through internal/kafkatest).
+KAFKA_TEST_PKGS := ./kafka/... ./paymentsim/...
+test-kafka: ## the Kafka-facing tests against a three-node Apache Kafka (kafka-up, tests, kafka-down even on failure)
+	scripts/kafka-cluster.sh up
+	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 $(KAFKA_TEST_PKGS); \
+		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,7 +32,8 @@ const (
 )
 
 // Options validates c and returns the franz-go options for it: seed brokers,
-// client id, TLS, SASL and the producer settings of an outbox relay. With
+// client id, TLS, SASL and the producer settings of an outbox relay,
+// compression included (none unless c.Compression says otherwise). With
 // SASL it also installs a hook through which EnsureTopics reports failed
 // authentication promptly and clearly. Errors
 // name the environment variable at fault and never contain the password.
@@ -39,8 +41,13 @@ func (c Config) Options() ([]kgo.Opt, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	codec, err := c.compressionCodec()
+	if err != nil {
+		return nil, err
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
+		kgo.ProducerBatchCompression(codec),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(producerLinger),
 		kgo.ProducerBatchMaxBytes(ProducerBatchMaxBytes),
@@ -73,6 +80,32 @@ func NewClient(c Config, extra ...kgo.Opt) (*kgo.Client, error) {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return cl, nil
+}
+
+// compression returns the canonical codec name; empty means none.
+func (c Config) compression() string {
+	if c.Compression == "" {
+		return CompressionNone
+	}
+	return strings.ToLower(c.Compression)
+}
+
+// compressionCodec maps Compression to franz-go's codec. franz-go compresses
+// with snappy unless told otherwise, so none is set explicitly.
+func (c Config) compressionCodec() (kgo.CompressionCodec, error) {
+	switch c.compression() {
+	case CompressionNone:
+		return kgo.NoCompression(), nil
+	case CompressionGzip:
+		return kgo.GzipCompression(), nil
+	case CompressionSnappy:
+		return kgo.SnappyCompression(), nil
+	case CompressionLZ4:
+		return kgo.Lz4Compression(), nil
+	case CompressionZstd:
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.CompressionCodec{}, fmt.Errorf("%s: want none, gzip, snappy, lz4 or zstd, got %q", envCompression, c.Compression)
 }
 
 // load builds the client TLS config from the files. Without a CA file the

@@ -29,6 +29,16 @@ const (
 	envSASLMechanism = "KAFKA_SASL_MECHANISM"
 	envSASLUser      = "KAFKA_SASL_USER"
 	envSASLPassword  = "KAFKA_SASL_PASSWORD"
+	envCompression   = "KAFKA_COMPRESSION"
+)
+
+// Producer compression codecs accepted in Config.Compression.
+const (
+	CompressionNone   = "none"
+	CompressionGzip   = "gzip"
+	CompressionSnappy = "snappy"
+	CompressionLZ4    = "lz4"
+	CompressionZstd   = "zstd"
 )
 
 const (
@@ -44,8 +54,12 @@ type Config struct {
 	Brokers []string
 	// ClientID is sent to the brokers; empty keeps franz-go's default.
 	ClientID string
-	TLS      TLSConfig
-	SASL     SASLConfig
+	// Compression is the producer's batch codec (KAFKA_COMPRESSION): none,
+	// gzip, snappy, lz4 or zstd. Empty means none, so that every consumer can
+	// read what the client produces.
+	Compression string
+	TLS         TLSConfig
+	SASL        SASLConfig
 }
 
 // TLSConfig enables TLS to the brokers.
@@ -76,6 +90,9 @@ func (c Config) Validate() error {
 		if err := validateBroker(b); err != nil {
 			return fmt.Errorf("%s: %w", envBroker, err)
 		}
+	}
+	if _, err := c.compressionCodec(); err != nil {
+		return err
 	}
 	if err := c.TLS.validate(); err != nil {
 		return err
@@ -181,7 +198,7 @@ func (s SASLConfig) LogValue() slog.Value {
 
 // String describes the settings with the SASL password masked.
 func (c Config) String() string {
-	return fmt.Sprintf("{Brokers:%v ClientID:%s TLS:%+v SASL:%s}", c.Brokers, c.ClientID, c.TLS, c.SASL)
+	return fmt.Sprintf("{Brokers:%v ClientID:%s Compression:%s TLS:%+v SASL:%s}", c.Brokers, c.ClientID, c.Compression, c.TLS, c.SASL)
 }
 
 // GoString is String, so %#v masks the password too.
@@ -192,6 +209,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("brokers", strings.Join(c.Brokers, ",")),
 		slog.String("client_id", c.ClientID),
+		slog.String("compression", c.compression()),
 		slog.Group("tls",
 			slog.Bool("enabled", c.TLS.Enabled),
 			slog.String("ca_file", c.TLS.CAFile),
@@ -203,11 +221,13 @@ func (c Config) LogValue() slog.Value {
 }
 
 // ConfigFromEnv reads the connection settings shared by every binary:
-// KAFKA_BROKER (comma-separated; default 127.0.0.1:9092), KAFKA_TLS and its
-// files, and KAFKA_SASL_*. It validates them; errors name the variable.
+// KAFKA_BROKER (comma-separated; default 127.0.0.1:9092), KAFKA_COMPRESSION
+// (default none), KAFKA_TLS and its files, and KAFKA_SASL_*. It validates
+// them; errors name the variable.
 func ConfigFromEnv(getenv func(string) string, clientID string) (Config, error) {
 	c := Config{
-		ClientID: clientID,
+		ClientID:    clientID,
+		Compression: strings.TrimSpace(getenv(envCompression)),
 		TLS: TLSConfig{
 			CAFile:   strings.TrimSpace(getenv(envTLSCAFile)),
 			CertFile: strings.TrimSpace(getenv(envTLSCertFile)),

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/internal/testpki"
@@ -90,4 +91,22 @@ func serverTLS(t *testing.T, p testpki.PKI, mTLS bool) *tls.Config {
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return tc
+}
+
+// partitionReplicas returns the replicas of topic's partitions, waiting
+// until the metadata of a just created topic reached the broker asked.
+func partitionReplicas(t *testing.T, cl *kgo.Client, topic string) int {
+	t.Helper()
+	ctx := testContext(t, 30*time.Second)
+	for {
+		details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+		if err == nil && len(details[topic].Partitions) > 0 {
+			return details[topic].Partitions.NumReplicas()
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s has no partitions in the metadata: %v", topic, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

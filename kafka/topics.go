@@ -74,6 +74,85 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replica
 	return nil
 }
 
+// TopicDifference is a setting in which an existing topic differs from what
+// EnsureTopics would have created.
+type TopicDifference struct {
+	Topic   string
+	Setting string // "partitions" or "replication factor"
+	Have    int
+	Want    int
+}
+
+// TopicDifferences compares existing topics with the partitions and
+// replication factor EnsureTopics was asked for. Replication -1 means the
+// broker's default.replication.factor, compared only while the cluster has
+// that many brokers; partitions -1 is not compared. Topics that do not exist
+// are not reported.
+func TopicDifferences(ctx context.Context, cl *kgo.Client, partitions int32, replicationFactor int16, topics ...string) ([]TopicDifference, error) {
+	adm := kadm.NewClient(cl)
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topics %s: %w", quoteAll(topics), err)
+	}
+	wantRF := int(replicationFactor)
+	if wantRF == -1 {
+		if wantRF, err = defaultReplicationFactor(ctx, adm); err != nil {
+			return nil, err
+		}
+	}
+	var diffs []TopicDifference
+	for _, t := range topics {
+		d, ok := details[t]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			continue // absent, or created so recently that this broker has no metadata yet
+		}
+		if partitions > 0 && len(d.Partitions) != int(partitions) {
+			diffs = append(diffs, TopicDifference{t, "partitions", len(d.Partitions), int(partitions)})
+		}
+		if have := d.Partitions.NumReplicas(); wantRF > 0 && have != wantRF {
+			diffs = append(diffs, TopicDifference{t, "replication factor", have, wantRF})
+		}
+	}
+	return diffs, nil
+}
+
+// defaultReplicationFactor reads default.replication.factor from a broker.
+// It returns 0 (nothing to compare) when the broker does not say or when
+// fewer brokers are up than the default asks for: a single-node development
+// broker, or a degraded cluster.
+func defaultReplicationFactor(ctx context.Context, adm *kadm.Client) (int, error) {
+	brokers, err := adm.ListBrokers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list brokers: %w", err)
+	}
+	if len(brokers) == 0 {
+		return 0, nil
+	}
+	rcs, err := adm.DescribeBrokerConfigs(ctx, brokers[0].NodeID)
+	if err != nil {
+		return 0, fmt.Errorf("describe broker %d configs: %w", brokers[0].NodeID, err)
+	}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			continue
+		}
+		for _, c := range rc.Configs {
+			if c.Key != "default.replication.factor" || c.Value == nil {
+				continue
+			}
+			n, err := strconv.Atoi(*c.Value)
+			if err != nil {
+				return 0, fmt.Errorf("broker default.replication.factor %q: %w", *c.Value, err)
+			}
+			if n > len(brokers) {
+				return 0, nil
+			}
+			return n, nil
+		}
+	}
+	return 0, nil
+}
+
 // joinedError joins errors on one line, unlike errors.Join.
 type joinedError []error
 

@@ -9,10 +9,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/paymentsim"
 )
 
@@ -63,18 +63,19 @@ func headers(r *kgo.Record) map[string]string {
 func TestSimulatorAnswersOrderCreated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cluster, err := kfake.NewCluster(kfake.Ports(0), kfake.SeedTopics(2, inTopic, outTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	seeds := kgo.SeedBrokers(cluster.ListenAddrs()...)
+	cluster := kafkatest.New(t)
+	in, out, grp := cluster.Name(inTopic), cluster.Name(outTopic), cluster.Name(group)
+	cluster.CreateTopics(2, in, out)
+	seeds := kgo.SeedBrokers(cluster.Brokers...)
 
 	small, large := created(t, 1000), created(t, 1001)
 	redelivered := *small
 	redelivered.Headers = append([]kgo.RecordHeader(nil), small.Headers...)
 	other := orderEvent(t, orders.TypeOrderFinished, orders.OrderFinished{OrderID: uuid.NewString(), Status: orders.StatusFinished})
-	garbage := &kgo.Record{Topic: inTopic, Value: []byte("{"), Headers: []kgo.RecordHeader{{Key: "ce_type", Value: []byte(orders.TypeOrderCreated)}}}
+	garbage := &kgo.Record{Topic: in, Value: []byte("{"), Headers: []kgo.RecordHeader{{Key: "ce_type", Value: []byte(orders.TypeOrderCreated)}}}
+	for _, r := range []*kgo.Record{small, large, &redelivered, other} {
+		r.Topic = in
+	}
 	producer, err := kgo.NewClient(seeds)
 	if err != nil {
 		t.Fatal(err)
@@ -85,13 +86,13 @@ func TestSimulatorAnswersOrderCreated(t *testing.T) {
 	}
 
 	simClient, err := kgo.NewClient(append([]kgo.Opt{seeds, kgo.FetchMaxWait(200 * time.Millisecond)},
-		paymentsim.ClientOptions(group, inTopic)...)...)
+		paymentsim.ClientOptions(grp, in)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	simCtx, stopSim := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	sim := paymentsim.Config{InTopic: inTopic, OutTopic: outTopic, DeclineAbove: 1000,
+	sim := paymentsim.Config{InTopic: in, OutTopic: out, DeclineAbove: 1000,
 		Log: slog.New(slog.NewTextHandler(t.Output(), nil))}
 	go func() { done <- sim.Run(simCtx, simClient) }()
 	defer func() {
@@ -102,21 +103,21 @@ func TestSimulatorAnswersOrderCreated(t *testing.T) {
 		simClient.Close()
 	}()
 
-	reader, err := kgo.NewClient(seeds, kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	reader, err := kgo.NewClient(seeds, kgo.ConsumeTopics(out), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reader.Close()
-	var out []*kgo.Record
-	for len(out) < 3 {
+	var answers []*kgo.Record
+	for len(answers) < 3 {
 		fetches := reader.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			t.Fatalf("got %d answers before timeout", len(out))
+			t.Fatalf("got %d answers before timeout", len(answers))
 		}
-		out = append(out, fetches.Records()...)
+		answers = append(answers, fetches.Records()...)
 	}
 	byOrder := map[string][]*kgo.Record{}
-	for _, r := range out {
+	for _, r := range answers {
 		byOrder[string(r.Key)] = append(byOrder[string(r.Key)], r)
 	}
 	smallID, largeID := string(small.Key), string(large.Key)
@@ -161,13 +162,13 @@ func TestSimulatorAnswersOrderCreated(t *testing.T) {
 
 	// Offsets are committed once the answers are out: up to the end of the input.
 	adm := kadm.NewClient(producer)
-	ends, err := adm.ListEndOffsets(ctx, inTopic)
+	ends, err := adm.ListEndOffsets(ctx, in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		committed, err := adm.FetchOffsets(ctx, group)
+		committed, err := adm.FetchOffsets(ctx, grp)
 		if err == nil && committedAll(committed, ends) {
 			break
 		}

@@ -32,6 +32,7 @@ type config struct {
 	// (KAFKA_GROUP_INSTANCE_ID); empty means a dynamic member.
 	KafkaGroupInstanceID string
 	TopicPartitions      int
+	TopicReplicas        int // KAFKA_TOPIC_REPLICATION_FACTOR; -1: the cluster's default.replication.factor
 
 	GRPCPort        int
 	HTTPPort        int
@@ -168,6 +169,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		KafkaDLQTopic:   e.topic("KAFKA_DLQ_TOPIC", "payments.events.dlq"),
 		KafkaGroupID:    e.str("KAFKA_GROUP_ID", "orders-service"),
 		TopicPartitions: e.int("KAFKA_TOPIC_PARTITIONS", 6, 1, 10000),
+		TopicReplicas:   e.int("KAFKA_TOPIC_REPLICATION_FACTOR", -1, 1, math.MaxInt16),
 		GRPCPort:        e.int("GRPC_PORT", 50051, 1, 65535),
 		HTTPPort:        e.int("HTTP_PORT", 8080, 0, 65535),
 		HTTPPprof:       e.bool("HTTP_PPROF", false),
@@ -277,6 +279,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_group_id", c.KafkaGroupID),
 		slog.String("kafka_group_instance_id", c.KafkaGroupInstanceID),
 		slog.Int("kafka_topic_partitions", c.TopicPartitions),
+		slog.Int("kafka_topic_replication_factor", c.TopicReplicas),
 		slog.Int("grpc_port", c.GRPCPort),
 		slog.Int("http_port", c.HTTPPort),
 		slog.Bool("http_pprof", c.HTTPPprof),

@@ -100,15 +100,25 @@ func (w workers) run(ctx context.Context) error {
 }
 
 // ensureTopics creates the service's topics, retrying with capped backoff
-// while the brokers cannot be reached, until ctx ends.
+// while the brokers cannot be reached, until ctx ends. Topics that exist with
+// other partitions or replication are used as they are, with one warning each.
 func (w workers) ensureTopics(ctx context.Context) error {
 	delay := 500 * time.Millisecond
+	partitions, replicas := int32(w.cfg.TopicPartitions), int16(w.cfg.TopicReplicas)
+	topics := []string{w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic}
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := kafka.EnsureTopics(attemptCtx, w.producer, int32(w.cfg.TopicPartitions), -1,
-			w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic)
+		err := kafka.EnsureTopics(attemptCtx, w.producer, partitions, replicas, topics...)
+		var diffs []kafka.TopicDifference
+		if err == nil {
+			diffs, err = kafka.TopicDifferences(attemptCtx, w.producer, partitions, replicas, topics...)
+		}
 		cancel()
 		if err == nil {
+			for _, d := range diffs {
+				w.log.Warn("Kafka topic exists with other settings; using it as it is",
+					"topic", d.Topic, "setting", d.Setting, "have", d.Have, "want", d.Want)
+			}
 			return nil
 		}
 		w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)

@@ -5,7 +5,7 @@
 // 127.0.0.1:9092), KAFKA_TOPIC (orders.events), KAFKA_INBOX_TOPIC
 // (payments.events), KAFKA_GROUP_ID (payments-sim), PAYMENTS_SIM_DECLINE_ABOVE
 // (amount in minor units above which payments fail; 0, the default, approves
-// all), and KAFKA_TLS* / KAFKA_SASL_* as for orders-service.
+// all), and KAFKA_COMPRESSION, KAFKA_TLS* / KAFKA_SASL_* as for orders-service.
 package main
 
 import (

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# A three-node Apache Kafka 4.1 cluster (KRaft, each node a combined
+# controller + broker) on 127.0.0.1, for make kafka-up / kafka-down /
+# test-kafka and the failover tests.
+#
+# Usage: scripts/kafka-cluster.sh up | down | status | bootstrap
+#                                 | stop N | kill N | start N
+#
+#   up         fetch the jars (once), format storage (once), start every node
+#              that is not running, wait until a replicated test topic has a
+#              leader and a full ISR, print the bootstrap list. A running
+#              cluster is left as it is.
+#   down       SIGTERM every node at once, wait, SIGKILL what is left after
+#              the deadline, and delete the run directory (the next up is fresh).
+#   stop N     SIGTERM node N (1-3) by its pid and wait until it has exited.
+#              The last running node cannot shut down cleanly (no controller
+#              quorum left) and is killed after KAFKA_CLUSTER_TIMEOUT: use kill.
+#   kill N     SIGKILL node N by its pid and wait until it has gone.
+#   start N    start node N again on its existing storage; returns once its
+#              broker port accepts connections.
+#   status     one line per node: id, pid, running or stopped, ports.
+#   bootstrap  print the bootstrap list.
+#
+# Interface for tests (internal/kafkatest reads it):
+#   $KAFKA_CLUSTER_DIR/bootstrap          the bootstrap list, one line
+#   $KAFKA_CLUSTER_DIR/nodeN/kafka.pid    node N's pid while it runs (absent when stopped)
+#   $KAFKA_CLUSTER_DIR/nodeN/server.log   node N's log
+#   $KAFKA_CLUSTER_DIR/nodeN/data         node N's log.dirs
+#   node N listens on 127.0.0.1:$((KAFKA_CLUSTER_PORT+N-1)) (clients) and
+#   127.0.0.1:$((KAFKA_CLUSTER_PORT+100+N-1)) (controller quorum).
+# Processes are signalled only by the pid in their pid file, after checking
+# that the pid still runs this node's kafka.Kafka; never by name.
+#
+# Environment (all optional):
+#   KAFKA_CLUSTER_DIR      run directory    ${TMPDIR:-/tmp}/orders-service-kafka
+#   KAFKA_CLUSTER_PORT     first client port (ports N..N+2 and N+100..N+102)  19092
+#   KAFKA_CLUSTER_HEAP     each node's -Xmx  384m
+#   KAFKA_CLUSTER_TIMEOUT  seconds to wait for the cluster or a node  180
+#   KAFKA_LIBS_DIR         the jars   ${XDG_CACHE_HOME:-~/.cache}/orders-service/kafka-<version>/libs
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+pom=$root/deploy/kafka/pom.xml
+template=$root/deploy/kafka/server.properties
+log4j=$root/deploy/kafka/log4j2.properties
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
+
+dir=$(realpath -m "${KAFKA_CLUSTER_DIR:-${TMPDIR:-/tmp}/orders-service-kafka}")
+port=${KAFKA_CLUSTER_PORT:-19092}
+heap=${KAFKA_CLUSTER_HEAP:-384m}
+timeout=${KAFKA_CLUSTER_TIMEOUT:-180}
+libs=${KAFKA_LIBS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orders-service/kafka-$version/libs}
+nodes=(1 2 3)
+check_topic=_orders_cluster_check
+
+die() { echo "kafka-cluster: $*" >&2; exit 1; }
+
+case $port in '' | *[!0-9]*) die "KAFKA_CLUSTER_PORT: want a port number, got \"$port\"" ;; esac
+case $timeout in '' | *[!0-9]*) die "KAFKA_CLUSTER_TIMEOUT: want whole seconds, got \"$timeout\"" ;; esac
+((port >= 1024 && port + 102 <= 65535)) || die "KAFKA_CLUSTER_PORT: want 1024 to 65433, got $port"
+
+broker_port() { echo $((port + $1 - 1)); }
+controller_port() { echo $((port + 100 + $1 - 1)); }
+bootstrap() {
+	local n list=
+	for n in "${nodes[@]}"; do list+=${list:+,}127.0.0.1:$(broker_port "$n"); done
+	echo "$list"
+}
+voters() {
+	local n list=
+	for n in "${nodes[@]}"; do list+=${list:+,}$n@127.0.0.1:$(controller_port "$n"); done
+	echo "$list"
+}
+node_arg() {
+	case ${1:-} in 1 | 2 | 3) ;; *) die "want a node number 1, 2 or 3, got \"${1:-}\"" ;; esac
+}
+
+java_run() { java -Xmx256m -cp "$libs/*" -Dlog4j2.configurationFile="$log4j" "$@"; }
+
+fetch_libs() {
+	[ -f "$libs/.complete" ] && return
+	echo "fetching Apache Kafka $version jars with Maven into $libs"
+	mkdir -p "$libs"
+	if ! mvn -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >"$libs/mvn.log" 2>&1; then
+		tail -20 "$libs/mvn.log" >&2
+		die "mvn could not fetch Apache Kafka $version (Maven Central reachable? see $pom and $libs/mvn.log)"
+	fi
+	touch "$libs/.complete"
+}
+
+# pid of node N when it runs, else nothing (a stale pid file is removed).
+node_pid() {
+	local f=$dir/node$1/kafka.pid pid
+	[ -f "$f" ] || return 0
+	pid=$(<"$f")
+	if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+		tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $dir/node$1/server.properties"; then
+		echo "$pid"
+	else
+		rm -f "$f"
+	fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+configure() {
+	local n=$1 d=$dir/node$1
+	mkdir -p "$d/data"
+	sed -e "s|@NODE_ID@|$n|" -e "s|@QUORUM_VOTERS@|$(voters)|" \
+		-e "s|@BROKER_PORT@|$(broker_port "$n")|" -e "s|@CONTROLLER_PORT@|$(controller_port "$n")|" \
+		-e "s|@DATA_DIR@|$d/data|" "$template" >"$d/server.properties"
+}
+
+format() {
+	local n id
+	[ -f "$dir/cluster.id" ] || java_run kafka.tools.StorageTool random-uuid >"$dir/cluster.id"
+	id=$(<"$dir/cluster.id")
+	for n in "${nodes[@]}"; do
+		[ -f "$dir/node$n/data/meta.properties" ] && continue
+		configure "$n"
+		java_run kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$dir/node$n/server.properties" >/dev/null ||
+			die "formatting node $n's storage failed"
+	done
+}
+
+launch() {
+	local n=$1 d=$dir/node$1 pid
+	[ -n "$(node_pid "$n")" ] && return
+	port_open "$(broker_port "$n")" && die "port $(broker_port "$n") is taken by another process (set KAFKA_CLUSTER_PORT)"
+	configure "$n"
+	# setsid: the node outlives the shell (or test) that started it.
+	setsid java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+		-Dlog4j2.configurationFile="$log4j" -cp "$libs/*" \
+		kafka.Kafka "$d/server.properties" >>"$d/server.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$d/kafka.pid"
+}
+
+wait_port() {
+	local n=$1 deadline=$((SECONDS + timeout))
+	until port_open "$(broker_port "$n")"; do
+		[ -n "$(node_pid "$n")" ] || die "node $n exited while starting; see $dir/node$n/server.log"
+		((SECONDS < deadline)) || die "node $n did not listen on $(broker_port "$n") within ${timeout}s; see $dir/node$n/server.log"
+		sleep 0.5
+	done
+}
+
+# Waits until the check topic (replication 3) exists and every partition has
+# a leader and all three replicas in sync.
+wait_ready() {
+	local deadline=$((SECONDS + timeout)) out
+	while :; do
+		java_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" --create --if-not-exists \
+			--topic "$check_topic" --partitions 3 --replication-factor 3 >/dev/null 2>&1 || true
+		out=$(java_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" --describe --topic "$check_topic" 2>/dev/null || true)
+		if [ "$(grep -cE 'Leader: [0-9]+.*Isr: [0-9]+,[0-9]+,[0-9]+' <<<"$out")" = 3 ]; then
+			return
+		fi
+		((SECONDS < deadline)) || die "no leader with a full ISR for $check_topic within ${timeout}s; see $dir/node*/server.log"
+		sleep 1
+	done
+}
+
+signal_node() {
+	local sig=$1 n=$2 pid deadline
+	pid=$(node_pid "$n")
+	if [ -z "$pid" ]; then
+		echo "node $n is not running"
+		return
+	fi
+	kill -"$sig" "$pid"
+	deadline=$((SECONDS + timeout))
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((SECONDS >= deadline)); then
+			echo "node $n (pid $pid) ignored SIG$sig for ${timeout}s: SIGKILL" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+			sig=KILL deadline=$((SECONDS + timeout))
+		fi
+		sleep 0.2
+	done
+	rm -f "$dir/node$n/kafka.pid"
+	echo "node $n (pid $pid) stopped by SIG$sig"
+}
+
+status() {
+	local n pid
+	for n in "${nodes[@]}"; do
+		pid=$(node_pid "$n")
+		printf 'node %s  pid %-8s %-8s client 127.0.0.1:%s  controller 127.0.0.1:%s\n' "$n" "${pid:--}" \
+			"$([ -n "$pid" ] && echo running || echo stopped)" "$(broker_port "$n")" "$(controller_port "$n")"
+	done
+}
+
+cmd=${1:-}
+case $cmd in
+up)
+	mkdir -p "$dir"
+	running=0
+	for n in "${nodes[@]}"; do [ -n "$(node_pid "$n")" ] && running=$((running + 1)); done
+	if ((running == ${#nodes[@]})); then
+		echo "Kafka cluster already running in $dir"
+		bootstrap >"$dir/bootstrap"
+		echo "bootstrap: $(bootstrap)"
+		exit 0
+	fi
+	command -v java >/dev/null || die "java not found (Java 17 is needed)"
+	fetch_libs
+	format
+	for n in "${nodes[@]}"; do launch "$n"; done
+	for n in "${nodes[@]}"; do wait_port "$n"; done
+	wait_ready
+	bootstrap >"$dir/bootstrap"
+	status
+	echo "Apache Kafka $version, 3 nodes, data in $dir"
+	echo "bootstrap: $(bootstrap)"
+	;;
+down)
+	# All nodes at once: a node stopped after the others would wait for a
+	# controller quorum that is gone.
+	for n in "${nodes[@]}"; do signal_node TERM "$n" & done
+	wait
+	rm -rf "$dir"
+	echo "Kafka cluster stopped; $dir removed"
+	;;
+stop)
+	node_arg "${2:-}"
+	signal_node TERM "$2"
+	;;
+kill)
+	node_arg "${2:-}"
+	signal_node KILL "$2"
+	;;
+start)
+	node_arg "${2:-}"
+	[ -f "$dir/node$2/data/meta.properties" ] || die "node $2 has no storage in $dir: run up first"
+	launch "$2"
+	wait_port "$2"
+	echo "node $2 (pid $(node_pid "$2")) listening on 127.0.0.1:$(broker_port "$2")"
+	;;
+status) status ;;
+bootstrap) bootstrap ;;
+*) die "usage: $0 up | down | status | bootstrap | stop N | kill N | start N" ;;
+esac
