@@ -265,9 +265,16 @@ func (c config) LogValue() slog.Value {
 	)
 }
 
-var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// kvSecret matches a key=value pair whose key names a secret (password,
+// sslpassword, ...), with the value bare or single-quoted.
+var kvSecret = regexp.MustCompile(`(?i)(\b\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 
-// redactDSN masks the password of a URL or key=value PostgreSQL DSN.
+// secretKey reports whether a DSN key holds a secret: any key containing
+// "password" (password, sslpassword).
+func secretKey(k string) bool { return strings.Contains(strings.ToLower(k), "password") }
+
+// redactDSN masks every secret of a URL or key=value PostgreSQL DSN: the
+// URL's user password and the value of every key secretKey names.
 func redactDSN(dsn string) string {
 	if strings.Contains(dsn, "://") {
 		u, err := url.Parse(dsn)
@@ -275,11 +282,17 @@ func redactDSN(dsn string) string {
 			return "(unparsable DSN hidden)"
 		}
 		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
+		masked := false
+		for k := range q {
+			if secretKey(k) {
+				q[k] = []string{"xxxxx"}
+				masked = true
+			}
+		}
+		if masked {
 			u.RawQuery = q.Encode()
 		}
 		return u.Redacted()
 	}
-	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+	return kvSecret.ReplaceAllString(dsn, "${1}xxxxx")
 }

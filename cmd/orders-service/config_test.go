@@ -73,3 +73,29 @@ func TestRedactDSN(t *testing.T) {
 		t.Fatalf("config log value leaks the password: %s", v)
 	}
 }
+
+// TestRedactDSNMasksEverySecretKey covers every key whose value is a secret
+// (any key containing "password", such as sslpassword) in both DSN forms,
+// also as it appears in the start-up log line.
+func TestRedactDSNMasksEverySecretKey(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://app@db:5432/orders?sslmode=verify-full&sslpassword=s3cret",
+		"postgres://app@db/orders?sslkey=/k.pem&sslpassword=s3cret&password=s3cret",
+		"postgresql://app:s3cret@db/orders?SSLPassword=s3cret",
+		"host=db user=app sslpassword=s3cret dbname=orders",
+		"host=db user=app sslpassword = 's3 cret' dbname=orders",
+		"host=db user=app SSLPASSWORD=s3cret password=s3cret dbname=orders",
+	} {
+		got := redactDSN(dsn)
+		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
+			t.Errorf("redactDSN(%q) = %q", dsn, got)
+		}
+		c, err := loadConfig(envOf(map[string]string{"POSTGRES_DSN": dsn}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := c.LogValue().String(); strings.Contains(v, "s3") {
+			t.Errorf("start-up log of %q leaks a secret: %s", dsn, v)
+		}
+	}
+}
