@@ -742,3 +742,23 @@ func TestKustomizationResourcesExist(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploymentsSetAuthMode: outside -dev the service refuses to start
+// without AUTH_MODE, so every deployment file sets it.
+func TestDeploymentsSetAuthMode(t *testing.T) {
+	var f composeFile
+	decodeYAML(t, "deploy/compose.yaml", &f)
+	var svc composeService
+	node := f.Services["orders-service"]
+	if err := node.Decode(&svc); err != nil {
+		t.Fatal(err)
+	}
+	if v := environment(t, svc.Environment)["AUTH_MODE"]; v == "" {
+		t.Error("compose.yaml: orders-service does not set AUTH_MODE")
+	}
+	var cm configMap
+	decodeYAML(t, "deploy/k8s/configmap.yaml", &cm)
+	if v := cm.Data["AUTH_MODE"]; v != "jwt" {
+		t.Errorf("configmap.yaml: AUTH_MODE = %q, want jwt", v)
+	}
+}

@@ -232,6 +232,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, e.err
 }
 
+// requireAuthMode refuses to serve outside -dev unless AUTH_MODE was set
+// explicitly, so a forgotten setting cannot leave the API open to everyone.
+func requireAuthMode(c config, dev bool) error {
+	if dev || c.Auth.Mode != "" {
+		return nil
+	}
+	return fmt.Errorf("%s: required outside -dev: set %s=jwt, or %s=none to let every caller act for any user",
+		auth.EnvMode, auth.EnvMode, auth.EnvMode)
+}
+
 // LogValue is the effective configuration for the start-up log line, with
 // secrets masked.
 func (c config) LogValue() slog.Value {

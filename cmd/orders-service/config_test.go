@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +99,42 @@ func TestRedactDSNMasksEverySecretKey(t *testing.T) {
 		if v := c.LogValue().String(); strings.Contains(v, "s3") {
 			t.Errorf("start-up log of %q leaks a secret: %s", dsn, v)
 		}
+	}
+}
+
+// TestServeRequiresAuthModeOutsideDev: outside -dev an unset AUTH_MODE stops
+// the service before it touches anything, with one line naming AUTH_MODE;
+// -dev keeps none.
+func TestServeRequiresAuthModeOutsideDev(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	env := map[string]string{"POSTGRES_DSN": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
+	for _, args := range [][]string{nil, {"serve"}} {
+		var out bytes.Buffer
+		err := run(ctx, args, envOf(env), &out)
+		if err == nil || !strings.HasPrefix(err.Error(), "config: AUTH_MODE: ") || strings.Contains(err.Error(), "\n") ||
+			!strings.Contains(err.Error(), "-dev") {
+			t.Errorf("run(%q) without AUTH_MODE = %v, want one line starting config: AUTH_MODE: and naming -dev", args, err)
+		}
+		if out.Len() > 0 {
+			t.Errorf("run(%q) logged before refusing: %s", args, out.String())
+		}
+	}
+	for _, mode := range []string{"none", "jwt"} {
+		env["AUTH_MODE"] = mode
+		if mode == "jwt" {
+			env["AUTH_JWT_HS256_SECRET"] = strings.Repeat("k", 32)
+		}
+		var out bytes.Buffer
+		if err := run(ctx, nil, envOf(env), &out); err == nil || strings.Contains(err.Error(), "AUTH_MODE") {
+			t.Errorf("AUTH_MODE=%s: run = %v, want it past the AUTH_MODE check (failing at the database)", mode, err)
+		}
+	}
+	cfg, err := loadConfig(devEnv(envOf(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := requireAuthMode(cfg, true); err != nil || cfg.Auth.Enabled() {
+		t.Fatalf("-dev without AUTH_MODE: %v, auth enabled %v; want none", err, cfg.Auth.Enabled())
 	}
 }

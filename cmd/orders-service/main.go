@@ -66,6 +66,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	switch cmd := fs.Arg(0); cmd {
 	case "", "serve":
+		if err := requireAuthMode(cfg, *dev); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 		return serve(ctx, cfg, log, *dev)
 	case "migrate":
 		return migrate(ctx, cfg, log, *dev)
