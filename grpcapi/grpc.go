@@ -51,9 +51,10 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(levelOf),
 			logging.WithFieldsFromContextAndCallMeta(requestFields)),
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
-		rejectInvalidUTF8(log),
 		deadline(o.CallTimeout),
-	}, o.Interceptors)
+	}, o.Interceptors, []grpc.UnaryServerInterceptor{
+		rejectInvalidUTF8(log), // after authentication: without a token, UNAUTHENTICATED whatever the body
+	})
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
