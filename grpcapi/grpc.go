@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/gen/orderspb"
 )
 
@@ -78,15 +80,31 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 const maxConcurrentStreams = 256
 
 // requestFields adds the order and user a call is about to its log line.
+// They are logged as sent, before validation, so each is cut to the
+// contract's longest valid value: a huge field costs its sender, not the log.
 func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
 	var f logging.Fields
 	if r, ok := c.ReqOrNil.(interface{ GetOrderId() string }); ok && r.GetOrderId() != "" {
-		f = append(f, "order_id", r.GetOrderId())
+		f = append(f, "order_id", clip(r.GetOrderId(), maxLoggedOrderID))
 	}
 	if r, ok := c.ReqOrNil.(interface{ GetUserId() string }); ok && r.GetUserId() != "" {
-		f = append(f, "user_id", r.GetUserId())
+		f = append(f, "user_id", clip(r.GetUserId(), orders.MaxUserIDLen))
 	}
 	return f
+}
+
+// maxLoggedOrderID is the longest order_id logged: a UUID is 36 characters.
+const maxLoggedOrderID = 36
+
+// clip cuts s to at most n bytes on a character boundary, marking a cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "...(cut)"
 }
 
 // deadline bounds every call by max, keeping a shorter client deadline.

@@ -1,9 +1,12 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -14,6 +17,8 @@ import (
 
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // heapInUse is the live heap after a full collection.
@@ -156,4 +161,51 @@ func TestUnauthenticatedBeforeValidation(t *testing.T) {
 			t.Errorf("%s with a token: bad fields %q, want %q", name, got, tc.fields)
 		}
 	}
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestHugeFieldsDoNotFloodTheLog: request fields reach the log cut to the
+// contract's lengths, so huge values cost the caller, not the log.
+func TestHugeFieldsDoNotFloodTheLog(t *testing.T) {
+	var logs lockedBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	db := pgtest.Open(t, testDSN)
+	c, _ := serveWith(t, postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD"), grpcapi.Options{Log: log})
+	huge := strings.Repeat("u", 900_000)
+	ctx := context.Background()
+	for range 5 {
+		_, err := c.GetOrders(ctx, &orderspb.GetOrdersRequest{UserId: huge})
+		wantCode(t, err, codes.InvalidArgument)
+	}
+	_, err := c.CreateOrder(ctx, &orderspb.CreateOrderRequest{UserId: huge, Amount: 1})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = c.GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: huge})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = c.MarkOrderFinished(ctx, &orderspb.MarkOrderFinishedRequest{OrderId: huge})
+	wantCode(t, err, codes.InvalidArgument)
+	out := logs.String()
+	if n := len(out); n > 8<<10 || n == 0 {
+		t.Fatalf("8 calls with 900,000-character fields wrote %d bytes of log, want 1 to %d:\n%.2000s", n, 8<<10, out)
+	}
+	if !strings.Contains(out, `"user_id":"`+strings.Repeat("u", 128)) {
+		t.Errorf("log lacks the user_id cut to 128 characters:\n%.2000s", out)
+	}
+	t.Logf("%d bytes of log", len(out))
 }
