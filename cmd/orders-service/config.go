@@ -50,12 +50,14 @@ type config struct {
 	InboxRetention     time.Duration
 	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
-	Auth             auth.Config
-	TLSCertFile      string
-	TLSKeyFile       string
-	TLSClientCAFile  string
-	RateLimitPerUser float64 // calls per second per user; 0 = off
-	RateLimitBurst   int
+	Auth               auth.Config
+	TLSCertFile        string
+	TLSKeyFile         string
+	TLSClientCAFile    string
+	RateLimitPerUser   float64 // calls per second per user; 0 = off
+	RateLimitBurst     int
+	RateLimitPerPeer   float64 // calls per second per peer IP, before authentication; 0 = off
+	RateLimitPeerBurst int
 
 	getenv func(string) string // for settings read by libraries (OTEL_*)
 }
@@ -226,6 +228,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.RateLimitPerUser = e.float("RATE_LIMIT_PER_USER", 0)
 	c.RateLimitBurst = e.int("RATE_LIMIT_BURST", max(1, int(c.RateLimitPerUser)), 1, 1_000_000)
+	c.RateLimitPerPeer = e.float("RATE_LIMIT_PER_PEER", 1000)
+	c.RateLimitPeerBurst = e.int("RATE_LIMIT_PEER_BURST", max(1, 2*int(c.RateLimitPerPeer)), 1, 1_000_000)
 	if c.HTTPPort == c.GRPCPort {
 		e.fail("HTTP_PORT", "must differ from GRPC_PORT (%d)", c.GRPCPort)
 	}
@@ -272,6 +276,8 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("grpc_tls", c.TLSCertFile != ""),
 		slog.Bool("grpc_mtls", c.TLSClientCAFile != ""),
 		slog.Float64("rate_limit_per_user", c.RateLimitPerUser),
+		slog.Float64("rate_limit_per_peer", c.RateLimitPerPeer),
+		slog.Int("rate_limit_peer_burst", c.RateLimitPeerBurst),
 	)
 }
 

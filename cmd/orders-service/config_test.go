@@ -44,6 +44,8 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"KAFKA_TLS":               "sometimes",
 		"AUTH_MODE":               "magic",
 		"RATE_LIMIT_PER_USER":     "-3",
+		"RATE_LIMIT_PER_PEER":     "lots",
+		"RATE_LIMIT_PEER_BURST":   "0",
 		"GRPC_TLS_CLIENT_CA_FILE": "/ca.pem",
 	} {
 		_, err := loadConfig(envOf(map[string]string{name: value}))

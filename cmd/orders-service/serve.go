@@ -267,6 +267,10 @@ func grpcOptions(cfg config, log *slog.Logger) (grpcapi.Options, error) {
 	if err != nil {
 		return o, err
 	}
+	if cfg.RateLimitPerPeer > 0 {
+		o.Interceptors = append(o.Interceptors,
+			grpcapi.PeerRateLimit(ratelimit.New(cfg.RateLimitPerPeer, cfg.RateLimitPeerBurst, ratelimit.DefaultMaxUsers), log))
+	}
 	if v.Enabled() {
 		o.Interceptors = append(o.Interceptors, auth.UnaryServerInterceptor(v))
 		o.Streams = append(o.Streams, auth.StreamServerInterceptor(v))
