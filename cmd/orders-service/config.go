@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -31,7 +32,8 @@ type config struct {
 
 	GRPCPort        int
 	HTTPPort        int
-	HTTPPprof       bool // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
+	HTTPHost        string // address HTTP_PORT binds to; empty: every interface
+	HTTPPprof       bool   // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
 	GRPCReflection  bool
 	MaxRecvMsgBytes int
 	CallTimeout     time.Duration
@@ -230,10 +232,29 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.RateLimitBurst = e.int("RATE_LIMIT_BURST", max(1, int(c.RateLimitPerUser)), 1, 1_000_000)
 	c.RateLimitPerPeer = e.float("RATE_LIMIT_PER_PEER", 1000)
 	c.RateLimitPeerBurst = e.int("RATE_LIMIT_PEER_BURST", max(1, 2*int(c.RateLimitPerPeer)), 1, 1_000_000)
+	c.HTTPHost = e.str("HTTP_HOST", "")
+	if strings.ContainsAny(c.HTTPHost, "/[] ") || (strings.Contains(c.HTTPHost, ":") && net.ParseIP(c.HTTPHost) == nil) {
+		e.fail("HTTP_HOST", "want an IP address or host name without a port, got %q", c.HTTPHost)
+	}
 	if c.HTTPPort == c.GRPCPort {
 		e.fail("HTTP_PORT", "must differ from GRPC_PORT (%d)", c.GRPCPort)
 	}
 	return c, e.err
+}
+
+// httpAddr is where the metrics and health server listens.
+func (c config) httpAddr() string {
+	return net.JoinHostPort(c.HTTPHost, strconv.Itoa(c.HTTPPort))
+}
+
+// healthcheckAddr is where the healthcheck subcommand asks /readyz: HTTP_HOST,
+// or the loopback address when it binds every interface.
+func (c config) healthcheckAddr() string {
+	host := c.HTTPHost
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.HTTPPort))
 }
 
 // requireAuthMode refuses to serve outside -dev unless AUTH_MODE was set
@@ -260,6 +281,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("kafka_topic_partitions", c.TopicPartitions),
 		slog.Int("grpc_port", c.GRPCPort),
 		slog.Int("http_port", c.HTTPPort),
+		slog.String("http_host", c.HTTPHost),
 		slog.Bool("http_pprof", c.HTTPPprof),
 		slog.Bool("grpc_reflection", c.GRPCReflection),
 		slog.Duration("grpc_call_timeout", c.CallTimeout),

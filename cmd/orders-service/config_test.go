@@ -47,6 +47,7 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"RATE_LIMIT_PER_PEER":     "lots",
 		"RATE_LIMIT_PEER_BURST":   "0",
 		"GRPC_TLS_CLIENT_CA_FILE": "/ca.pem",
+		"HTTP_HOST":               "0.0.0.0:8080",
 	} {
 		_, err := loadConfig(envOf(map[string]string{name: value}))
 		if err == nil || !strings.HasPrefix(err.Error(), name+":") {

@@ -104,7 +104,7 @@ func newLogger(w io.Writer, cfg config) *slog.Logger {
 func healthcheck(ctx context.Context, cfg config) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.HTTPPort)
+	url := "http://" + cfg.healthcheckAddr() + "/readyz"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

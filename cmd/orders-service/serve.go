@@ -82,15 +82,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	grpcMetrics.InitializeMetrics(grpcServer)
 
 	ready := telemetry.NewReadiness(readinessChecks(db, producer.Ping)...)
+	ready.Log = log
 
 	grpcLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
 		return fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
 	}
-	httpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.HTTPPort)))
+	httpLn, err := net.Listen("tcp", cfg.httpAddr())
 	if err != nil {
 		grpcLn.Close()
-		return fmt.Errorf("listen HTTP_PORT %d: %w", cfg.HTTPPort, err)
+		return fmt.Errorf("listen HTTP_HOST/HTTP_PORT %s: %w", cfg.httpAddr(), err)
 	}
 	handler := telemetry.Handler(reg, ready)
 	if cfg.HTTPPprof {
