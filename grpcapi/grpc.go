@@ -1,7 +1,9 @@
 package grpcapi
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -28,6 +31,16 @@ type Options struct {
 	Reflection     bool                           // serve server reflection (GRPC_REFLECTION)
 	MaxRecvMsgSize int                            // bytes; 0 means 1 MiB
 	CallTimeout    time.Duration                  // server-side deadline for every call; 0 means 30s
+	// StreamTimeout ends every streaming call (health Watch, reflection)
+	// after this long, answering DEADLINE_EXCEEDED; 0 means 10m.
+	StreamTimeout time.Duration
+	// MaxConnectionIdle and MaxConnectionAge close a connection idle or
+	// open that long (GOAWAY; in-flight calls get CallTimeout to finish);
+	// 0 means 5m and 30m.
+	MaxConnectionIdle, MaxConnectionAge time.Duration
+	// KeepaliveMinTime is the shortest ping interval allowed of a client;
+	// one pinging more often is disconnected. 0 means 10s.
+	KeepaliveMinTime time.Duration
 	Observers      []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
 	Interceptors   []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
 	Streams        []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
@@ -44,6 +57,10 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 	if o.CallTimeout == 0 {
 		o.CallTimeout = 30 * time.Second
 	}
+	o.StreamTimeout = cmp.Or(o.StreamTimeout, 10*time.Minute)
+	o.MaxConnectionIdle = cmp.Or(o.MaxConnectionIdle, 5*time.Minute)
+	o.MaxConnectionAge = cmp.Or(o.MaxConnectionAge, 30*time.Minute)
+	o.KeepaliveMinTime = cmp.Or(o.KeepaliveMinTime, 10*time.Second)
 	log := o.Log
 	recovered := func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
@@ -60,9 +77,16 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     o.MaxConnectionIdle,
+			MaxConnectionAge:      o.MaxConnectionAge,
+			MaxConnectionAgeGrace: o.CallTimeout,
+		}),
 		grpc.ForceServerCodecV2(newUTF8Codec()),
 		grpc.ChainUnaryInterceptor(chain...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
+			streamDeadline(o.StreamTimeout), // first: the rest, recovery included, runs in its goroutine
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
 		}, o.Streams...)...),
 	}, o.ServerOptions...)
@@ -115,6 +139,36 @@ func deadline(max time.Duration) grpc.UnaryServerInterceptor {
 		return handler(ctx, req)
 	}
 }
+
+// streamDeadline ends a streaming call after max. Handlers blocked in
+// Recv (reflection) do not watch the context, so the handler runs aside and
+// the call ends when max passes; returning closes the stream, which ends
+// the handler's Recv or Send.
+func streamDeadline(max time.Duration) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithTimeout(ss.Context(), max)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- handler(srv, &contextStream{ServerStream: ss, ctx: ctx}) }()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return status.Error(codes.DeadlineExceeded, "stream deadline exceeded")
+			}
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// contextStream is a ServerStream with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
 
 // slogLogger adapts slog to the logging interceptor.
 func slogLogger(l *slog.Logger) logging.Logger {

@@ -37,8 +37,14 @@ type config struct {
 	GRPCReflection  bool
 	MaxRecvMsgBytes int
 	CallTimeout     time.Duration
-	ShutdownTimeout time.Duration
-	DefaultCurrency string
+
+	GRPCMaxConnections    int           // concurrent gRPC connections; more wait to be accepted
+	GRPCMaxConnectionIdle time.Duration // close connections idle this long
+	GRPCMaxConnectionAge  time.Duration // close connections open this long
+	GRPCKeepaliveMinTime  time.Duration // shortest client ping interval allowed
+	GRPCStreamTimeout     time.Duration // streaming calls (health Watch, reflection) end after this
+	ShutdownTimeout       time.Duration
+	DefaultCurrency       string
 
 	ReadinessInterval time.Duration // how often readiness is checked; each check must answer within it
 
@@ -233,6 +239,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.RateLimitPerPeer = e.float("RATE_LIMIT_PER_PEER", 1000)
 	c.RateLimitPeerBurst = e.int("RATE_LIMIT_PEER_BURST", max(1, 2*int(c.RateLimitPerPeer)), 1, 1_000_000)
 	c.HTTPHost = e.str("HTTP_HOST", "")
+	c.GRPCMaxConnections = e.int("GRPC_MAX_CONNECTIONS", 1000, 1, 1_000_000)
+	c.GRPCMaxConnectionIdle = e.duration("GRPC_MAX_CONNECTION_IDLE", 5*time.Minute)
+	c.GRPCMaxConnectionAge = e.duration("GRPC_MAX_CONNECTION_AGE", 30*time.Minute)
+	c.GRPCKeepaliveMinTime = e.duration("GRPC_KEEPALIVE_MIN_TIME", 10*time.Second)
+	c.GRPCStreamTimeout = e.duration("GRPC_STREAM_TIMEOUT", 10*time.Minute)
 	if strings.ContainsAny(c.HTTPHost, "/[] ") || (strings.Contains(c.HTTPHost, ":") && net.ParseIP(c.HTTPHost) == nil) {
 		e.fail("HTTP_HOST", "want an IP address or host name without a port, got %q", c.HTTPHost)
 	}
@@ -285,6 +296,11 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("http_pprof", c.HTTPPprof),
 		slog.Bool("grpc_reflection", c.GRPCReflection),
 		slog.Duration("grpc_call_timeout", c.CallTimeout),
+		slog.Int("grpc_max_connections", c.GRPCMaxConnections),
+		slog.Duration("grpc_max_connection_idle", c.GRPCMaxConnectionIdle),
+		slog.Duration("grpc_max_connection_age", c.GRPCMaxConnectionAge),
+		slog.Duration("grpc_keepalive_min_time", c.GRPCKeepaliveMinTime),
+		slog.Duration("grpc_stream_timeout", c.GRPCStreamTimeout),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("readiness_interval", c.ReadinessInterval),
 		slog.Int("outbox_batch_size", c.OutboxBatchSize),

@@ -48,6 +48,9 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"RATE_LIMIT_PEER_BURST":   "0",
 		"GRPC_TLS_CLIENT_CA_FILE": "/ca.pem",
 		"HTTP_HOST":               "0.0.0.0:8080",
+		"GRPC_MAX_CONNECTIONS":    "0",
+		"GRPC_STREAM_TIMEOUT":     "forever",
+		"GRPC_KEEPALIVE_MIN_TIME": "-1s",
 	} {
 		_, err := loadConfig(envOf(map[string]string{name: value}))
 		if err == nil || !strings.HasPrefix(err.Error(), name+":") {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
@@ -25,6 +24,21 @@ import (
 // validation first) with the server options built from env, as serve does.
 func serveOptions(t *testing.T, env map[string]string) *grpc.ClientConn {
 	t.Helper()
+	addr := serveAPI(t, env)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// serveAPI serves the API as serveOptions does and returns its address.
+func serveAPI(t *testing.T, env map[string]string) string {
+	t.Helper()
+	if env["GRPC_PORT"] == "" {
+		env["GRPC_PORT"] = fmt.Sprint(freePort(t))
+	}
 	cfg, err := loadConfig(envOf(env))
 	if err != nil {
 		t.Fatal(err)
@@ -35,18 +49,13 @@ func serveOptions(t *testing.T, env map[string]string) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	srv := grpcapi.NewGRPCServer(grpcapi.NewServer(nil, []byte("page key"), quiet), health.NewServer(), opts)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := grpcListener(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return fmt.Sprintf("127.0.0.1:%d", cfg.GRPCPort)
 }
 
 // TestPeerRateLimit: the per-peer limit applies before authentication, so
