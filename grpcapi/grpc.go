@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -28,9 +28,9 @@ import (
 // Options configure the gRPC server around the API.
 type Options struct {
 	Log            *slog.Logger
-	Reflection     bool                           // serve server reflection (GRPC_REFLECTION)
-	MaxRecvMsgSize int                            // bytes; 0 means 1 MiB
-	CallTimeout    time.Duration                  // server-side deadline for every call; 0 means 30s
+	Reflection     bool          // serve server reflection (GRPC_REFLECTION)
+	MaxRecvMsgSize int           // bytes; 0 means 1 MiB
+	CallTimeout    time.Duration // server-side deadline for every call; 0 means 30s
 	// StreamTimeout ends every streaming call (health Watch, reflection)
 	// after this long, answering DEADLINE_EXCEEDED; 0 means 10m.
 	StreamTimeout time.Duration
@@ -41,10 +41,10 @@ type Options struct {
 	// KeepaliveMinTime is the shortest ping interval allowed of a client;
 	// one pinging more often is disconnected. 0 means 10s.
 	KeepaliveMinTime time.Duration
-	Observers      []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
-	Interceptors   []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
-	Streams        []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
-	ServerOptions  []grpc.ServerOption            // credentials, stats handlers
+	Observers        []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
+	Interceptors     []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
+	Streams          []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
+	ServerOptions    []grpc.ServerOption            // credentials, stats handlers
 }
 
 // NewGRPCServer returns a gRPC server serving api, the health service hs and,
