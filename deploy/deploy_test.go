@@ -35,12 +35,19 @@ var ordersServiceEnv = []string{
 	"KAFKA_SASL_MECHANISM",
 	"KAFKA_SASL_USER",
 	"KAFKA_SASL_PASSWORD",
+	"KAFKA_SASL_ALLOW_PLAINTEXT",
 	"GRPC_PORT",
 	"GRPC_REFLECTION",
+	"GRPC_MAX_CONNECTIONS",
+	"GRPC_MAX_CONNECTION_IDLE",
+	"GRPC_MAX_CONNECTION_AGE",
+	"GRPC_KEEPALIVE_MIN_TIME",
+	"GRPC_STREAM_TIMEOUT",
 	"GRPC_TLS_CERT_FILE",
 	"GRPC_TLS_KEY_FILE",
 	"GRPC_TLS_CLIENT_CA_FILE",
 	"HTTP_PORT",
+	"HTTP_HOST",
 	"AUTH_MODE",
 	"AUTH_JWT_HS256_SECRET",
 	"AUTH_JWT_HS256_SECRET_FILE",
@@ -53,6 +60,9 @@ var ordersServiceEnv = []string{
 	"INBOX_RETENTION",
 	"INBOX_MAX_ATTEMPTS",
 	"RATE_LIMIT_PER_USER",
+	"RATE_LIMIT_BURST",
+	"RATE_LIMIT_PER_PEER",
+	"RATE_LIMIT_PEER_BURST",
 	"SHUTDOWN_TIMEOUT",
 	"READINESS_INTERVAL",
 	"LOG_FORMAT",
@@ -742,5 +752,25 @@ func TestKustomizationResourcesExist(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, r)); err != nil {
 			t.Errorf("kustomization resource %s: %v", r, err)
 		}
+	}
+}
+
+// TestDeploymentsSetAuthMode: outside -dev the service refuses to start
+// without AUTH_MODE, so every deployment file sets it.
+func TestDeploymentsSetAuthMode(t *testing.T) {
+	var f composeFile
+	decodeYAML(t, "deploy/compose.yaml", &f)
+	var svc composeService
+	node := f.Services["orders-service"]
+	if err := node.Decode(&svc); err != nil {
+		t.Fatal(err)
+	}
+	if v := environment(t, svc.Environment)["AUTH_MODE"]; v == "" {
+		t.Error("compose.yaml: orders-service does not set AUTH_MODE")
+	}
+	var cm configMap
+	decodeYAML(t, "deploy/k8s/configmap.yaml", &cm)
+	if v := cm.Data["AUTH_MODE"]; v != "jwt" {
+		t.Errorf("configmap.yaml: AUTH_MODE = %q, want jwt", v)
 	}
 }

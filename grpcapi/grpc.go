@@ -1,11 +1,14 @@
 package grpcapi
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -14,22 +17,34 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/gen/orderspb"
 )
 
 // Options configure the gRPC server around the API.
 type Options struct {
 	Log            *slog.Logger
-	Reflection     bool                           // serve server reflection (GRPC_REFLECTION)
-	MaxRecvMsgSize int                            // bytes; 0 means 1 MiB
-	CallTimeout    time.Duration                  // server-side deadline for every call; 0 means 30s
-	Observers      []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
-	Interceptors   []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
-	Streams        []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
-	ServerOptions  []grpc.ServerOption            // credentials, stats handlers
+	Reflection     bool          // serve server reflection (GRPC_REFLECTION)
+	MaxRecvMsgSize int           // bytes; 0 means 1 MiB
+	CallTimeout    time.Duration // server-side deadline for every call; 0 means 30s
+	// StreamTimeout ends every streaming call (health Watch, reflection)
+	// after this long, answering DEADLINE_EXCEEDED; 0 means 10m.
+	StreamTimeout time.Duration
+	// MaxConnectionIdle and MaxConnectionAge close a connection idle or
+	// open that long (GOAWAY; in-flight calls get CallTimeout to finish);
+	// 0 means 5m and 30m.
+	MaxConnectionIdle, MaxConnectionAge time.Duration
+	// KeepaliveMinTime is the shortest ping interval allowed of a client;
+	// one pinging more often is disconnected. 0 means 10s.
+	KeepaliveMinTime time.Duration
+	Observers        []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
+	Interceptors     []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
+	Streams          []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
+	ServerOptions    []grpc.ServerOption            // credentials, stats handlers
 }
 
 // NewGRPCServer returns a gRPC server serving api, the health service hs and,
@@ -42,6 +57,10 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 	if o.CallTimeout == 0 {
 		o.CallTimeout = 30 * time.Second
 	}
+	o.StreamTimeout = cmp.Or(o.StreamTimeout, 10*time.Minute)
+	o.MaxConnectionIdle = cmp.Or(o.MaxConnectionIdle, 5*time.Minute)
+	o.MaxConnectionAge = cmp.Or(o.MaxConnectionAge, 30*time.Minute)
+	o.KeepaliveMinTime = cmp.Or(o.KeepaliveMinTime, 10*time.Second)
 	log := o.Log
 	recovered := func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
@@ -51,15 +70,23 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 		logging.UnaryServerInterceptor(slogLogger(log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(levelOf),
 			logging.WithFieldsFromContextAndCallMeta(requestFields)),
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
-		rejectInvalidUTF8(log),
 		deadline(o.CallTimeout),
-	}, o.Interceptors)
+	}, o.Interceptors, []grpc.UnaryServerInterceptor{
+		rejectInvalidUTF8(log), // after authentication: without a token, UNAUTHENTICATED whatever the body
+	})
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     o.MaxConnectionIdle,
+			MaxConnectionAge:      o.MaxConnectionAge,
+			MaxConnectionAgeGrace: o.CallTimeout,
+		}),
 		grpc.ForceServerCodecV2(newUTF8Codec()),
 		grpc.ChainUnaryInterceptor(chain...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
+			streamDeadline(o.StreamTimeout), // first: the rest, recovery included, runs in its goroutine
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
 		}, o.Streams...)...),
 	}, o.ServerOptions...)
@@ -77,15 +104,31 @@ func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options
 const maxConcurrentStreams = 256
 
 // requestFields adds the order and user a call is about to its log line.
+// They are logged as sent, before validation, so each is cut to the
+// contract's longest valid value: a huge field costs its sender, not the log.
 func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
 	var f logging.Fields
 	if r, ok := c.ReqOrNil.(interface{ GetOrderId() string }); ok && r.GetOrderId() != "" {
-		f = append(f, "order_id", r.GetOrderId())
+		f = append(f, "order_id", clip(r.GetOrderId(), maxLoggedOrderID))
 	}
 	if r, ok := c.ReqOrNil.(interface{ GetUserId() string }); ok && r.GetUserId() != "" {
-		f = append(f, "user_id", r.GetUserId())
+		f = append(f, "user_id", clip(r.GetUserId(), orders.MaxUserIDLen))
 	}
 	return f
+}
+
+// maxLoggedOrderID is the longest order_id logged: a UUID is 36 characters.
+const maxLoggedOrderID = 36
+
+// clip cuts s to at most n bytes on a character boundary, marking a cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "...(cut)"
 }
 
 // deadline bounds every call by max, keeping a shorter client deadline.
@@ -96,6 +139,36 @@ func deadline(max time.Duration) grpc.UnaryServerInterceptor {
 		return handler(ctx, req)
 	}
 }
+
+// streamDeadline ends a streaming call after max. Handlers blocked in
+// Recv (reflection) do not watch the context, so the handler runs aside and
+// the call ends when max passes; returning closes the stream, which ends
+// the handler's Recv or Send.
+func streamDeadline(max time.Duration) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithTimeout(ss.Context(), max)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- handler(srv, &contextStream{ServerStream: ss, ctx: ctx}) }()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return status.Error(codes.DeadlineExceeded, "stream deadline exceeded")
+			}
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// contextStream is a ServerStream with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
 
 // slogLogger adapts slog to the logging interceptor.
 func slogLogger(l *slog.Logger) logging.Logger {

@@ -31,7 +31,7 @@ func TestSASL(t *testing.T) {
 	for _, mech := range []string{MechanismPlain, MechanismScramSHA256, MechanismScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
 			b := startBroker(t, WithSASLUser(mech, user, password))
-			good := Config{Brokers: []string{b.Addr()}, SASL: SASLConfig{Mechanism: mech, User: user, Password: password}}
+			good := Config{Brokers: []string{b.Addr()}, SASL: SASLConfig{Mechanism: mech, User: user, Password: password, AllowPlaintext: true}}
 
 			t.Run("right password produces and consumes", func(t *testing.T) {
 				roundTrip(t, good, "sasl-topic")

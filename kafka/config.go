@@ -21,15 +21,16 @@ const (
 // Environment variables named in error messages; the caller maps them to
 // Config.
 const (
-	envBroker        = "KAFKA_BROKER"
-	envTLS           = "KAFKA_TLS"
-	envTLSCAFile     = "KAFKA_TLS_CA_FILE"
-	envTLSCertFile   = "KAFKA_TLS_CERT_FILE"
-	envTLSKeyFile    = "KAFKA_TLS_KEY_FILE"
-	envSASLMechanism = "KAFKA_SASL_MECHANISM"
-	envSASLUser      = "KAFKA_SASL_USER"
-	envSASLPassword  = "KAFKA_SASL_PASSWORD"
-	envCompression   = "KAFKA_COMPRESSION"
+	envBroker             = "KAFKA_BROKER"
+	envTLS                = "KAFKA_TLS"
+	envTLSCAFile          = "KAFKA_TLS_CA_FILE"
+	envTLSCertFile        = "KAFKA_TLS_CERT_FILE"
+	envTLSKeyFile         = "KAFKA_TLS_KEY_FILE"
+	envSASLMechanism      = "KAFKA_SASL_MECHANISM"
+	envSASLUser           = "KAFKA_SASL_USER"
+	envSASLPassword       = "KAFKA_SASL_PASSWORD"
+	envCompression        = "KAFKA_COMPRESSION"
+	envSASLAllowPlaintext = "KAFKA_SASL_ALLOW_PLAINTEXT"
 )
 
 // Producer compression codecs accepted in Config.Compression.
@@ -78,6 +79,9 @@ type SASLConfig struct {
 	Mechanism string // KAFKA_SASL_MECHANISM: "", PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
 	User      string // KAFKA_SASL_USER
 	Password  string // KAFKA_SASL_PASSWORD
+	// AllowPlaintext (KAFKA_SASL_ALLOW_PLAINTEXT) accepts PLAIN without TLS,
+	// which sends the password in clear text; Validate refuses that otherwise.
+	AllowPlaintext bool
 }
 
 // Validate reports the first invalid setting, naming its environment
@@ -97,7 +101,14 @@ func (c Config) Validate() error {
 	if err := c.TLS.validate(); err != nil {
 		return err
 	}
-	return c.SASL.validate()
+	if err := c.SASL.validate(); err != nil {
+		return err
+	}
+	if c.SASL.mechanism() == MechanismPlain && !c.TLS.Enabled && !c.SASL.AllowPlaintext {
+		return fmt.Errorf("%s: PLAIN without %s=true sends the password in clear text; set %s=true, or %s=true to accept that",
+			envSASLMechanism, envTLS, envTLS, envSASLAllowPlaintext)
+	}
+	return nil
 }
 
 func validateBroker(b string) error {
@@ -193,6 +204,7 @@ func (s SASLConfig) LogValue() slog.Value {
 		slog.String("mechanism", s.Mechanism),
 		slog.String("user", s.User),
 		slog.String("password", s.maskedPassword()),
+		slog.Bool("allow_plaintext", s.AllowPlaintext),
 	)
 }
 
@@ -245,6 +257,13 @@ func ConfigFromEnv(getenv func(string) string, clientID string) (Config, error) 
 			return c, fmt.Errorf("%s: want true or false, got %q", envTLS, v)
 		}
 		c.TLS.Enabled = enabled
+	}
+	if v := strings.TrimSpace(getenv(envSASLAllowPlaintext)); v != "" {
+		allow, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("%s: want true or false, got %q", envSASLAllowPlaintext, v)
+		}
+		c.SASL.AllowPlaintext = allow
 	}
 	brokers := strings.TrimSpace(getenv(envBroker))
 	if brokers == "" {

@@ -36,10 +36,18 @@ func TestConfigValidate(t *testing.T) {
 		{"key file without TLS", with(func(c *Config) { c.TLS.KeyFile = "k" }), "KAFKA_TLS_KEY_FILE: set but KAFKA_TLS is not true"},
 		{"cert without key", with(func(c *Config) { c.TLS = TLSConfig{Enabled: true, CertFile: "c"} }), "KAFKA_TLS_KEY_FILE: required when KAFKA_TLS_CERT_FILE is set"},
 		{"key without cert", with(func(c *Config) { c.TLS = TLSConfig{Enabled: true, KeyFile: "k"} }), "KAFKA_TLS_CERT_FILE: required when KAFKA_TLS_KEY_FILE is set"},
-		{"PLAIN", with(func(c *Config) { c.SASL = SASLConfig{"PLAIN", "u", "p"} }), ""},
-		{"SCRAM-SHA-256", with(func(c *Config) { c.SASL = SASLConfig{"SCRAM-SHA-256", "u", "p"} }), ""},
-		{"SCRAM-SHA-512 lower case", with(func(c *Config) { c.SASL = SASLConfig{"scram-sha-512", "u", "p"} }), ""},
-		{"unknown mechanism", with(func(c *Config) { c.SASL = SASLConfig{"FOO", "u", "p"} }), `KAFKA_SASL_MECHANISM: unknown mechanism "FOO" (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)`},
+		{"PLAIN over TLS", with(func(c *Config) {
+			c.TLS.Enabled = true
+			c.SASL = SASLConfig{Mechanism: "PLAIN", User: "u", Password: "p"}
+		}), ""},
+		{"PLAIN without TLS", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "plain", User: "u", Password: "p"} }), "KAFKA_SASL_MECHANISM: PLAIN without KAFKA_TLS=true sends the password in clear text; set KAFKA_TLS=true, or KAFKA_SASL_ALLOW_PLAINTEXT=true to accept that"},
+		{"PLAIN allowed in clear text", with(func(c *Config) {
+			c.SASL = SASLConfig{Mechanism: "PLAIN", User: "u", Password: "p", AllowPlaintext: true}
+		}), ""},
+		{"SCRAM without TLS", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-256", User: "u", Password: "p"} }), ""},
+		{"SCRAM-SHA-256", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-256", User: "u", Password: "p"} }), ""},
+		{"SCRAM-SHA-512 lower case", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "scram-sha-512", User: "u", Password: "p"} }), ""},
+		{"unknown mechanism", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "FOO", User: "u", Password: "p"} }), `KAFKA_SASL_MECHANISM: unknown mechanism "FOO" (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)`},
 		{"mechanism without user", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "PLAIN", Password: "p"} }), "KAFKA_SASL_USER: required when KAFKA_SASL_MECHANISM is set"},
 		{"mechanism without password", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "PLAIN", User: "u"} }), "KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM is set"},
 		{"user without mechanism", with(func(c *Config) { c.SASL = SASLConfig{User: "u", Password: "p"} }), "KAFKA_SASL_MECHANISM: required when KAFKA_SASL_USER is set"},
@@ -107,5 +115,26 @@ func TestConfigNeverShowsPassword(t *testing.T) {
 	}
 	if s := (SASLConfig{Mechanism: MechanismPlain, User: "u"}).String(); strings.Contains(s, "REDACTED") {
 		t.Errorf("String() of a config without password = %q, want no mask", s)
+	}
+}
+
+func TestConfigFromEnvSASLPlainNeedsTLS(t *testing.T) {
+	env := map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USER": "u", "KAFKA_SASL_PASSWORD": "p"}
+	getenv := func(k string) string { return env[k] }
+	if _, err := ConfigFromEnv(getenv, "t"); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_MECHANISM: ") ||
+		!strings.Contains(err.Error(), "KAFKA_TLS=true") || !strings.Contains(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT=true") {
+		t.Fatalf("PLAIN without TLS: err = %v, want one line naming KAFKA_SASL_MECHANISM, KAFKA_TLS and KAFKA_SASL_ALLOW_PLAINTEXT", err)
+	}
+	env["KAFKA_SASL_ALLOW_PLAINTEXT"] = "yes please"
+	if _, err := ConfigFromEnv(getenv, "t"); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT: ") {
+		t.Fatalf("bad KAFKA_SASL_ALLOW_PLAINTEXT: err = %v", err)
+	}
+	for k, v := range map[string]string{"KAFKA_SASL_ALLOW_PLAINTEXT": "true", "KAFKA_TLS": "true"} {
+		delete(env, "KAFKA_SASL_ALLOW_PLAINTEXT")
+		delete(env, "KAFKA_TLS")
+		env[k] = v
+		if _, err := ConfigFromEnv(getenv, "t"); err != nil {
+			t.Errorf("PLAIN with %s=%s: %v", k, v, err)
+		}
 	}
 }

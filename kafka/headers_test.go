@@ -138,7 +138,7 @@ func TestMaxValueLenFitsProducerBatch(t *testing.T) {
 		{[]byte{}, []kgo.RecordHeader{{Key: "big", Value: make([]byte, 5000)}, {Key: "dlq_truncated", Value: []byte("1040000")}}},
 	} {
 		n := MaxValueLen(tc.key, tc.headers)
-		if n < MaxRecordBytes-10_000 {
+		if n < ProducerBatchMaxBytes-10_000 {
 			t.Fatalf("MaxValueLen = %d, far below the limit", n)
 		}
 		for _, v := range []int{n, n + 2} { // conservative by at most a byte

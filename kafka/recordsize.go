@@ -6,19 +6,37 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// MaxRecordBytes is the largest record batch this package's producers send
-// (kgo.ProducerBatchMaxBytes); a record that does not fit in one batch of
-// this size alone fails with MESSAGE_TOO_LARGE before it reaches a broker.
-const MaxRecordBytes = ProducerBatchMaxBytes
-
 // recordBatchOverhead is a record batch's header (61 bytes, magic 2) plus
 // room for the longest length prefix of flexible produce requests.
 const recordBatchOverhead = 61 + binary.MaxVarintLen32
 
+// RecordBatchBytes is the size of a record batch holding only a record with
+// key, a value of valueLen bytes and headers, as the producer measures it
+// against ProducerBatchMaxBytes: a larger one fails with MESSAGE_TOO_LARGE
+// before it reaches a broker. A nil key is a null key.
+func RecordBatchBytes(key []byte, valueLen int, headers []kgo.RecordHeader) int {
+	return recordBatchOverhead + recordWireLen(recordBase(key, headers), valueLen)
+}
+
 // MaxValueLen returns the longest value a record with key and headers may
-// have to fit in one batch of MaxRecordBytes alone, or -1 when even an
-// empty value does not fit. A nil key is a null key.
+// have to fit in one batch of ProducerBatchMaxBytes alone, or -1 when even
+// an empty value does not fit. A nil key is a null key.
 func MaxValueLen(key []byte, headers []kgo.RecordHeader) int {
+	base := recordBase(key, headers)
+	budget := ProducerBatchMaxBytes - recordBatchOverhead
+	if recordWireLen(base, 0) > budget {
+		return -1
+	}
+	v := max(budget-base-2*binary.MaxVarintLen32, 0) // fits whatever the varints' lengths
+	for recordWireLen(base, v+1) <= budget {
+		v++
+	}
+	return v
+}
+
+// recordBase is the length of a batch's first record's fields other than
+// its value.
+func recordBase(key []byte, headers []kgo.RecordHeader) int {
 	base := 3 + varintLen(len(headers)) // attributes, timestamp and offset deltas of a batch's first record
 	if key == nil {
 		base += varintLen(-1)
@@ -28,15 +46,7 @@ func MaxValueLen(key []byte, headers []kgo.RecordHeader) int {
 	for _, h := range headers {
 		base += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)
 	}
-	budget := MaxRecordBytes - recordBatchOverhead
-	if recordWireLen(base, 0) > budget {
-		return -1
-	}
-	v := max(budget-base-2*binary.MaxVarintLen32, 0) // fits whatever the varints' lengths
-	for recordWireLen(base, v+1) <= budget {
-		v++
-	}
-	return v
+	return base
 }
 
 // recordWireLen is the length, with its length prefix, of a record whose

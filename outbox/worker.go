@@ -14,13 +14,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/telemetry"
 )
@@ -87,7 +87,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.ProduceTimeout, 10*time.Second)
 	setDur(&c.ResolveTimeout, 3*c.ProduceTimeout)
 	if c.MaxRecordBytes <= 0 {
-		c.MaxRecordBytes = 1_000_012
+		c.MaxRecordBytes = kafka.ProducerBatchMaxBytes
 	}
 	setDur(&c.Retention, 7*24*time.Hour)
 	setDur(&c.RetentionInterval, time.Minute)
@@ -290,10 +290,14 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 		if err != nil {
 			return err
 		}
-		outs = w.prePark(recs, parkedKeys)
+		krecs := make([]*kgo.Record, len(recs))
+		for i, r := range recs {
+			krecs[i] = record(r)
+		}
+		outs = w.prePark(recs, krecs, parkedKeys)
 		pctx, span := w.publishSpan(bctx, recs)
 		defer span.End()
-		if err := w.produce(pctx, recs, outs); err != nil {
+		if err := w.produce(pctx, krecs, outs); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "produce failed")
 			return err
@@ -347,7 +351,7 @@ func keyOf(r postgres.OutboxRecord) string { return r.Topic + "\x00" + r.Key }
 // prePark decides, before producing, which rows to park: rows of a topic
 // and key that already has a parked row, and rows whose record could never
 // fit the producer's limit, with the later rows of their keys.
-func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, parkedKeys map[string]bool) []outcome {
+func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, krecs []*kgo.Record, parkedKeys map[string]bool) []outcome {
 	outs := make([]outcome, len(recs))
 	root := map[string]int64{}
 	for i, r := range recs {
@@ -358,7 +362,7 @@ func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, parkedKeys map[stri
 		case root[k] != 0:
 			outs[i].parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", root[k])
 		default:
-			if n := recordBatchBytes(r); n > w.cfg.MaxRecordBytes {
+			if n := kafka.RecordBatchBytes(krecs[i].Key, len(krecs[i].Value), krecs[i].Headers); n > w.cfg.MaxRecordBytes {
 				outs[i].parkErr = fmt.Sprintf("%v (a record batch of %d bytes; the producer's limit is %d)", kerr.MessageTooLarge, n, w.cfg.MaxRecordBytes)
 				root[k] = r.ID
 			}
@@ -367,19 +371,13 @@ func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, parkedKeys map[stri
 	return outs
 }
 
-// recordBatchBytes is the size of a record batch holding r alone, as
-// franz-go measures it against ProducerBatchMaxBytes (RecordBatch v2 framing
-// plus the record), plus one byte for the flexible produce versions.
-func recordBatchBytes(r postgres.OutboxRecord) int {
-	const batchOverhead = 61 + 1
-	l := 1 + 1 + 1 + // attributes, timestamp delta 0, offset delta 0
-		kbin.VarintLen(int32(len(r.Key))) + len(r.Key) +
-		kbin.VarintLen(int32(len(r.Payload))) + len(r.Payload) +
-		kbin.VarintLen(int32(len(r.Headers)))
-	for _, h := range r.Headers {
-		l += kbin.VarintLen(int32(len(h.Key))) + len(h.Key) + kbin.VarintLen(int32(len(h.Value))) + len(h.Value)
+// record is the Kafka record of outbox row r.
+func record(r postgres.OutboxRecord) *kgo.Record {
+	headers := make([]kgo.RecordHeader, len(r.Headers))
+	for j, h := range r.Headers {
+		headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
-	return batchOverhead + kbin.VarintLen(int32(l)) + l
+	return &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload, Headers: headers}
 }
 
 // settle decides, in id order, what becomes of each produced row: acked
@@ -449,7 +447,7 @@ func permanent(err error) bool {
 // caller's claim stays held meanwhile. When even that passes, it closes the
 // producer, so those records are never sent again, replaces it, and returns
 // an error: the caller then rolls back and the rows are claimed again.
-func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord, outs []outcome) error {
+func (w *OutboxWorker) produce(ctx context.Context, recs []*kgo.Record, outs []outcome) error {
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
 	defer cancel()
 
@@ -458,15 +456,10 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []postgres.OutboxRecord
 		pending int
 		wg      sync.WaitGroup
 	)
-	for i, r := range recs {
+	for i, rec := range recs {
 		if outs[i].parkErr != "" {
 			continue
 		}
-		headers := make([]kgo.RecordHeader, len(r.Headers))
-		for j, h := range r.Headers {
-			headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
-		}
-		rec := &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload, Headers: headers}
 		pending++
 		wg.Add(1)
 		w.producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {

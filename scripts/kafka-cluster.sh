@@ -13,6 +13,8 @@
 #   down       SIGTERM every node at once, wait, SIGKILL what is left after
 #              the deadline, and delete the run directory (the next up is fresh).
 #   stop N     SIGTERM node N (1-3) by its pid and wait until it has exited.
+#              The last running node cannot shut down cleanly (no controller
+#              quorum left) and is killed after KAFKA_CLUSTER_TIMEOUT: use kill.
 #   kill N     SIGKILL node N by its pid and wait until it has gone.
 #   start N    start node N again on its existing storage; returns once its
 #              broker port accepts connections.

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -22,38 +23,56 @@ type Check struct {
 
 // Readiness runs checks periodically and remembers the outcome, so /readyz
 // and the gRPC health service answer without touching dependencies.
+// /readyz shows each check as "ok" or "unavailable" only: the raw errors
+// name hosts, users and databases, so they go to Log, once per change.
 type Readiness struct {
+	Log *slog.Logger // where check errors are logged; nil discards them
+
 	checks []Check
 
 	mu     sync.RWMutex
 	ready  bool
 	status map[string]string
+	errs   map[string]string // last error of each failing check
 }
 
 // NewReadiness returns a Readiness that is not ready until its first run.
 func NewReadiness(checks ...Check) *Readiness {
-	return &Readiness{checks: checks, status: map[string]string{}}
+	return &Readiness{checks: checks, status: map[string]string{}, errs: map[string]string{}}
 }
 
 // Update runs every check once (each bounded by timeout) and reports
 // whether the service is ready.
 func (r *Readiness) Update(ctx context.Context, timeout time.Duration) bool {
 	status := make(map[string]string, len(r.checks))
+	errs := make(map[string]string, len(r.checks))
 	ready := true
 	for _, c := range r.checks {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		err := c.Run(cctx)
 		cancel()
 		if err != nil {
-			status[c.Name] = "error: " + err.Error()
+			status[c.Name] = "unavailable"
+			errs[c.Name] = err.Error()
 			ready = ready && !c.Required
 			continue
 		}
 		status[c.Name] = "ok"
 	}
 	r.mu.Lock()
-	r.ready, r.status = ready, status
+	prev := r.errs
+	r.ready, r.status, r.errs = ready, status, errs
 	r.mu.Unlock()
+	if r.Log != nil {
+		for _, c := range r.checks {
+			switch err, was := errs[c.Name], prev[c.Name]; {
+			case err != "" && err != was:
+				r.Log.WarnContext(ctx, "readiness check failed", "check", c.Name, "required", c.Required, "error", err)
+			case err == "" && was != "":
+				r.Log.InfoContext(ctx, "readiness check ok again", "check", c.Name)
+			}
+		}
+	}
 	return ready
 }
 
@@ -83,7 +102,8 @@ func (r *Readiness) Ready() (bool, map[string]string) {
 }
 
 // Handler serves /metrics from reg, /healthz (the process answers) and
-// /readyz (200 when ready, else 503; the body lists every check).
+// /readyz (200 when ready, else 503; the body lists every check as "ok" or
+// "unavailable").
 func Handler(reg *prometheus.Registry, r *Readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -36,12 +37,19 @@ type config struct {
 
 	GRPCPort        int
 	HTTPPort        int
-	HTTPPprof       bool // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
+	HTTPHost        string // address HTTP_PORT binds to; empty: every interface
+	HTTPPprof       bool   // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
 	GRPCReflection  bool
 	MaxRecvMsgBytes int
 	CallTimeout     time.Duration
-	ShutdownTimeout time.Duration
-	DefaultCurrency string
+
+	GRPCMaxConnections    int           // concurrent gRPC connections; more wait to be accepted
+	GRPCMaxConnectionIdle time.Duration // close connections idle this long
+	GRPCMaxConnectionAge  time.Duration // close connections open this long
+	GRPCKeepaliveMinTime  time.Duration // shortest client ping interval allowed
+	GRPCStreamTimeout     time.Duration // streaming calls (health Watch, reflection) end after this
+	ShutdownTimeout       time.Duration
+	DefaultCurrency       string
 
 	ReadinessInterval time.Duration // how often readiness is checked; each check must answer within it
 
@@ -55,12 +63,14 @@ type config struct {
 	InboxRetention     time.Duration
 	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
-	Auth             auth.Config
-	TLSCertFile      string
-	TLSKeyFile       string
-	TLSClientCAFile  string
-	RateLimitPerUser float64 // calls per second per user; 0 = off
-	RateLimitBurst   int
+	Auth               auth.Config
+	TLSCertFile        string
+	TLSKeyFile         string
+	TLSClientCAFile    string
+	RateLimitPerUser   float64 // calls per second per user; 0 = off
+	RateLimitBurst     int
+	RateLimitPerPeer   float64 // calls per second per peer IP, before authentication; 0 = off
+	RateLimitPeerBurst int
 
 	getenv func(string) string // for settings read by libraries (OTEL_*)
 }
@@ -233,6 +243,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.RateLimitPerUser = e.float("RATE_LIMIT_PER_USER", 0)
 	c.RateLimitBurst = e.int("RATE_LIMIT_BURST", max(1, int(c.RateLimitPerUser)), 1, 1_000_000)
+	c.RateLimitPerPeer = e.float("RATE_LIMIT_PER_PEER", 1000)
+	c.RateLimitPeerBurst = e.int("RATE_LIMIT_PEER_BURST", max(1, 2*int(c.RateLimitPerPeer)), 1, 1_000_000)
+	c.HTTPHost = e.str("HTTP_HOST", "")
+	c.GRPCMaxConnections = e.int("GRPC_MAX_CONNECTIONS", 1000, 1, 1_000_000)
+	c.GRPCMaxConnectionIdle = e.duration("GRPC_MAX_CONNECTION_IDLE", 5*time.Minute)
+	c.GRPCMaxConnectionAge = e.duration("GRPC_MAX_CONNECTION_AGE", 30*time.Minute)
+	c.GRPCKeepaliveMinTime = e.duration("GRPC_KEEPALIVE_MIN_TIME", 10*time.Second)
+	c.GRPCStreamTimeout = e.duration("GRPC_STREAM_TIMEOUT", 10*time.Minute)
+	if strings.ContainsAny(c.HTTPHost, "/[] ") || (strings.Contains(c.HTTPHost, ":") && net.ParseIP(c.HTTPHost) == nil) {
+		e.fail("HTTP_HOST", "want an IP address or host name without a port, got %q", c.HTTPHost)
+	}
 	if c.HTTPPort == c.GRPCPort {
 		e.fail("HTTP_PORT", "must differ from GRPC_PORT (%d)", c.GRPCPort)
 	}
@@ -266,6 +287,31 @@ func groupInstanceID(e *envReader, grpcPort int) string {
 	return v
 }
 
+// httpAddr is where the metrics and health server listens.
+func (c config) httpAddr() string {
+	return net.JoinHostPort(c.HTTPHost, strconv.Itoa(c.HTTPPort))
+}
+
+// healthcheckAddr is where the healthcheck subcommand asks /readyz: HTTP_HOST,
+// or the loopback address when it binds every interface.
+func (c config) healthcheckAddr() string {
+	host := c.HTTPHost
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.HTTPPort))
+}
+
+// requireAuthMode refuses to serve outside -dev unless AUTH_MODE was set
+// explicitly, so a forgotten setting cannot leave the API open to everyone.
+func requireAuthMode(c config, dev bool) error {
+	if dev || c.Auth.Mode != "" {
+		return nil
+	}
+	return fmt.Errorf("%s: required outside -dev: set %s=jwt, or %s=none to let every caller act for any user",
+		auth.EnvMode, auth.EnvMode, auth.EnvMode)
+}
+
 // LogValue is the effective configuration for the start-up log line, with
 // secrets masked.
 func (c config) LogValue() slog.Value {
@@ -282,9 +328,15 @@ func (c config) LogValue() slog.Value {
 		slog.Int("kafka_topic_replication_factor", c.TopicReplicas),
 		slog.Int("grpc_port", c.GRPCPort),
 		slog.Int("http_port", c.HTTPPort),
+		slog.String("http_host", c.HTTPHost),
 		slog.Bool("http_pprof", c.HTTPPprof),
 		slog.Bool("grpc_reflection", c.GRPCReflection),
 		slog.Duration("grpc_call_timeout", c.CallTimeout),
+		slog.Int("grpc_max_connections", c.GRPCMaxConnections),
+		slog.Duration("grpc_max_connection_idle", c.GRPCMaxConnectionIdle),
+		slog.Duration("grpc_max_connection_age", c.GRPCMaxConnectionAge),
+		slog.Duration("grpc_keepalive_min_time", c.GRPCKeepaliveMinTime),
+		slog.Duration("grpc_stream_timeout", c.GRPCStreamTimeout),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("readiness_interval", c.ReadinessInterval),
 		slog.Int("outbox_batch_size", c.OutboxBatchSize),
@@ -298,12 +350,21 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("grpc_tls", c.TLSCertFile != ""),
 		slog.Bool("grpc_mtls", c.TLSClientCAFile != ""),
 		slog.Float64("rate_limit_per_user", c.RateLimitPerUser),
+		slog.Float64("rate_limit_per_peer", c.RateLimitPerPeer),
+		slog.Int("rate_limit_peer_burst", c.RateLimitPeerBurst),
 	)
 }
 
-var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// kvSecret matches a key=value pair whose key names a secret (password,
+// sslpassword, ...), with the value bare or single-quoted.
+var kvSecret = regexp.MustCompile(`(?i)(\b\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 
-// redactDSN masks the password of a URL or key=value PostgreSQL DSN.
+// secretKey reports whether a DSN key holds a secret: any key containing
+// "password" (password, sslpassword).
+func secretKey(k string) bool { return strings.Contains(strings.ToLower(k), "password") }
+
+// redactDSN masks every secret of a URL or key=value PostgreSQL DSN: the
+// URL's user password and the value of every key secretKey names.
 func redactDSN(dsn string) string {
 	if strings.Contains(dsn, "://") {
 		u, err := url.Parse(dsn)
@@ -311,11 +372,17 @@ func redactDSN(dsn string) string {
 			return "(unparsable DSN hidden)"
 		}
 		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
+		masked := false
+		for k := range q {
+			if secretKey(k) {
+				q[k] = []string{"xxxxx"}
+				masked = true
+			}
+		}
+		if masked {
 			u.RawQuery = q.Encode()
 		}
 		return u.Redacted()
 	}
-	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+	return kvSecret.ReplaceAllString(dsn, "${1}xxxxx")
 }

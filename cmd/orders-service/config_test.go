@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"regexp"
 	"strings"
@@ -48,6 +50,12 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"RATE_LIMIT_PER_USER":            "-3",
 		"GRPC_TLS_CLIENT_CA_FILE":        "/ca.pem",
 		"KAFKA_GROUP_INSTANCE_ID":        "pod 0",
+		"RATE_LIMIT_PER_PEER":            "lots",
+		"RATE_LIMIT_PEER_BURST":          "0",
+		"HTTP_HOST":                      "0.0.0.0:8080",
+		"GRPC_MAX_CONNECTIONS":           "0",
+		"GRPC_STREAM_TIMEOUT":            "forever",
+		"GRPC_KEEPALIVE_MIN_TIME":        "-1s",
 	} {
 		_, err := loadConfig(envOf(map[string]string{name: value}))
 		if err == nil || !strings.HasPrefix(err.Error(), name+":") {
@@ -90,5 +98,68 @@ func TestConfigGroupInstanceID(t *testing.T) {
 		if err != nil || c.KafkaGroupInstanceID != want {
 			t.Errorf("KAFKA_GROUP_INSTANCE_ID=%q: %q, %v; want %q", env, c.KafkaGroupInstanceID, err, want)
 		}
+	}
+}
+
+// TestRedactDSNMasksEverySecretKey covers every key whose value is a secret
+// (any key containing "password", such as sslpassword) in both DSN forms,
+// also as it appears in the start-up log line.
+func TestRedactDSNMasksEverySecretKey(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://app@db:5432/orders?sslmode=verify-full&sslpassword=s3cret",
+		"postgres://app@db/orders?sslkey=/k.pem&sslpassword=s3cret&password=s3cret",
+		"postgresql://app:s3cret@db/orders?SSLPassword=s3cret",
+		"host=db user=app sslpassword=s3cret dbname=orders",
+		"host=db user=app sslpassword = 's3 cret' dbname=orders",
+		"host=db user=app SSLPASSWORD=s3cret password=s3cret dbname=orders",
+	} {
+		got := redactDSN(dsn)
+		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
+			t.Errorf("redactDSN(%q) = %q", dsn, got)
+		}
+		c, err := loadConfig(envOf(map[string]string{"POSTGRES_DSN": dsn}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := c.LogValue().String(); strings.Contains(v, "s3") {
+			t.Errorf("start-up log of %q leaks a secret: %s", dsn, v)
+		}
+	}
+}
+
+// TestServeRequiresAuthModeOutsideDev: outside -dev an unset AUTH_MODE stops
+// the service before it touches anything, with one line naming AUTH_MODE;
+// -dev keeps none.
+func TestServeRequiresAuthModeOutsideDev(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	env := map[string]string{"POSTGRES_DSN": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
+	for _, args := range [][]string{nil, {"serve"}} {
+		var out bytes.Buffer
+		err := run(ctx, args, envOf(env), &out)
+		if err == nil || !strings.HasPrefix(err.Error(), "config: AUTH_MODE: ") || strings.Contains(err.Error(), "\n") ||
+			!strings.Contains(err.Error(), "-dev") {
+			t.Errorf("run(%q) without AUTH_MODE = %v, want one line starting config: AUTH_MODE: and naming -dev", args, err)
+		}
+		if out.Len() > 0 {
+			t.Errorf("run(%q) logged before refusing: %s", args, out.String())
+		}
+	}
+	for _, mode := range []string{"none", "jwt"} {
+		env["AUTH_MODE"] = mode
+		if mode == "jwt" {
+			env["AUTH_JWT_HS256_SECRET"] = strings.Repeat("k", 32)
+		}
+		var out bytes.Buffer
+		if err := run(ctx, nil, envOf(env), &out); err == nil || strings.Contains(err.Error(), "AUTH_MODE") {
+			t.Errorf("AUTH_MODE=%s: run = %v, want it past the AUTH_MODE check (failing at the database)", mode, err)
+		}
+	}
+	cfg, err := loadConfig(devEnv(envOf(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := requireAuthMode(cfg, true); err != nil || cfg.Auth.Enabled() {
+		t.Fatalf("-dev without AUTH_MODE: %v, auth enabled %v; want none", err, cfg.Auth.Enabled())
 	}
 }

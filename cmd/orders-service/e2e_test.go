@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +98,9 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	full := map[string]string{
 		"GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp), "LOG_LEVEL": "info",
 		"KAFKA_TOPIC_PARTITIONS": "3", "OUTBOX_POLL_INTERVAL": "100ms",
+	}
+	if !slices.Contains(args, "-dev") {
+		full["AUTH_MODE"] = "none" // required outside -dev
 	}
 	for k, v := range env {
 		full[k] = v

@@ -71,6 +71,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	switch cmd := fs.Arg(0); cmd {
 	case "", "serve":
+		if err := requireAuthMode(cfg, *dev); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 		return serve(ctx, cfg, log, *dev)
 	case "migrate":
 		return migrate(ctx, cfg, log, *dev)
@@ -110,7 +113,7 @@ func newLogger(w io.Writer, cfg config) *slog.Logger {
 func healthcheck(ctx context.Context, cfg config) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.HTTPPort)
+	url := "http://" + cfg.healthcheckAddr() + "/readyz"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

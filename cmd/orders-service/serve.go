@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -82,15 +83,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	grpcMetrics.InitializeMetrics(grpcServer)
 
 	ready := telemetry.NewReadiness(readinessChecks(db, producer.Ping)...)
+	ready.Log = log
 
-	grpcLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
+	grpcLn, err := grpcListener(cfg)
 	if err != nil {
-		return fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
+		return err
 	}
-	httpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.HTTPPort)))
+	httpLn, err := net.Listen("tcp", cfg.httpAddr())
 	if err != nil {
 		grpcLn.Close()
-		return fmt.Errorf("listen HTTP_PORT %d: %w", cfg.HTTPPort, err)
+		return fmt.Errorf("listen HTTP_HOST/HTTP_PORT %s: %w", cfg.httpAddr(), err)
 	}
 	handler := telemetry.Handler(reg, ready)
 	if cfg.HTTPPprof {
@@ -157,6 +159,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		return nil
 	}
 	return err
+}
+
+// grpcListener listens on GRPC_PORT, accepting at most GRPC_MAX_CONNECTIONS
+// connections at once; further ones wait in the kernel's backlog.
+func grpcListener(cfg config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
+	if err != nil {
+		return nil, fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
+	}
+	return netutil.LimitListener(ln, cfg.GRPCMaxConnections), nil
 }
 
 // readinessChecks are the checks behind /readyz and the gRPC health status
@@ -262,10 +274,19 @@ func grpcOptions(cfg config, log *slog.Logger) (grpcapi.Options, error) {
 		Reflection:     cfg.GRPCReflection,
 		MaxRecvMsgSize: cfg.MaxRecvMsgBytes,
 		CallTimeout:    cfg.CallTimeout,
+
+		StreamTimeout:     cfg.GRPCStreamTimeout,
+		MaxConnectionIdle: cfg.GRPCMaxConnectionIdle,
+		MaxConnectionAge:  cfg.GRPCMaxConnectionAge,
+		KeepaliveMinTime:  cfg.GRPCKeepaliveMinTime,
 	}
 	v, err := auth.NewVerifier(cfg.Auth)
 	if err != nil {
 		return o, err
+	}
+	if cfg.RateLimitPerPeer > 0 {
+		o.Interceptors = append(o.Interceptors,
+			grpcapi.PeerRateLimit(ratelimit.New(cfg.RateLimitPerPeer, cfg.RateLimitPeerBurst, ratelimit.DefaultMaxUsers), log))
 	}
 	if v.Enabled() {
 		o.Interceptors = append(o.Interceptors, auth.UnaryServerInterceptor(v))
