@@ -434,17 +434,23 @@ func (r *replica) kill(t *testing.T) {
 	<-r.exited
 }
 
-// terminate SIGTERMs the replica and waits for it, SIGKILLing it after 40s.
+// terminate SIGTERMs the replica and waits for it, SIGKILLing it after 60s
+// (a relay holding records without an outcome may take ProduceTimeout plus
+// ResolveTimeout, 40s, to let go).
 func (r *replica) terminate(t *testing.T) {
 	t.Helper()
 	if !r.running() {
 		return
 	}
+	start := time.Now()
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-r.exited:
-	case <-time.After(40 * time.Second):
-		t.Errorf("%s did not exit within 40s of SIGTERM", r.name)
+		if d := time.Since(start); d > 25*time.Second {
+			t.Logf("%s took %v to exit after SIGTERM", r.name, d.Round(time.Millisecond))
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("%s did not exit within 60s of SIGTERM", r.name)
 		r.kill(t)
 	}
 }

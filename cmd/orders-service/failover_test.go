@@ -323,13 +323,21 @@ func TestBelowMinISR(t *testing.T) {
 		t.Fatalf("outbox backlog %d after %d orders with two brokers down, want at least %d", backlog, during, 2*during)
 	}
 	for _, r := range rs {
-		waitFor(t, 60*time.Second, r.name+" showing Kafka unavailable and the backlog", func() bool {
-			code, body := r.readyz()
-			text := scrapeReplica(t, r)
-			return code == 200 && !strings.Contains(body, `"kafka":"ok"`) &&
-				metric(t, text, "orders_outbox_unsent") >= float64(2*during)
-		})
-		_, body := r.readyz()
+		var body string
+		func() {
+			defer func() {
+				if t.Failed() {
+					t.Logf("%s /readyz with two brokers down: %s", r.name, body)
+				}
+			}()
+			waitFor(t, 60*time.Second, r.name+" showing Kafka unavailable and the backlog", func() bool {
+				var code int
+				code, body = r.readyz()
+				text := scrapeReplica(t, r)
+				return code == 200 && !strings.Contains(body, `"kafka":"ok"`) &&
+					metric(t, text, "orders_outbox_unsent") >= float64(2*during)
+			})
+		}()
 		t.Logf("%s /readyz with two brokers down: %s", r.name, body)
 	}
 	// Held well past the producer's retries: still nothing acknowledged.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"golang.org/x/net/netutil"
@@ -59,7 +60,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		}
 		defer broker.Close()
 	}
-	producer, err := kafka.NewClient(cfg.Kafka)
+	// Readiness shows Kafka unavailable when produced records are not
+	// acknowledged, which a ping to one live broker does not reveal.
+	produced := &kafka.ProduceHealth{}
+	producer, err := kafka.NewClient(cfg.Kafka, kgo.WithHooks(produced))
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -82,7 +86,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	grpcServer := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
-	ready := telemetry.NewReadiness(readinessChecks(db, producer.Ping)...)
+	ready := telemetry.NewReadiness(readinessChecks(db, func(ctx context.Context) error {
+		if err := producer.Ping(ctx); err != nil {
+			return err
+		}
+		return produced.Err(time.Now())
+	})...)
 	ready.Log = log
 
 	grpcLn, err := grpcListener(cfg)
@@ -105,7 +114,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 	// events are still relayed; they stop once it has stopped.
 	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorkers()
-	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, reg: reg, dev: dev}
+	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, reg: reg, dev: dev}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.run(workersCtx) })

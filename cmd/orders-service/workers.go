@@ -26,6 +26,7 @@ type workers struct {
 	db       *postgres.DB
 	orders   *postgres.OrderService
 	producer *kgo.Client
+	produced *kafka.ProduceHealth // hooked into every producer of the service
 	reg      prometheus.Registerer
 	dev      bool
 }
@@ -36,7 +37,7 @@ type workers struct {
 func (w workers) run(ctx context.Context) error {
 	// The relay has producers of its own: it closes one whose records stay
 	// without an outcome and goes on with a new one.
-	newRelayProducer := func() (outbox.Producer, error) { return kafka.NewClient(w.cfg.Kafka) }
+	newRelayProducer := func() (outbox.Producer, error) { return kafka.NewClient(w.cfg.Kafka, kgo.WithHooks(w.produced)) }
 	relayProducer, err := newRelayProducer()
 	if err != nil {
 		return fmt.Errorf("outbox producer: %w", err)

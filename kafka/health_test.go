@@ -1,0 +1,54 @@
+package kafka
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// A broker that stops answering produce requests is reported by
+// ProduceHealth once records wait longer than Stall, and a closed producer's
+// abandoned records keep it reported until a record is acknowledged again.
+func TestProduceHealthFollowsAcknowledgements(t *testing.T) {
+	b := startBroker(t, WithDefaultPartitions(1))
+	h := &ProduceHealth{Stall: 300 * time.Millisecond}
+	cfg := Config{Brokers: []string{b.Addr()}}
+	cl := newClient(t, cfg, kgo.WithHooks(h), kgo.DefaultProduceTopic("health"))
+	if err := EnsureTopics(testContext(t, 10*time.Second), cl, 1, -1, "health"); err != nil {
+		t.Fatal(err)
+	}
+	produceOne(t, cl, &kgo.Record{Value: []byte("a")})
+	if err := h.Err(time.Now()); err != nil {
+		t.Fatalf("after an acknowledged record: %v", err)
+	}
+
+	// The broker holds the next produce request until the test ends.
+	release := make(chan struct{})
+	var held atomic.Bool
+	b.Cluster().ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if held.CompareAndSwap(false, true) {
+			b.Cluster().SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	t.Cleanup(func() { close(release) })
+	cl.Produce(context.Background(), &kgo.Record{Value: []byte("b")}, nil)
+	if err := h.Err(time.Now()); err != nil {
+		t.Fatalf("a record just produced already reported: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Err(time.Now()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a record without acknowledgement for 10s was never reported")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cl.Close()
+	if err := h.Err(time.Now()); err == nil {
+		t.Fatal("the closed producer's abandoned record is not reported")
+	}
+}
