@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka
+.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
 	go run ./cmd/orders-service -dev
@@ -30,6 +30,11 @@ test-kafka: ## the Kafka-facing tests against a three-node Apache Kafka (kafka-u
 	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 $(KAFKA_TEST_PKGS); \
 		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 
+test-failover: ## failover tests (build tag kafkacluster): brokers and replicas killed by pid on a fresh three-node cluster, figures printed
+	scripts/kafka-cluster.sh up
+	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -tags kafkacluster -count=1 -v -timeout 20m -run '^TestCluster' ./cmd/orders-service/; \
+		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
+
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 
 $(BIN)/buf:
@@ -50,6 +55,7 @@ check-generated: generate
 lint: tools
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1)
 	go vet ./...
+	go vet -tags kafkacluster ./...
 	buf lint
 
 bench: ## measure the service beside same-run baselines (a few minutes; needs PostgreSQL): prints a table, writes bench/results.json

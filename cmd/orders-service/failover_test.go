@@ -211,12 +211,12 @@ func waitPublishing(t *testing.T, c *cluster, topic string, led []int32, node in
 	return time.Since(since)
 }
 
-// TestLeaderDeathUnderLoad (issue 9, 3a): three replicas under continuous
+// TestClusterLeaderDeathUnderLoad (issue 9, 3a): three replicas under continuous
 // CreateOrder and payments; the broker leading the most partitions of the
 // events topic is SIGKILLed mid-run and restarted later. Every acknowledged
 // order has its OrderCreated, every payment applies once, each order's
 // events keep their order in one partition.
-func TestLeaderDeathUnderLoad(t *testing.T) {
+func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 	const orders = 5000
 	c := needCluster(t)
 	dsn := freshDSN(t)
@@ -290,11 +290,11 @@ func TestLeaderDeathUnderLoad(t *testing.T) {
 		restartAt.Round(time.Millisecond), drained.Round(time.Millisecond))
 }
 
-// TestBelowMinISR (issue 9, 3b): with two of three brokers down no write
+// TestClusterBelowMinISR (issue 9, 3b): with two of three brokers down no write
 // can reach min.insync.replicas=2. Orders are still accepted, the backlog
 // shows in /readyz and the metrics, nothing is marked sent; with one broker
 // back the backlog drains completely, in order per key.
-func TestBelowMinISR(t *testing.T) {
+func TestClusterBelowMinISR(t *testing.T) {
 	const during = 600
 	c := needCluster(t)
 	dsn := freshDSN(t)
@@ -382,12 +382,12 @@ func TestBelowMinISR(t *testing.T) {
 		len(ids), st.events, st.records, st.duplicates, backlog, upAt.Sub(downAt).Round(time.Millisecond), drain.Round(time.Millisecond))
 }
 
-// TestLeaderCutOffMidProduce (issue 11, point 2 on the real cluster): the
+// TestClusterLeaderCutOffMidProduce (issue 11, point 2 on the real cluster): the
 // leader of the most partitions is frozen (SIGSTOP) while replicas publish
 // orders that are finished right after creation, and resumed once its
 // partitions moved. No copy of an OrderCreated may land after the order's
 // OrderFinished.
-func TestLeaderCutOffMidProduce(t *testing.T) {
+func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 	c := needCluster(t)
 	dsn := freshDSN(t)
 	names := uniqueNames("cutoff")
