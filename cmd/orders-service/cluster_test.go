@@ -189,15 +189,23 @@ func (c *cluster) leaders(t *testing.T, topic string) map[int32]int32 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	td, err := c.adm.ListTopics(ctx, topic)
+	out, err := c.tryLeaders(ctx, topic)
 	if err != nil {
 		t.Fatalf("describe %s: %v", topic, err)
+	}
+	return out
+}
+
+func (c *cluster) tryLeaders(ctx context.Context, topic string) (map[int32]int32, error) {
+	td, err := c.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return nil, err
 	}
 	out := map[int32]int32{}
 	for p, d := range td[topic].Partitions {
 		out[p] = d.Leader
 	}
-	return out
+	return out, nil
 }
 
 // busiestLeader is the node leading the most partitions of topic.

@@ -35,6 +35,11 @@ type config struct {
 	TopicPartitions      int
 	TopicReplicas        int // KAFKA_TOPIC_REPLICATION_FACTOR; -1: the cluster's default.replication.factor
 
+	// KafkaGroupProtocol is the inbox consumer's group protocol
+	// (KAFKA_GROUP_PROTOCOL): classic, or consumer for KIP-848's
+	// broker-assigned groups (Kafka 4.0+).
+	KafkaGroupProtocol string
+
 	GRPCPort        int
 	HTTPPort        int
 	HTTPHost        string // address HTTP_PORT binds to; empty: every interface
@@ -220,6 +225,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		e.fail("KAFKA_GROUP_ID", "must not be empty")
 	}
 	c.KafkaGroupInstanceID = groupInstanceID(e, c.GRPCPort)
+	c.KafkaGroupProtocol = e.oneOf("KAFKA_GROUP_PROTOCOL", "classic", "classic", "consumer")
 	switch lvl := e.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"); lvl {
 	case "debug":
 		c.LogLevel = slog.LevelDebug
@@ -324,6 +330,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("kafka_dlq_topic", c.KafkaDLQTopic),
 		slog.String("kafka_group_id", c.KafkaGroupID),
 		slog.String("kafka_group_instance_id", c.KafkaGroupInstanceID),
+		slog.String("kafka_group_protocol", c.KafkaGroupProtocol),
 		slog.Int("kafka_topic_partitions", c.TopicPartitions),
 		slog.Int("kafka_topic_replication_factor", c.TopicReplicas),
 		slog.Int("grpc_port", c.GRPCPort),

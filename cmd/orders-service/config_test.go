@@ -50,6 +50,7 @@ func TestConfigBadValueNamesVariable(t *testing.T) {
 		"RATE_LIMIT_PER_USER":            "-3",
 		"GRPC_TLS_CLIENT_CA_FILE":        "/ca.pem",
 		"KAFKA_GROUP_INSTANCE_ID":        "pod 0",
+		"KAFKA_GROUP_PROTOCOL":           "eager",
 		"RATE_LIMIT_PER_PEER":            "lots",
 		"RATE_LIMIT_PEER_BURST":          "0",
 		"HTTP_HOST":                      "0.0.0.0:8080",

@@ -188,7 +188,10 @@ func waitPublishing(t *testing.T, c *cluster, topic string, led []int32, node in
 	waitFor(t, timeout, fmt.Sprintf("records appended again to the partitions %v node %d led", led, node), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		ls := c.leaders(t, topic)
+		ls, err := c.tryLeaders(ctx, topic)
+		if err != nil {
+			return false
+		}
 		ends, err := c.endOffsets(ctx, topic)
 		if err != nil {
 			return false

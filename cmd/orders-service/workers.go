@@ -61,6 +61,11 @@ func (w workers) run(ctx context.Context) error {
 	if w.cfg.KafkaGroupInstanceID != "" {
 		consumerOpts = append(consumerOpts, kgo.InstanceID(w.cfg.KafkaGroupInstanceID))
 	}
+	if w.cfg.KafkaGroupProtocol == "consumer" {
+		// KIP-848: the group coordinator assigns partitions; franz-go falls
+		// back to classic against a broker without it.
+		consumerOpts = append(consumerOpts, kgo.ServerSideBalancer())
+	}
 	consumerClient, err := kafka.NewClient(w.cfg.Kafka, consumerOpts...)
 	if err != nil {
 		return fmt.Errorf("inbox consumer client: %w", err)
