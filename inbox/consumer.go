@@ -66,6 +66,11 @@ type InboxConsumer struct {
 	log     *slog.Logger
 	cfg     ConsumerConfig
 	stored  chan struct{}
+	// uncommitted is set while a commit of stored records failed: the next
+	// commit takes every polled offset, and a poll waits at most RetryMax
+	// before committing them again, so a partition whose records stopped
+	// coming does not stay behind in the group.
+	uncommitted bool
 
 	// beforeCommit, when set by tests, runs after the insert and before the
 	// offset commit; an error ends Run there, as a crash would.
@@ -89,13 +94,24 @@ func (c *InboxConsumer) Run(ctx context.Context) error {
 	c.log.Info("inbox consumer started", "max_poll_records", c.cfg.MaxPollRecords)
 	defer c.log.Info("inbox consumer stopped")
 	for {
-		fetches := c.client.PollRecords(ctx, c.cfg.MaxPollRecords)
+		pollCtx, cancelPoll := ctx, context.CancelFunc(func() {})
+		if c.uncommitted {
+			pollCtx, cancelPoll = context.WithTimeout(ctx, c.cfg.RetryMax)
+		}
+		fetches := c.client.PollRecords(pollCtx, c.cfg.MaxPollRecords)
+		retryCommit := pollCtx.Err() != nil && ctx.Err() == nil && len(fetches.Records()) == 0
+		cancelPoll()
 		if fetches.IsClientClosed() {
 			return nil
 		}
 		if ctx.Err() != nil {
 			c.client.AllowRebalance()
 			return nil
+		}
+		if retryCommit {
+			c.commit(ctx, nil)
+			c.client.AllowRebalance()
+			continue
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			c.log.Warn("inbox fetch failed", "topic", topic, "partition", partition, "error", err)
@@ -154,15 +170,28 @@ func (c *InboxConsumer) handle(ctx context.Context, records []*kgo.Record) error
 			return err
 		}
 	}
-	// The rows are durable: commit even when ctx has just ended, so a clean
-	// shutdown does not cause redelivery.
+	c.commit(ctx, records)
+	return nil
+}
+
+// commit commits the offsets of records, whose rows are durable, or, after a
+// failed commit, every offset polled so far (all of them stored: a poll is
+// stored before the next). It commits even when ctx has just ended, so a
+// clean shutdown does not cause redelivery.
+func (c *InboxConsumer) commit(ctx context.Context, records []*kgo.Record) {
 	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := c.client.CommitRecords(commitCtx, records...); err != nil {
-		c.log.Warn("commit inbox offsets failed; the records will be delivered again and deduplicated",
+	var err error
+	if c.uncommitted {
+		err = c.client.CommitUncommittedOffsets(commitCtx)
+	} else {
+		err = c.client.CommitRecords(commitCtx, records...)
+	}
+	if err != nil {
+		c.log.Warn("commit inbox offsets failed; retrying with the next poll or within the retry interval (records stored, redelivery is deduplicated)",
 			"records", len(records), "error", err)
 	}
-	return nil
+	c.uncommitted = err != nil
 }
 
 // store inserts msgs, retrying with capped backoff until it succeeds or ctx

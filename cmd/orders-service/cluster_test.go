@@ -257,6 +257,32 @@ func (c *cluster) committed(ctx context.Context, group, topic string) (map[int32
 	return out, nil
 }
 
+// describeGroup summarises group's state and members for failure reports.
+func (c *cluster) describeGroup(group string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if dg, err := c.adm.DescribeGroups(ctx, group); err == nil && dg[group].Err == nil && dg[group].State != "Dead" {
+		g := dg[group]
+		var b strings.Builder
+		fmt.Fprintf(&b, "classic group state %s, protocol %s, %d members:", g.State, g.Protocol, len(g.Members))
+		for _, m := range g.Members {
+			fmt.Fprintf(&b, " [%s instance %v]", m.ClientID, m.InstanceID)
+		}
+		return b.String()
+	}
+	cg, err := c.adm.DescribeConsumerGroups(ctx, group)
+	if err != nil {
+		return err.Error()
+	}
+	g := cg[group]
+	var b strings.Builder
+	fmt.Fprintf(&b, "consumer group state %s, epoch %d, %d members:", g.State, g.Epoch, len(g.Members))
+	for _, m := range g.Members {
+		fmt.Fprintf(&b, " [%s instance %v: %v]", m.MemberID, m.InstanceID, m.Assignment)
+	}
+	return b.String()
+}
+
 // record is one record read back from a topic.
 type record struct {
 	partition int32

@@ -155,6 +155,11 @@ func testGroupChanges(t *testing.T, protocol string) {
 		return queryInt(t, dsn, `SELECT count(*) FROM orders WHERE status = 'finished'`) == len(ids)
 	})
 	var ends, committed map[int32]int64
+	defer func() {
+		if t.Failed() {
+			t.Logf("end offsets %v, committed %v; group: %s", ends, committed, c.describeGroup(group))
+		}
+	}()
 	waitFor(t, 180*time.Second, "committed offsets at the end of every partition", func() bool {
 		qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer qcancel()
