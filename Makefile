@@ -30,8 +30,8 @@ test-kafka: ## the Kafka-facing tests against a three-node Apache Kafka (kafka-u
 	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 $(KAFKA_TEST_PKGS); \
 		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 
-test-failover: ## failover tests (build tag kafkacluster): brokers and replicas killed by pid on a fresh three-node cluster, figures printed
-	scripts/kafka-cluster.sh up
+test-failover: ## failover tests (build tag kafkacluster): brokers and replicas killed by pid on a fresh three-node cluster with a SASL_SSL listener, figures printed
+	KAFKA_CLUSTER_SECURE=true scripts/kafka-cluster.sh up
 	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -tags kafkacluster -count=1 -v -timeout 20m -run '^TestCluster' ./cmd/orders-service/; \
 		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 

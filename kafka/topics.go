@@ -178,3 +178,9 @@ func quoteAll(ss []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// IsAuthenticationFailure reports whether err says the brokers refused the
+// client's SASL credentials, which no retry can fix.
+func IsAuthenticationFailure(err error) bool {
+	return errors.Is(err, kerr.SaslAuthenticationFailed)
+}

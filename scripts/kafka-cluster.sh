@@ -37,6 +37,12 @@
 #   KAFKA_CLUSTER_HEAP     each node's -Xmx  384m
 #   KAFKA_CLUSTER_TIMEOUT  seconds to wait for the cluster or a node  180
 #   KAFKA_LIBS_DIR         the jars   ${XDG_CACHE_HOME:-~/.cache}/orders-service/kafka-<version>/libs
+#   KAFKA_CLUSTER_SECURE   true: the up that formats the cluster also opens a SASL_SSL
+#                          listener on node N at 127.0.0.1:$((KAFKA_CLUSTER_PORT+200+N-1)):
+#                          SCRAM (SHA-512 or SHA-256) and a client certificate (mTLS) both required.
+#                          openssl makes the certificates; the tests read
+#                          $KAFKA_CLUSTER_DIR/secure_bootstrap and $KAFKA_CLUSTER_DIR/pki/
+#                          (ca.crt, client.crt, client.key, scram-user, scram-password).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -109,6 +115,56 @@ configure() {
 	sed -e "s|@NODE_ID@|$n|" -e "s|@QUORUM_VOTERS@|$(voters)|" \
 		-e "s|@BROKER_PORT@|$(broker_port "$n")|" -e "s|@CONTROLLER_PORT@|$(controller_port "$n")|" \
 		-e "s|@DATA_DIR@|$d/data|" "$template" >"$d/server.properties"
+	[ -f "$dir/secure" ] && secure_configure "$n"
+	return 0
+}
+
+secure_port() { echo $((port + 200 + $1 - 1)); }
+secure_bootstrap() {
+	local n list=
+	for n in "${nodes[@]}"; do list+=${list:+,}127.0.0.1:$(secure_port "$n"); done
+	echo "$list"
+}
+
+# make_pki writes a CA, a broker and a client certificate (PKCS#8 keys, for
+# Kafka's PEM key stores) and the SCRAM user's name and password.
+make_pki() {
+	local p=$dir/pki name
+	[ -f "$p/.complete" ] && return
+	command -v openssl >/dev/null || die "openssl not found (KAFKA_CLUSTER_SECURE=true needs it)"
+	mkdir -p "$p"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=orders-service test CA" \
+		-keyout "$p/ca.key" -out "$p/ca.crt" 2>/dev/null || die "openssl: CA certificate"
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$p/san.ext"
+	for name in broker client; do
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=$name" -keyout "$p/$name.raw.key" -out "$p/$name.csr" 2>/dev/null &&
+			openssl pkcs8 -topk8 -nocrypt -in "$p/$name.raw.key" -out "$p/$name.key" &&
+			openssl x509 -req -in "$p/$name.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -days 30 \
+				-extfile "$p/san.ext" -out "$p/$name.crt" 2>/dev/null || die "openssl: $name certificate"
+	done
+	cat "$p/broker.key" "$p/broker.crt" >"$p/broker.pem"
+	echo orders-service >"$p/scram-user"
+	openssl rand -hex 16 >"$p/scram-password"
+	touch "$p/.complete"
+}
+
+secure_configure() {
+	local n=$1 f=$dir/node$1/server.properties sp
+	sp=$(secure_port "$n")
+	sed -i -e "s|^listeners=.*|&,SASL_SSL://127.0.0.1:$sp|" -e "s|^advertised.listeners=.*|&,SASL_SSL://127.0.0.1:$sp|" \
+		-e "s|^listener.security.protocol.map=.*|&,SASL_SSL:SASL_SSL|" "$f"
+	cat >>"$f" <<EOF
+
+# KAFKA_CLUSTER_SECURE=true: SCRAM over TLS with client certificates.
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/pki/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/pki/ca.crt
+EOF
 }
 
 format() {
@@ -118,7 +174,13 @@ format() {
 	for n in "${nodes[@]}"; do
 		[ -f "$dir/node$n/data/meta.properties" ] && continue
 		configure "$n"
-		java_run kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$dir/node$n/server.properties" >/dev/null ||
+		scram=()
+		if [ -f "$dir/secure" ]; then
+			for m in SCRAM-SHA-512 SCRAM-SHA-256; do
+				scram+=(--add-scram "$m=[name=$(<"$dir/pki/scram-user"),password=$(<"$dir/pki/scram-password")]")
+			done
+		fi
+		java_run kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$dir/node$n/server.properties" "${scram[@]}" >/dev/null ||
 			die "formatting node $n's storage failed"
 	done
 }
@@ -205,6 +267,13 @@ up)
 	fi
 	command -v java >/dev/null || die "java not found (Java 17 is needed)"
 	fetch_libs
+	if [ "${KAFKA_CLUSTER_SECURE:-}" = true ]; then
+		[ -f "$dir/cluster.id" ] && [ ! -f "$dir/secure" ] && die "KAFKA_CLUSTER_SECURE=true: $dir was formatted without it; run down first"
+		((port + 202 <= 65535)) || die "KAFKA_CLUSTER_PORT: want at most 65333 with KAFKA_CLUSTER_SECURE, got $port"
+		touch "$dir/secure"
+		make_pki
+		secure_bootstrap >"$dir/secure_bootstrap"
+	fi
 	format
 	for n in "${nodes[@]}"; do launch "$n"; done
 	for n in "${nodes[@]}"; do wait_port "$n"; done

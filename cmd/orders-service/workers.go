@@ -127,6 +127,9 @@ func (w workers) ensureTopics(ctx context.Context) error {
 			}
 			return nil
 		}
+		if kafka.IsAuthenticationFailure(err) {
+			return err // wrong credentials do not fix themselves: stop the service with this one error
+		}
 		w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
