@@ -456,12 +456,16 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []*kgo.Record, outs []o
 		pending int
 		wg      sync.WaitGroup
 	)
+	for i := range recs {
+		if outs[i].parkErr == "" {
+			pending++
+		}
+	}
+	wg.Add(pending)
 	for i, rec := range recs {
 		if outs[i].parkErr != "" {
 			continue
 		}
-		pending++
-		wg.Add(1)
 		w.producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
 			mu.Lock()
