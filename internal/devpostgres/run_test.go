@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -305,5 +306,25 @@ func TestReachableByOthers(t *testing.T) {
 	}
 	if err := reachableByOthers(filepath.Join(open, "cache")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestShippedBinariesLeaveEmbeddedPostgresOut: only the development tool
+// links embedded-postgres, never what the Dockerfile ships.
+func TestShippedBinariesLeaveEmbeddedPostgresOut(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps",
+		"github.com/acme/orders-service/cmd/orders-service",
+		"github.com/acme/orders-service/cmd/payments-sim",
+		"github.com/acme/orders-service/cmd/ordersctl").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range []string{"github.com/fergusstrange/embedded-postgres", "github.com/acme/orders-service/internal/devpostgres"} {
+		if strings.Contains(string(out), dep+"\n") {
+			t.Errorf("a shipped binary depends on %s", dep)
+		}
+	}
+	if !strings.Contains(string(out), "github.com/jackc/pgx/v5\n") {
+		t.Error("go list -deps output lacks pgx: the check looks at the wrong thing")
 	}
 }

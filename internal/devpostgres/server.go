@@ -111,6 +111,14 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if err := own(o.CacheDir); err != nil {
 		return nil, err
 	}
+	// One start at a time per cache: downloads and the extraction of the
+	// binaries are shared, and an extraction cut short (Ctrl-C on the very
+	// first run) must not leave a half set of binaries behind.
+	unlock, err := lock(filepath.Join(o.CacheDir, ".lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	how, err := ensureArchive(ctx, o.CacheDir, o.RepoURL)
 	if err != nil {
 		return nil, err
@@ -122,6 +130,14 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 		CacheDir:    o.CacheDir,
 		BinariesDir: filepath.Join(o.CacheDir, "postgres-"+Version),
 		Params:      map[string]string{"max_connections": "200"},
+	}
+	// embedded-postgres extracts the binaries unless bin/pg_ctl exists; the
+	// marker, written after a server started from them, says they are whole.
+	extracted := filepath.Join(cfg.BinariesDir, ".extracted")
+	if _, err := os.Stat(extracted); err != nil {
+		if err := os.RemoveAll(cfg.BinariesDir); err != nil {
+			return nil, fmt.Errorf("remove incomplete PostgreSQL binaries: %w", err)
+		}
 	}
 	var base string
 	if o.Persist {
@@ -219,6 +235,10 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	select {
 	case ok := <-ready:
 		if ok {
+			if err := os.WriteFile(extracted, nil, 0o644); err != nil {
+				s.Stop()
+				return nil, fmt.Errorf("mark PostgreSQL binaries complete: %w", err)
+			}
 			return s, nil
 		}
 		err := <-s.done
@@ -373,4 +393,17 @@ func (s *Server) String() string {
 		b.WriteString("; binaries " + s.How)
 	}
 	return b.String()
+}
+
+// lock takes an exclusive lock on path, waiting for another holder.
+func lock(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock cache: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock cache: %w", err)
+	}
+	return func() { f.Close() }, nil
 }
