@@ -51,6 +51,9 @@ func ensureArchive(ctx context.Context, cacheDir, repoURL string) (string, error
 	if _, err := os.Stat(dst); err == nil {
 		return "", nil
 	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("create cache folder: %w", err)
+	}
 	jarURL := fmt.Sprintf("%s/%s/%s/%s/%s-%s.jar", strings.TrimSuffix(repoURL, "/"),
 		strings.ReplaceAll(mavenGroup, ".", "/"), artifact(runtime.GOOS, runtime.GOARCH), Version, artifact(runtime.GOOS, runtime.GOARCH), Version)
 	jar, directErr := download(ctx, jarURL)

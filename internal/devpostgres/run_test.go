@@ -110,9 +110,6 @@ func TestRunEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if os.Geteuid() == 0 {
-		os.MkdirAll(cacheDir, 0o755)
-	}
 	if _, err := ensureArchive(context.Background(), cacheDir, MavenCentral); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI needs the embedded PostgreSQL binaries: %v", err)
