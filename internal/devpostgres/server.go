@@ -92,9 +92,7 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	}
 	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
-		if cred, err = nobody(); err != nil {
-			return nil, err
-		}
+		cred = nobody()
 		if err := reachableByOthers(o.CacheDir); err != nil {
 			return nil, err
 		}
@@ -326,7 +324,9 @@ func serve(js string, stdin io.Reader, stdout io.Writer) error {
 	return nil
 }
 
-func nobody() (*syscall.Credential, error) {
+// nobody is the unprivileged user the server runs as when this process is
+// root: the system's "nobody", or uid and gid 65534.
+func nobody() *syscall.Credential {
 	uid, gid := uint32(65534), uint32(65534)
 	if u, err := user.Lookup("nobody"); err == nil {
 		if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
@@ -336,7 +336,7 @@ func nobody() (*syscall.Credential, error) {
 			gid = uint32(n)
 		}
 	}
-	return &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}, nil
+	return &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 }
 
 // reachableByOthers checks that an unprivileged user can enter every folder
