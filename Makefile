@@ -8,14 +8,19 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka
 
+# withpostgres gives a command the PostgreSQL its DSN names, or starts an
+# embedded one where nothing answers on that loopback port (README, "The two commands").
+WITHPOSTGRES = go build -o $(BIN)/withpostgres ./cmd/withpostgres && $(BIN)/withpostgres
+
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
-	go run ./cmd/orders-service -dev
+	go build -o $(BIN)/orders-service ./cmd/orders-service
+	$(WITHPOSTGRES) -persist -env POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/orders?sslmode=disable' -- $(BIN)/orders-service -dev
 
 build:
 	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/...
 
-test: ## every test, against the local PostgreSQL and an in-process Kafka broker
-	go test -race -count=1 ./...
+test: ## every test, against the local PostgreSQL (or an embedded one) and an in-process Kafka broker
+	$(WITHPOSTGRES) -env TEST_POSTGRES_DSN,POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' -- go test -race -count=1 ./...
 
 kafka-up: ## start a three-node Apache Kafka 4.1 cluster on 127.0.0.1:19092-19094 (jars fetched with Maven once)
 	scripts/kafka-cluster.sh up
