@@ -110,13 +110,13 @@ type bench struct {
 	// topicSuffix makes this run's topic names its own on a cluster that
 	// outlives the run (-brokers); "" on the run's own kfake broker.
 	topicSuffix string
-	service  *proc
-	svcDSN   string
-	svcDB    *postgres.DB // the benchmark's own pool on the service's database
-	httpPort int
-	grpcConn *grpc.ClientConn
-	client   orderspb.OrderServiceClient
-	rss      *rssSampler
+	service     *proc
+	svcDSN      string
+	svcDB       *postgres.DB // the benchmark's own pool on the service's database
+	httpPort    int
+	grpcConn    *grpc.ClientConn
+	client      orderspb.OrderServiceClient
+	rss         *rssSampler
 
 	res *Results
 }
