@@ -344,7 +344,7 @@ func outboxParked(ctx context.Context, cfg config, log *slog.Logger, stdout io.W
 		return fmt.Errorf("outbox-parked: %w", err)
 	}
 	for _, r := range rows {
-		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\t%d bytes\tparked %s\t%s\n", r.ID, r.EventID, r.EventType, r.Topic, r.Key,
+		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\t%d bytes\tparked %s\t%s\n", r.ID, r.EventID, r.EventType, r.Topic, kafka.KeyText(r.Key),
 			r.Bytes, r.ParkedAt.UTC().Format(time.RFC3339), r.LastError)
 	}
 	fmt.Fprintf(stdout, "%d parked outbox row(s)\n", len(rows))
