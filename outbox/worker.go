@@ -460,7 +460,10 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []*kgo.Record, outs []o
 		if outs[i].parkErr != "" {
 			continue
 		}
+		// Callbacks of earlier records may already run: count under mu.
+		mu.Lock()
 		pending++
+		mu.Unlock()
 		wg.Add(1)
 		w.producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
