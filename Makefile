@@ -29,10 +29,13 @@ kafka-down: ## stop that cluster and delete its data
 	scripts/kafka-cluster.sh down
 
 # Packages whose Kafka tests take KAFKA_TEST_BROKERS (through internal/kafkatest).
-KAFKA_TEST_PKGS := ./kafka/... ./paymentsim/...
+KAFKA_TEST_PKGS := ./kafka/... ./paymentsim/... ./outbox/... ./inbox/... ./telemetry/... ./cmd/orders-service/... ./cmd/payments-sim/...
+# The cluster's first port and run directory, for the script (another cluster may hold the defaults).
+export KAFKA_CLUSTER_PORT KAFKA_CLUSTER_DIR
+# One package at a time (-p 1): three brokers, PostgreSQL and the tests share the machine.
 test-kafka: ## the Kafka-facing tests against a three-node Apache Kafka (kafka-up, tests, kafka-down even on failure)
 	scripts/kafka-cluster.sh up
-	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 $(KAFKA_TEST_PKGS); \
+	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 -p 1 $(KAFKA_TEST_PKGS); \
 		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc

@@ -37,7 +37,7 @@ func (e *env) startRelay() {
 // they do not arrive within timeout.
 func (e *env) readDLQ(n int, timeout time.Duration) []*kgo.Record {
 	e.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(dlqTopic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(e.dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(8<<20))
 	if err != nil {
 		e.t.Fatal(err)
@@ -49,7 +49,7 @@ func (e *env) readDLQ(n int, timeout time.Duration) []*kgo.Record {
 	for len(recs) < n {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			e.t.Fatalf("%d of %d dead letters on %s within %s", len(recs), n, dlqTopic, timeout)
+			e.t.Fatalf("%d of %d dead letters on %s within %s", len(recs), n, e.dlqTopic, timeout)
 		}
 		recs = append(recs, fs.Records()...)
 	}
@@ -80,7 +80,7 @@ func TestOversizeDeadLetterCutToFit(t *testing.T) {
 	for _, size := range []int{1_000_100, 1_040_000} {
 		rec := paymentRecord(e.createOrder(100), "big-"+strconv.Itoa(size), "payments.v1.PaymentRefunded")
 		rec.Value = bytes.Repeat([]byte("x"), size)
-		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ProducerBatchMaxBytes(1_100_000))
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.inboxTopic), kgo.ProducerBatchMaxBytes(1_100_000))
 		if err != nil {
 			t.Fatal(err)
 		}

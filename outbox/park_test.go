@@ -31,16 +31,17 @@ const dlqTopic = "payments.events.dlq"
 func TestOversizeRowIsParked(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t, kfake.SeedTopics(4, dlqTopic))
-	addr := cluster.ListenAddrs()[0]
-	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{addr}})
+	k := newKafka(t)
+	dlqTopic := k.Name(dlqTopic)
+	k.CreateTopics(4, dlqTopic)
+	svc := newService(db, k.topic)
+	producer, err := kafka.NewClient(kafka.Config{Brokers: k.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
 	w, _ := newWorker(t, db, producer, Config{PollInterval: 100 * time.Millisecond})
-	c := collectWith(t, addr, kgo.ConsumeTopics(topic, dlqTopic))
+	c := collectWith(t, k.Addr(), kgo.ConsumeTopics(k.topic, dlqTopic))
 
 	before := createOrder(t, svc, "before")
 	bigID, bigEvent := insertOutboxRow(t, db, dlqTopic, "order-x", bytes.Repeat([]byte("x"), 1_000_100))
@@ -96,12 +97,13 @@ func TestOversizeRowIsParked(t *testing.T) {
 // TestUnauthorizedTopicIsParked: rows for a topic the relay's user may not
 // write (TOPIC_AUTHORIZATION_FAILED, which Kafka never retries) are parked;
 // the other orders' events around them are published once each.
+// kfake in both modes: the test needs users and ACLs the cluster lacks.
 func TestUnauthorizedTopicIsParked(t *testing.T) {
 	t.Parallel()
 	const forbidden = "orders.forbidden"
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t, kfake.SeedTopics(4, forbidden), kfake.EnableSASL(), kfake.EnableACLs(),
+	svc := newService(db, topic)
+	cluster := newFakeCluster(t, kfake.SeedTopics(4, forbidden), kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser("PLAIN", "admin", "admin-secret"),
 		kfake.User("PLAIN", "relay", "relay-secret",
 			kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: topic, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationWrite, Allow: true},
