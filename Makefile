@@ -28,8 +28,9 @@ kafka-up: ## start a three-node Apache Kafka 4.1 cluster on 127.0.0.1:19092-1909
 kafka-down: ## stop that cluster and delete its data
 	scripts/kafka-cluster.sh down
 
-# Packages whose Kafka tests take KAFKA_TEST_BROKERS (through internal/kafkatest).
-KAFKA_TEST_PKGS := ./kafka/... ./paymentsim/... ./outbox/... ./inbox/... ./telemetry/... ./cmd/orders-service/... ./cmd/payments-sim/...
+# Packages whose Kafka tests take KAFKA_TEST_BROKERS: those whose tests import
+# internal/kafkatest (derived, so a new suite cannot be left out).
+KAFKA_TEST_PKGS = $(shell go list -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... | awk '/internal\/kafkatest/ {print $$1}')
 # The cluster's first port and run directory, for the script (another cluster may hold the defaults).
 export KAFKA_CLUSTER_PORT KAFKA_CLUSTER_DIR
 # One package at a time (-p 1): three brokers, PostgreSQL and the tests share the machine.

@@ -155,7 +155,7 @@ func TestUnauthorizedTopicIsParked(t *testing.T) {
 func TestNullAndBinaryKeysPublishedAndParked(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	cluster := newCluster(t, kfake.SeedTopics(4, dlqTopic))
+	cluster := newFakeCluster(t, kfake.SeedTopics(4, dlqTopic))
 	addr := cluster.ListenAddrs()[0]
 	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{addr}})
 	if err != nil {
