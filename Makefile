@@ -8,14 +8,19 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
 
+# withpostgres gives a command the PostgreSQL its DSN names, or starts an
+# embedded one where nothing answers on that loopback port (README, "The two commands").
+WITHPOSTGRES = go build -o $(BIN)/withpostgres ./cmd/withpostgres && $(BIN)/withpostgres
+
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
-	go run ./cmd/orders-service -dev
+	go build -o $(BIN)/orders-service ./cmd/orders-service
+	$(WITHPOSTGRES) -persist -env POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/orders?sslmode=disable' -- $(BIN)/orders-service -dev
 
 build:
 	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/...
 
-test: ## every test, against the local PostgreSQL and an in-process Kafka broker
-	go test -race -count=1 ./...
+test: ## every test, against the local PostgreSQL (or an embedded one) and an in-process Kafka broker
+	$(WITHPOSTGRES) -env TEST_POSTGRES_DSN,POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' -- go test -race -count=1 ./...
 
 kafka-up: ## start a three-node Apache Kafka 4.1 cluster on 127.0.0.1:19092-19094 (jars fetched with Maven once)
 	scripts/kafka-cluster.sh up
@@ -23,11 +28,15 @@ kafka-up: ## start a three-node Apache Kafka 4.1 cluster on 127.0.0.1:19092-1909
 kafka-down: ## stop that cluster and delete its data
 	scripts/kafka-cluster.sh down
 
-# Packages whose Kafka tests take KAFKA_TEST_BROKERS (through internal/kafkatest).
-KAFKA_TEST_PKGS := ./kafka/... ./paymentsim/...
+# Packages whose Kafka tests take KAFKA_TEST_BROKERS: those whose tests import
+# internal/kafkatest (derived, so a new suite cannot be left out).
+KAFKA_TEST_PKGS = $(shell go list -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... | awk '/internal\/kafkatest/ {print $$1}')
+# The cluster's first port and run directory, for the script (another cluster may hold the defaults).
+export KAFKA_CLUSTER_PORT KAFKA_CLUSTER_DIR
+# One package at a time (-p 1): three brokers, PostgreSQL and the tests share the machine.
 test-kafka: ## the Kafka-facing tests against a three-node Apache Kafka (kafka-up, tests, kafka-down even on failure)
 	scripts/kafka-cluster.sh up
-	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 $(KAFKA_TEST_PKGS); \
+	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -race -count=1 -p 1 $(KAFKA_TEST_PKGS); \
 		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 
 test-failover: ## failover tests (build tag kafkacluster): brokers and replicas killed by pid on a fresh three-node cluster with a SASL_SSL listener, figures printed

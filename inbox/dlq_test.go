@@ -37,7 +37,7 @@ func (e *env) startRelay() {
 // they do not arrive within timeout.
 func (e *env) readDLQ(n int, timeout time.Duration) []*kgo.Record {
 	e.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(dlqTopic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(e.dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(8<<20))
 	if err != nil {
 		e.t.Fatal(err)
@@ -49,7 +49,7 @@ func (e *env) readDLQ(n int, timeout time.Duration) []*kgo.Record {
 	for len(recs) < n {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			e.t.Fatalf("%d of %d dead letters on %s within %s", len(recs), n, dlqTopic, timeout)
+			e.t.Fatalf("%d of %d dead letters on %s within %s", len(recs), n, e.dlqTopic, timeout)
 		}
 		recs = append(recs, fs.Records()...)
 	}
@@ -80,7 +80,7 @@ func TestOversizeDeadLetterCutToFit(t *testing.T) {
 	for _, size := range []int{1_000_100, 1_040_000} {
 		rec := paymentRecord(e.createOrder(100), "big-"+strconv.Itoa(size), "payments.v1.PaymentRefunded")
 		rec.Value = bytes.Repeat([]byte("x"), size)
-		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ProducerBatchMaxBytes(1_100_000))
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.inboxTopic), kgo.ProducerBatchMaxBytes(1_100_000))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,6 +114,48 @@ func TestOversizeDeadLetterCutToFit(t *testing.T) {
 		}
 		if n := e.count(`SELECT length(payload) FROM inbox WHERE message_id = $1`, id); n != size {
 			t.Errorf("%s: inbox payload of %d bytes, want the whole %d", id, n, size)
+		}
+	}
+}
+
+// TestDeadLetterKeepsNullAndBinaryKeys: the DLQ copy of a dead-lettered
+// payment record has the original's key exactly: a null key stays null (so
+// such records spread over the partitions instead of sharing the empty
+// key's), an empty key stays empty, and a key that is not text (bytes ff 00
+// 01) is the same bytes, not moved into a header.
+func TestDeadLetterKeepsNullAndBinaryKeys(t *testing.T) {
+	e := newEnv(t)
+	m := newMetrics(t)
+	keys := map[string][]byte{
+		"null-key":   nil,
+		"empty-key":  {},
+		"binary-key": {0xff, 0x00, 0x01},
+		"text-key":   []byte("order-7"),
+	}
+	var recs []*kgo.Record
+	for id, key := range keys {
+		rec := paymentRecord(e.createOrder(100), id, "payments.v1.PaymentRefunded")
+		rec.Key = key
+		recs = append(recs, rec)
+	}
+	e.produce(recs...)
+	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
+	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	waitFor(t, waitLong, "four dead", func() bool { return testutil.ToFloat64(m.Dead) == 4 })
+	e.startRelay()
+
+	for _, r := range e.readDLQ(len(keys), 30*time.Second) {
+		id := header(r, "ce_id")
+		want, ok := keys[id]
+		if !ok {
+			t.Errorf("unexpected DLQ record %q", id)
+			continue
+		}
+		if (r.Key == nil) != (want == nil) || !bytes.Equal(r.Key, want) {
+			t.Errorf("%s: DLQ key %#v, want %#v", id, r.Key, want)
+		}
+		if v := header(r, "dlq_original_key_base64"); v != "" {
+			t.Errorf("%s: DLQ copy has dlq_original_key_base64 %q; the key itself is the original", id, v)
 		}
 	}
 }

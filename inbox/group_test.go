@@ -20,11 +20,11 @@ func (e *env) groupState(adm *kadm.Client) (string, int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	gs, err := adm.DescribeGroups(ctx, group)
+	gs, err := adm.DescribeGroups(ctx, e.group)
 	if err != nil {
 		return "", 0
 	}
-	g := gs[group]
+	g := gs[e.group]
 	return g.State, len(g.Members)
 }
 
@@ -43,7 +43,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 	newMember := func() *kgo.Client {
 		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond),
 			kgo.RebalanceTimeout(10 * time.Second)},
-			inbox.ConsumerOptions(group, inboxTopic)...)...)
+			inbox.ConsumerOptions(e.group, e.inboxTopic)...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("run stopped after %s", time.Since(start))
-	inbox.CloseClient(consumerClient, group, "", 2*time.Second, e.log)
+	inbox.CloseClient(consumerClient, e.group, "", 2*time.Second, e.log)
 	t.Logf("closed after %s", time.Since(start))
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("closing the consumer took %s, want about the 2s bound", took)
@@ -86,7 +86,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 func (e *env) startStaticConsumer(m *inbox.Metrics, instanceID string) *running {
 	e.t.Helper()
 	opts := append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)},
-		inbox.ConsumerOptions(group, inboxTopic)...)
+		inbox.ConsumerOptions(e.group, e.inboxTopic)...)
 	cl, err := kgo.NewClient(append(opts, kgo.InstanceID(instanceID))...)
 	if err != nil {
 		e.t.Fatal(err)
@@ -110,7 +110,7 @@ func TestStaticMembersRestartUnderLoad(t *testing.T) {
 	for i := range replicas {
 		replicas[i] = e.startStaticConsumer(m, fmt.Sprintf("orders-%d", i))
 	}
-	ctl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	ctl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.inboxTopic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,17 +151,17 @@ func TestStaticMembersRestartUnderLoad(t *testing.T) {
 	<-loaded
 	waitFor(t, 30*time.Second, "every payment stored", func() bool { return e.count(`SELECT count(*) FROM inbox`) == int(produced.Load()) })
 	waitFor(t, 30*time.Second, "every partition committed to its end", func() bool {
-		ends, err := adm.ListEndOffsets(context.Background(), inboxTopic)
+		ends, err := adm.ListEndOffsets(context.Background(), e.inboxTopic)
 		if err != nil {
 			return false
 		}
-		committed, err := adm.FetchOffsets(context.Background(), group)
+		committed, err := adm.FetchOffsets(context.Background(), e.group)
 		if err != nil {
 			return false
 		}
 		for p := range int32(3) {
-			end, _ := ends.Lookup(inboxTopic, p)
-			c, _ := committed.Lookup(inboxTopic, p)
+			end, _ := ends.Lookup(e.inboxTopic, p)
+			c, _ := committed.Lookup(e.inboxTopic, p)
 			if c.At != end.Offset {
 				return false
 			}

@@ -17,10 +17,13 @@ import (
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
+// The topics and group on a kfake broker; on a real cluster each test has
+// its own (env.inboxTopic, env.dlqTopic, env.group).
 const (
 	inboxTopic = "payments.events"
 	dlqTopic   = "payments.events.dlq"
@@ -31,13 +34,17 @@ const (
 // it is not); each test then gets a database of its own from newEnv.
 func TestMain(m *testing.M) { pgtest.Main(m, func(string) {}) }
 
-// env is one test's world: its own migrated database and Kafka cluster.
+// env is one test's world: its own migrated database and Kafka (the real
+// cluster of KAFKA_TEST_BROKERS or a kfake cluster of its own), with topics
+// and a consumer group unique to the test.
 type env struct {
 	t       *testing.T
 	db      *postgres.DB
 	svc     *postgres.OrderService
 	brokers []string
 	log     *slog.Logger
+
+	inboxTopic, dlqTopic, group string
 }
 
 func newEnv(t *testing.T) *env {
@@ -53,13 +60,12 @@ func newEnv(t *testing.T) *env {
 	if _, err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cluster, err := kfake.NewCluster(kfake.Ports(0), kfake.SeedTopics(3, inboxTopic, dlqTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	w := postgres.NewOrderWriter("orders.events", "orders-service/test", nil)
-	return &env{t: t, db: db, svc: postgres.NewOrderService(db, w, "USD"), brokers: cluster.ListenAddrs(), log: testLogger(t)}
+	cluster := kafkatest.New(t, kfake.NumBrokers(3))
+	e := &env{t: t, db: db, brokers: cluster.Brokers, log: testLogger(t),
+		inboxTopic: cluster.Name(inboxTopic), dlqTopic: cluster.Name(dlqTopic), group: cluster.Name(group)}
+	cluster.CreateTopics(3, e.inboxTopic, e.dlqTopic)
+	e.svc = postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "orders-service/test", nil), "USD")
+	return e
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -118,9 +124,10 @@ func (e *env) insertOrder(id string) {
 	}
 }
 
+// paymentRecord is a payment result for the test's inbox topic: it names no
+// topic, so the producers of env give it theirs (kgo.DefaultProduceTopic).
 func paymentRecord(orderID, ceID, typ string) *kgo.Record {
 	r := &kgo.Record{
-		Topic: inboxTopic,
 		Key:   []byte(orderID),
 		Value: fmt.Appendf(nil, `{"order_id":%q,"payment_id":"pay-%s","reason":"declined"}`, orderID, orderID),
 		Headers: []kgo.RecordHeader{
@@ -144,7 +151,7 @@ func succeeded(orderID string) *kgo.Record {
 // partition, and returns them with their offsets.
 func (e *env) produce(records ...*kgo.Record) []*kgo.Record {
 	e.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.inboxTopic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -180,7 +187,7 @@ func (r *running) stop() error {
 func (e *env) startConsumer(m *inbox.Metrics, cfg inbox.ConsumerConfig, setup func(*inbox.InboxConsumer, context.CancelFunc)) (*inbox.InboxConsumer, *running) {
 	e.t.Helper()
 	opts := append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(200 * time.Millisecond)},
-		inbox.ConsumerOptions(group, inboxTopic)...)
+		inbox.ConsumerOptions(e.group, e.inboxTopic)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		e.t.Fatal(err)
@@ -199,7 +206,7 @@ func (e *env) startConsumer(m *inbox.Metrics, cfg inbox.ConsumerConfig, setup fu
 func (e *env) startProcessor(m *inbox.Metrics, cfg inbox.ProcessorConfig) (*inbox.InboxProcessor, *running) {
 	e.t.Helper()
 	if cfg.DLQTopic == "" {
-		cfg.DLQTopic = dlqTopic
+		cfg.DLQTopic = e.dlqTopic
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 20 * time.Millisecond
@@ -272,7 +279,7 @@ func (e *env) store(msgs ...postgres.InboxMessage) {
 	e.t.Helper()
 	for i := range msgs {
 		if msgs[i].Topic == "" {
-			msgs[i].Topic = inboxTopic
+			msgs[i].Topic = e.inboxTopic
 		}
 	}
 	if _, err := postgres.InsertInbox(context.Background(), e.db, msgs); err != nil {

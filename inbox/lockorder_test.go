@@ -84,7 +84,7 @@ func TestRowByRowPassCannotDeadlock(t *testing.T) {
 			reached: map[string]chan struct{}{"A": make(chan struct{}), "B": make(chan struct{})},
 			pid:     map[string]*int32{"A": new(int32), "B": new(int32)},
 			other:   map[string]string{"A": "B", "B": "A"}}
-		p := inbox.NewInboxProcessor(e.db, g, m, e.log, inbox.ProcessorConfig{DLQTopic: dlqTopic})
+		p := inbox.NewInboxProcessor(e.db, g, m, e.log, inbox.ProcessorConfig{DLQTopic: e.dlqTopic})
 		txs := map[string]pgx.Tx{}
 		for _, name := range []string{"A", "B"} {
 			tx, err := e.db.Pool.Begin(context.Background())

@@ -21,7 +21,7 @@ func TestCeIDEqualToAnotherRecordsPositionIsNoDuplicate(t *testing.T) {
 	a, b := e.createOrder(100), e.createOrder(200)
 	// On partition 0 of the fresh topic the first record gets offset 0 and
 	// the second offset 1: the first claims the second's position as ce_id.
-	impostor := paymentRecord(a, inboxTopic+"/0/1", orders.TypePaymentSucceeded)
+	impostor := paymentRecord(a, e.inboxTopic+"/0/1", orders.TypePaymentSucceeded)
 	noID := paymentRecord(b, "", orders.TypePaymentSucceeded)
 	recs := e.produce(impostor, noID)
 	if recs[1].Offset != 1 {

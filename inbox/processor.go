@@ -2,7 +2,6 @@ package inbox
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,9 +38,6 @@ const (
 	HeaderDLQOriginalTopic     = kafka.HeaderDLQOriginalTopic
 	HeaderDLQOriginalPartition = kafka.HeaderDLQOriginalPartition
 	HeaderDLQOriginalOffset    = kafka.HeaderDLQOriginalOffset
-	// HeaderDLQOriginalKey carries the original key, base64-encoded, when it
-	// is not valid text and so cannot be the dead-letter record's key.
-	HeaderDLQOriginalKey = "dlq_original_key_base64"
 	// HeaderDLQTruncated is set when the record's value was too large for
 	// the dead-letter topic and was cut: its original length in bytes.
 	HeaderDLQTruncated = "dlq_truncated"
@@ -368,8 +364,8 @@ func decode(m postgres.InboxMessage) (orders.PaymentResult, bool, error) {
 }
 
 // deadLetter marks m dead with cause and, in the same transaction, queues a
-// copy of it for the dead-letter topic: the original key, headers and
-// payload, plus the dlq_* headers.
+// copy of it for the dead-letter topic: the original key (null, text or
+// any bytes, as it was), headers and payload, plus the dlq_* headers.
 func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage, orderID string, cause error) error {
 	text := errorText(cause)
 	if err := postgres.MarkInboxDead(ctx, tx, m.MessageID, text); err != nil {
@@ -381,12 +377,7 @@ func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.I
 		postgres.Header{Key: HeaderDLQOriginalPartition, Value: []byte(strconv.Itoa(int(m.Partition)))},
 		postgres.Header{Key: HeaderDLQOriginalOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
 	)
-	key := string(m.Key)
-	if validText(key) != key {
-		headers = append(headers, postgres.Header{Key: HeaderDLQOriginalKey, Value: []byte(base64.StdEncoding.EncodeToString(m.Key))})
-		key = ""
-	}
-	payload, headers := fitDeadLetter([]byte(key), m.Payload, headers)
+	payload, headers := fitDeadLetter(m.Key, m.Payload, headers)
 	id, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("new dead-letter event id: %w", err)
@@ -395,7 +386,7 @@ func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.I
 		EventID:   id.String(),
 		EventType: m.EventType,
 		Topic:     p.cfg.DLQTopic,
-		Key:       key,
+		Key:       m.Key,
 		Headers:   headers,
 		Payload:   payload,
 	})

@@ -26,6 +26,8 @@ func roundTrip(t *testing.T, c Config, topic string) {
 	}
 }
 
+// TestSASL runs on embedded brokers in both modes: make kafka-up's cluster
+// has no SASL listener.
 func TestSASL(t *testing.T) {
 	const user, password = "orders", "s3cret-Pa55word"
 	for _, mech := range []string{MechanismPlain, MechanismScramSHA256, MechanismScramSHA512} {
@@ -88,6 +90,8 @@ func TestSASLRequiredByBroker(t *testing.T) {
 	}
 }
 
+// TestTLS runs on embedded brokers in both modes: make kafka-up's cluster has
+// no TLS listener.
 func TestTLS(t *testing.T) {
 	pki := testpki.New(t)
 

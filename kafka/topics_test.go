@@ -13,43 +13,60 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/acme/orders-service/internal/kafkatest"
 )
 
+// partitionCounts returns the partition count of each of topics, waiting up
+// to 10s until the metadata of each (just created on a real cluster, it
+// reaches the brokers one by one) shows partitions.
 func partitionCounts(t *testing.T, cl *kgo.Client, topics ...string) map[string]int {
 	t.Helper()
-	details, err := kadm.NewClient(cl).ListTopics(testContext(t, 10*time.Second), topics...)
-	if err != nil {
-		t.Fatalf("ListTopics: %v", err)
-	}
-	counts := make(map[string]int)
-	for _, d := range details {
-		if d.Err == nil {
-			counts[d.Topic] = len(d.Partitions)
+	ctx := testContext(t, 10*time.Second)
+	for {
+		details, err := kadm.NewClient(cl).ListTopics(ctx, topics...)
+		if err != nil {
+			t.Fatalf("ListTopics: %v", err)
+		}
+		counts := make(map[string]int)
+		for _, d := range details {
+			if d.Err == nil && len(d.Partitions) > 0 {
+				counts[d.Topic] = len(d.Partitions)
+			}
+		}
+		if len(counts) == len(topics) {
+			return counts
+		}
+		select {
+		case <-ctx.Done():
+			return counts
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return counts
 }
 
 func TestEnsureTopicsCreatesAndIsIdempotent(t *testing.T) {
-	b := startBroker(t)
-	cl := newClient(t, Config{Brokers: []string{b.Addr()}})
+	cluster := kafkatest.New(t)
+	events, payments, dlq := cluster.Name("orders.events"), cluster.Name("payments.events"), cluster.Name("payments.events.dlq")
+	cluster.DeleteAtEnd(events, payments, dlq)
+	cl := newClient(t, Config{Brokers: cluster.Brokers})
 	ctx := testContext(t, 10*time.Second)
 
-	if err := EnsureTopics(ctx, cl, 3, -1, "orders.events", "payments.events"); err != nil {
+	if err := EnsureTopics(ctx, cl, 3, -1, events, payments); err != nil {
 		t.Fatalf("first EnsureTopics: %v", err)
 	}
-	got := partitionCounts(t, cl, "orders.events", "payments.events")
-	if got["orders.events"] != 3 || got["payments.events"] != 3 {
+	got := partitionCounts(t, cl, events, payments)
+	if got[events] != 3 || got[payments] != 3 {
 		t.Fatalf("partition counts = %v, want 3 for both topics", got)
 	}
 
 	// Existing topics are success and are not altered; a new one is added.
-	if err := EnsureTopics(ctx, cl, 5, -1, "orders.events", "payments.events", "payments.events.dlq"); err != nil {
+	if err := EnsureTopics(ctx, cl, 5, -1, events, payments, dlq); err != nil {
 		t.Fatalf("second EnsureTopics: %v", err)
 	}
-	got = partitionCounts(t, cl, "orders.events", "payments.events", "payments.events.dlq")
-	if got["orders.events"] != 3 || got["payments.events.dlq"] != 5 {
-		t.Fatalf("partition counts = %v, want orders.events 3 and payments.events.dlq 5", got)
+	got = partitionCounts(t, cl, events, payments, dlq)
+	if got[events] != 3 || got[dlq] != 5 {
+		t.Fatalf("partition counts = %v, want %s 3 and %s 5", got, events, dlq)
 	}
 
 	if err := EnsureTopics(ctx, cl, 1, -1); err != nil {
@@ -57,6 +74,8 @@ func TestEnsureTopicsCreatesAndIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestEnsureTopicsBrokerDefaultPartitions runs on an embedded broker in both
+// modes: it sets the broker's default partition count.
 func TestEnsureTopicsBrokerDefaultPartitions(t *testing.T) {
 	b := startBroker(t, WithDefaultPartitions(4))
 	cl := newClient(t, Config{Brokers: []string{b.Addr()}})
@@ -146,6 +165,8 @@ func TestEnsureTopicsSilentBroker(t *testing.T) {
 	t.Logf("error: %v", err)
 }
 
+// TestEnsureTopicsRefusedByBroker runs on an embedded broker in both modes:
+// it needs kfake's users and ACLs.
 func TestEnsureTopicsRefusedByBroker(t *testing.T) {
 	// A user allowed to describe the cluster but not to create topics.
 	b := startBroker(t, WithKfakeOptions(

@@ -11,10 +11,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
+// topic is the events topic on a kfake broker; on a real cluster each test
+// has its own (testKafka.topic).
 const topic = "orders.events"
 
 // TestMain skips the package without PostgreSQL (fails in CI); each test
@@ -43,18 +46,34 @@ func freshDSN(t *testing.T) string {
 	return dsn
 }
 
-func newService(db *postgres.DB) *postgres.OrderService {
+// newService returns an OrderService whose events go to topic.
+func newService(db *postgres.DB, topic string) *postgres.OrderService {
 	return postgres.NewOrderService(db, postgres.NewOrderWriter(topic, "orders-service/test", nil), "USD")
 }
 
-func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+// testKafka is one test's Kafka: the real cluster of KAFKA_TEST_BROKERS or a
+// kfake broker of the test's own.
+type testKafka struct {
+	*kafkatest.Cluster
+	topic string // the events topic, unique to the test on a real cluster
+}
+
+// newKafka returns the test's Kafka with its events topic created with 4
+// partitions.
+func newKafka(t *testing.T) *testKafka {
 	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, topic)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	c := kafkatest.New(t)
+	k := &testKafka{Cluster: c, topic: c.Name(topic)}
+	c.CreateTopics(4, k.topic)
+	return k
+}
+
+// newFakeCluster returns a kfake broker with the events topic in both test
+// modes, for tests that steer the broker in ways a real cluster cannot be
+// (ListenFn, ControlKey, kfake's users and ACLs).
+func newFakeCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	return kafkatest.Fake(t, append([]kfake.Opt{kfake.SeedTopics(4, topic)}, opts...)...).Fake
 }
 
 // newProducer returns a client configured like the service's: idempotent,
@@ -116,13 +135,14 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// collector consumes topic from the start in the background.
+// collector consumes topics from the start in the background.
 type collector struct {
 	mu   sync.Mutex
 	recs []*kgo.Record
 }
 
-func collect(t *testing.T, addr string) *collector {
+// collect consumes topic from the start in the background.
+func collect(t *testing.T, addr, topic string) *collector {
 	t.Helper()
 	return collectWith(t, addr, kgo.ConsumeTopics(topic))
 }

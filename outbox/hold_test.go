@@ -68,17 +68,18 @@ func checkKeyOrder(t *testing.T, recs []*kgo.Record, key string, order []string)
 // an outcome, so the second relay publishes nothing meanwhile, even the
 // order's next event. Once Kafka answers, both events are in the topic once,
 // OrderCreated before OrderFinished, never OrderCreated again after it.
+// kfake in both modes: the test holds a produce request (ControlKey).
 func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 	t.Parallel()
 	dsn := freshDSN(t)
-	cluster := newCluster(t)
+	cluster := newFakeCluster(t)
 	addr := cluster.ListenAddrs()[0]
 	held, release := holdFirstProduce(t, cluster)
-	c := collect(t, addr)
+	c := collect(t, addr, topic)
 	cfg := Config{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second}
 
 	db1, db2 := pgtest.Open(t, dsn), pgtest.Open(t, dsn)
-	svc := newService(db1)
+	svc := newService(db1, topic)
 	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
 	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg)
 	o := createOrder(t, svc, "held")
@@ -127,13 +128,14 @@ func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 // ProduceTimeout + ResolveTimeout, the worker closes that producer (its
 // records are never sent again), releases the claim and publishes with a
 // new one from NewProducer; without NewProducer, Run returns ErrStalled.
+// kfake in both modes: the test holds a produce request (ControlKey).
 func TestUnresolvedPastResolveTimeout(t *testing.T) {
 	t.Parallel()
 	cfg := Config{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 300 * time.Millisecond}
 	t.Run("new producer", func(t *testing.T) {
 		t.Parallel()
 		db := pgtest.Open(t, freshDSN(t))
-		cluster := newCluster(t)
+		cluster := newFakeCluster(t)
 		addr := cluster.ListenAddrs()[0]
 		held, _ := holdFirstProduce(t, cluster)
 		var made atomic.Int64
@@ -147,7 +149,7 @@ func TestUnresolvedPastResolveTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		w, _ := newWorker(t, db, first, cfg)
-		o := createOrder(t, newService(db), "replaced")
+		o := createOrder(t, newService(db, topic), "replaced")
 		start(t, w)
 		<-held
 		waitFor(t, 10*time.Second, "row sent through a new producer", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
@@ -158,10 +160,10 @@ func TestUnresolvedPastResolveTimeout(t *testing.T) {
 	t.Run("no new producer", func(t *testing.T) {
 		t.Parallel()
 		db := pgtest.Open(t, freshDSN(t))
-		cluster := newCluster(t)
+		cluster := newFakeCluster(t)
 		held, _ := holdFirstProduce(t, cluster)
 		w, _ := newWorker(t, db, newProducer(t, cluster.ListenAddrs()[0]), cfg)
-		createOrder(t, newService(db), "stalled")
+		createOrder(t, newService(db, topic), "stalled")
 		done := make(chan error, 1)
 		go func() { done <- w.Run(context.Background()) }()
 		<-held

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,16 +31,17 @@ const dlqTopic = "payments.events.dlq"
 func TestOversizeRowIsParked(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t, kfake.SeedTopics(4, dlqTopic))
-	addr := cluster.ListenAddrs()[0]
-	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{addr}})
+	k := newKafka(t)
+	dlqTopic := k.Name(dlqTopic)
+	k.CreateTopics(4, dlqTopic)
+	svc := newService(db, k.topic)
+	producer, err := kafka.NewClient(kafka.Config{Brokers: k.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
 	w, _ := newWorker(t, db, producer, Config{PollInterval: 100 * time.Millisecond})
-	c := collectWith(t, addr, kgo.ConsumeTopics(topic, dlqTopic))
+	c := collectWith(t, k.Addr(), kgo.ConsumeTopics(k.topic, dlqTopic))
 
 	before := createOrder(t, svc, "before")
 	bigID, bigEvent := insertOutboxRow(t, db, dlqTopic, "order-x", bytes.Repeat([]byte("x"), 1_000_100))
@@ -94,12 +97,13 @@ func TestOversizeRowIsParked(t *testing.T) {
 // TestUnauthorizedTopicIsParked: rows for a topic the relay's user may not
 // write (TOPIC_AUTHORIZATION_FAILED, which Kafka never retries) are parked;
 // the other orders' events around them are published once each.
+// kfake in both modes: the test needs users and ACLs the cluster lacks.
 func TestUnauthorizedTopicIsParked(t *testing.T) {
 	t.Parallel()
 	const forbidden = "orders.forbidden"
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t, kfake.SeedTopics(4, forbidden), kfake.EnableSASL(), kfake.EnableACLs(),
+	svc := newService(db, topic)
+	cluster := newFakeCluster(t, kfake.SeedTopics(4, forbidden), kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser("PLAIN", "admin", "admin-secret"),
 		kfake.User("PLAIN", "relay", "relay-secret",
 			kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: topic, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationWrite, Allow: true},
@@ -140,5 +144,73 @@ func TestUnauthorizedTopicIsParked(t *testing.T) {
 	var parked []postgres.ParkedOutboxRow
 	if parked, err = db.ListParkedOutbox(context.Background(), 10); err != nil || len(parked) != 1 || parked[0].ID != deniedID {
 		t.Errorf("ListParkedOutbox = %+v, %v; want the forbidden row", parked, err)
+	}
+}
+
+// TestNullAndBinaryKeysPublishedAndParked: the relay publishes each row's
+// key as it is stored, a null key as null and bytes that are not text as
+// those bytes. A row with a binary key that is parked holds back the later
+// rows of the same bytes; a parked row with a null key holds back nothing,
+// since Kafka keeps no order among null-keyed records.
+func TestNullAndBinaryKeysPublishedAndParked(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t, freshDSN(t))
+	cluster := newFakeCluster(t, kfake.SeedTopics(4, dlqTopic))
+	addr := cluster.ListenAddrs()[0]
+	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	w, _ := newWorker(t, db, producer, Config{PollInterval: 100 * time.Millisecond})
+	c := collectWith(t, addr, kgo.ConsumeTopics(dlqTopic))
+
+	big, small := bytes.Repeat([]byte("x"), 1_000_100), []byte(`{}`)
+	binKey := []byte{0xff, 0x00, 0x01}
+	rows := []struct {
+		name    string
+		key     []byte
+		payload []byte
+		parked  bool
+	}{
+		{"null key, too large", nil, big, true},
+		{"null key, after it", nil, small, false},
+		{"binary key, too large", binKey, big, true},
+		{"same binary key, after it", binKey, small, true},
+		{"other binary key", []byte{0xff, 0x00, 0x02}, small, false},
+		{"empty key", []byte{}, small, false},
+		{"text key", []byte("order-1"), small, false},
+	}
+	msgs := make([]postgres.OutboxMessage, len(rows))
+	for i, r := range rows {
+		id := uuid.NewString()
+		msgs[i] = postgres.OutboxMessage{EventID: id, EventType: "test", Topic: dlqTopic, Key: r.key,
+			Headers: []postgres.Header{{Key: "ce_id", Value: []byte(id)}}, Payload: r.payload}
+	}
+	ctx := context.Background()
+	if err := db.InTx(ctx, false, func(tx pgx.Tx) error { return postgres.InsertOutbox(ctx, tx, msgs...) }); err != nil {
+		t.Fatal(err)
+	}
+	start(t, w)
+
+	for i, r := range rows {
+		if r.parked {
+			waitFor(t, 10*time.Second, r.name+" parked", func() bool {
+				var parked bool
+				err := db.Pool.QueryRow(ctx, `SELECT parked_at IS NOT NULL FROM outbox WHERE event_id = $1`, msgs[i].EventID).Scan(&parked)
+				return err == nil && parked
+			})
+			continue
+		}
+		waitFor(t, 10*time.Second, r.name+" published", func() bool { return len(c.byEventID(msgs[i].EventID)) > 0 })
+		got := c.byEventID(msgs[i].EventID)[0].Key
+		if (got == nil) != (r.key == nil) || !bytes.Equal(got, r.key) {
+			t.Errorf("%s: published key %#v, want %#v", r.name, got, r.key)
+		}
+	}
+	for i, r := range rows {
+		if n := len(c.byEventID(msgs[i].EventID)); r.parked && n != 0 {
+			t.Errorf("%s: %d records in Kafka, want it parked", r.name, n)
+		}
 	}
 }

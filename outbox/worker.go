@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -339,14 +340,23 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 		for i, o := range outs {
 			if o.parkErr != "" {
 				w.log.Error("outbox row parked: Kafka will never accept it; re-drive it once the cause is fixed",
-					"outbox_id", recs[i].ID, "event_id", recs[i].EventID, "topic", recs[i].Topic, "key", recs[i].Key, "error", o.parkErr)
+					"outbox_id", recs[i].ID, "event_id", recs[i].EventID, "topic", recs[i].Topic, "key", kafka.KeyText(recs[i].Key), "error", o.parkErr)
 			}
 		}
 	}
 	return res, retryErr
 }
 
-func keyOf(r postgres.OutboxRecord) string { return r.Topic + "\x00" + r.Key }
+// keyOf names the group of rows whose order one row belongs to: its topic
+// and key, as postgres.ParkedKeys returns them. A row with a null key is a
+// group of its own: Kafka keeps no order among null-keyed records, so one
+// such row neither parks nor holds back another.
+func keyOf(r postgres.OutboxRecord) string {
+	if r.Key == nil {
+		return "\x00" + strconv.FormatInt(r.ID, 10) // topics are never empty, so no topic and key is named so
+	}
+	return r.Topic + "\x00" + string(r.Key)
+}
 
 // prePark decides, before producing, which rows to park: rows of a topic
 // and key that already has a parked row, and rows whose record could never
@@ -358,7 +368,7 @@ func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, krecs []*kgo.Record
 		k := keyOf(r)
 		switch {
 		case parkedKeys[k]:
-			outs[i].parkErr = fmt.Sprintf("parked behind an earlier parked row of topic %s key %s", r.Topic, r.Key)
+			outs[i].parkErr = fmt.Sprintf("parked behind an earlier parked row of topic %s key %s", r.Topic, kafka.KeyText(r.Key))
 		case root[k] != 0:
 			outs[i].parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", root[k])
 		default:
@@ -377,7 +387,7 @@ func record(r postgres.OutboxRecord) *kgo.Record {
 	for j, h := range r.Headers {
 		headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
-	return &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload, Headers: headers}
+	return &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Payload, Headers: headers}
 }
 
 // settle decides, in id order, what becomes of each produced row: acked
@@ -401,7 +411,7 @@ func (w *OutboxWorker) settle(recs []postgres.OutboxRecord, outs []outcome) erro
 			}
 		case parkedRoot[k] != 0 && !o.acked.IsZero():
 			w.log.Error("outbox record reached Kafka although an earlier row of its key was parked",
-				"outbox_id", r.ID, "event_id", r.EventID, "topic", r.Topic, "key", r.Key, "parked_row", parkedRoot[k])
+				"outbox_id", r.ID, "event_id", r.EventID, "topic", r.Topic, "key", kafka.KeyText(r.Key), "parked_row", parkedRoot[k])
 		case parkedRoot[k] != 0:
 			o.parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", parkedRoot[k])
 		case retry[k]:
@@ -409,14 +419,14 @@ func (w *OutboxWorker) settle(recs []postgres.OutboxRecord, outs []outcome) erro
 			unsent++
 		case !o.acked.IsZero():
 		case o.err != nil && permanent(o.err):
-			o.parkErr = fmt.Sprintf("topic %s key %s: %v", r.Topic, r.Key, o.err)
+			o.parkErr = fmt.Sprintf("topic %s key %s: %v", r.Topic, kafka.KeyText(r.Key), o.err)
 			parkedRoot[k] = r.ID
 		default:
 			o.unsettled = true
 			retry[k] = true
 			unsent++
 			if first == nil {
-				first = fmt.Errorf("topic %s key %s event %s: %w", r.Topic, r.Key, r.EventID, o.err)
+				first = fmt.Errorf("topic %s key %s event %s: %w", r.Topic, kafka.KeyText(r.Key), r.EventID, o.err)
 			}
 		}
 	}
@@ -456,12 +466,16 @@ func (w *OutboxWorker) produce(ctx context.Context, recs []*kgo.Record, outs []o
 		pending int
 		wg      sync.WaitGroup
 	)
+	for i := range recs {
+		if outs[i].parkErr == "" {
+			pending++
+		}
+	}
+	wg.Add(pending)
 	for i, rec := range recs {
 		if outs[i].parkErr != "" {
 			continue
 		}
-		pending++
-		wg.Add(1)
 		w.producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
 			mu.Lock()

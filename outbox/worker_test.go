@@ -34,12 +34,12 @@ func createOrder(t *testing.T, svc *postgres.OrderService, user string) *orders.
 func TestPublishesCreatedOrderPromptly(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t)
-	addr := cluster.ListenAddrs()[0]
+	k := newKafka(t)
+	svc := newService(db, k.topic)
+	addr := k.Addr()
 	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 10 * time.Second})
 	start(t, w)
-	c := collect(t, addr)
+	c := collect(t, addr, k.topic)
 
 	// The first order may be published by the worker's first batch; the
 	// later ones are committed while it waits on its 10s poll interval.
@@ -62,8 +62,8 @@ func TestPublishesCreatedOrderPromptly(t *testing.T) {
 			t.Fatalf("%d records with ce_id %s, want 1", len(recs), row.EventID)
 		}
 		r := recs[0]
-		if r.Topic != topic || string(r.Key) != o.ID || !bytes.Equal(r.Value, row.Payload) {
-			t.Errorf("record topic=%q key=%q value=%s; want %q, %q, %s", r.Topic, r.Key, r.Value, topic, o.ID, row.Payload)
+		if r.Topic != k.topic || string(r.Key) != o.ID || !bytes.Equal(r.Value, row.Payload) {
+			t.Errorf("record topic=%q key=%q value=%s; want %q, %q, %s", r.Topic, r.Key, r.Value, k.topic, o.ID, row.Payload)
 		}
 		if len(r.Headers) != len(row.Headers) {
 			t.Fatalf("record has %d headers, row %d", len(r.Headers), len(row.Headers))
@@ -95,17 +95,18 @@ func TestPublishesCreatedOrderPromptly(t *testing.T) {
 // TestKafkaDownThenBack: while the broker is unreachable (its connections
 // cut, new ones refused) orders are still accepted and their rows stay
 // unsent; once it is back every event is delivered and marked sent.
+// kfake in both modes: the test cuts the broker's listener.
 func TestKafkaDownThenBack(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
+	svc := newService(db, topic)
 	ln := &switchListener{conns: map[net.Conn]struct{}{}}
-	cluster := newCluster(t, kfake.ListenFn(ln.listen))
+	cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
 	addr := cluster.ListenAddrs()[0]
 	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 300 * time.Millisecond, ResolveTimeout: 30 * time.Second})
 	w.maxBackoff = 300 * time.Millisecond
 	start(t, w)
-	c := collect(t, addr)
+	c := collect(t, addr, topic)
 
 	before := createOrder(t, svc, "before")
 	waitFor(t, 5*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
@@ -185,15 +186,16 @@ func (l *switchListener) setDown(down bool) {
 // request within ProduceTimeout, the worker keeps its claim and the rows
 // unsent, produces nothing more, and once Kafka answers marks the row sent:
 // one copy in Kafka, and one publish error for the missed deadline.
+// kfake in both modes: the test holds a produce request (ControlKey).
 func TestUnansweredBatchKeepsItsClaim(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t)
+	svc := newService(db, topic)
+	cluster := newFakeCluster(t)
 	addr := cluster.ListenAddrs()[0]
 	held, release := holdFirstProduce(t, cluster)
 	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second})
-	c := collect(t, addr)
+	c := collect(t, addr, topic)
 	o := createOrder(t, svc, "stalled")
 	row := outboxRows(t, db, "key = $1", o.ID)[0]
 	start(t, w)
@@ -236,11 +238,11 @@ func TestMarkFailureRedelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := newService(db)
-	cluster := newCluster(t)
-	addr := cluster.ListenAddrs()[0]
+	k := newKafka(t)
+	svc := newService(db, k.topic)
+	addr := k.Addr()
 	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond})
-	c := collect(t, addr)
+	c := collect(t, addr, k.topic)
 
 	o := createOrder(t, svc, "crash")
 	start(t, w)
@@ -276,14 +278,14 @@ func TestReplicasPublishInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dsn := freshDSN(t)
-	cluster := newCluster(t)
-	addr := cluster.ListenAddrs()[0]
-	c := collect(t, addr)
+	k := newKafka(t)
+	addr := k.Addr()
+	c := collect(t, addr, k.topic)
 	reps := make([]*replica, 3)
 	for i := range reps {
 		db := pgtest.Open(t, dsn)
 		w, _ := newWorker(t, db, newProducer(t, addr), Config{BatchSize: 4, PollInterval: 200 * time.Millisecond})
-		reps[i] = &replica{db: db, svc: newService(db), w: w}
+		reps[i] = &replica{db: db, svc: newService(db, k.topic), w: w}
 		reps[i].stop = start(t, w)
 	}
 
@@ -459,9 +461,9 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t)
-	w, reg := newWorker(t, db, newProducer(t, cluster.ListenAddrs()[0]), Config{GaugeInterval: 20 * time.Millisecond})
+	k := newKafka(t)
+	svc := newService(db, k.topic)
+	w, reg := newWorker(t, db, newProducer(t, k.Addr()), Config{GaugeInterval: 20 * time.Millisecond})
 
 	for i := range 3 {
 		createOrder(t, svc, fmt.Sprintf("m%d", i))
@@ -517,10 +519,9 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 func TestBatchDoesNotWaitForLinger(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t, freshDSN(t))
-	svc := newService(db)
-	cluster := newCluster(t)
-	addr := cluster.ListenAddrs()[0]
-	producer, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerLinger(3*time.Second))
+	k := newKafka(t)
+	svc := newService(db, k.topic)
+	producer, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.ProducerLinger(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,8 +107,8 @@ const insertOrderSQL = `
 		ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
 		RETURNING id
 	)
-	INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
-	SELECT $10, $11, $12, $13, $14, $15 FROM o`
+	INSERT INTO outbox (event_id, event_type, topic, key, key_bytes, headers, payload)
+	SELECT $10, $11, $12, $13, $14, $15, $16 FROM o`
 
 // insertOrder stores o and its OrderCreated event, reporting false when the
 // user's requestID was used before (nothing is then written).
@@ -125,9 +125,10 @@ func (s *OrderService) insertOrder(ctx context.Context, o *orders.Order, request
 	if err != nil {
 		return false, fmt.Errorf("encode outbox headers: %w", err)
 	}
+	key, keyBytes := splitKey(m.Key)
 	tag, err := s.db.Pool.Exec(ctx, insertOrderSQL,
 		o.ID, o.UserID, o.Amount, o.Currency, o.Description, o.Status, requestID, hash, o.CreatedAt,
-		m.EventID, m.EventType, m.Topic, m.Key, headers, m.Payload)
+		m.EventID, m.EventType, m.Topic, key, keyBytes, headers, m.Payload)
 	if err != nil {
 		return false, fmt.Errorf("insert order and its event: %w", classify(err))
 	}

@@ -20,7 +20,7 @@ type OutboxRecord struct {
 	ID        int64
 	EventID   string
 	Topic     string
-	Key       string
+	Key       []byte // nil: a null key
 	Headers   []Header
 	Payload   []byte
 	CreatedAt time.Time
@@ -52,7 +52,7 @@ func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 }
 
 const claimOutboxSQL = `
-	SELECT id, event_id::text, topic, key, headers, payload, created_at
+	SELECT id, event_id::text, topic, key, key_bytes, headers, payload, created_at
 	FROM outbox
 	WHERE NOT sent AND parked_at IS NULL
 	ORDER BY id
@@ -68,7 +68,10 @@ func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, err
 	}
 	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
 		var r OutboxRecord
-		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &r.Key, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
+		var key *string
+		var keyBytes []byte
+		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &key, &keyBytes, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
+		r.Key = joinKey(key, keyBytes)
 		return r, err
 	})
 	if err != nil {
@@ -137,25 +140,47 @@ func (db *DB) OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error) 
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
+// parkedKeysSQL finds which of the given topic and key pairs have a parked
+// row: text keys ($1, $2) through outbox_parked, binary keys ($3, $4)
+// through outbox_parked_bytes. (One join on "key = ... OR key_bytes = ..."
+// can use neither index and reads every parked row per claimed row.)
+const parkedKeysSQL = `
+	SELECT o.topic, o.key, NULL::bytea
+	FROM outbox o JOIN unnest($1::text[], $2::text[]) AS c(topic, key) ON o.topic = c.topic AND o.key = c.key
+	WHERE o.parked_at IS NOT NULL
+	UNION
+	SELECT o.topic, NULL, o.key_bytes
+	FROM outbox o JOIN unnest($3::text[], $4::bytea[]) AS c(topic, key_bytes) ON o.topic = c.topic AND o.key_bytes = c.key_bytes
+	WHERE o.parked_at IS NOT NULL`
+
 // ParkedKeys returns which of recs' topic and key pairs have a parked row,
 // as topic + "\x00" + key. The relay parks such rows too, so that an
-// order's later events never overtake its parked one.
+// order's later events never overtake its parked one. Rows with a null key
+// are in no order with each other and are never looked up.
 func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string]bool, error) {
-	topics, keys := make([]string, len(recs)), make([]string, len(recs))
-	for i, r := range recs {
-		topics[i], keys[i] = r.Topic, r.Key
+	textTopics, textKeys := []string{}, []string{}
+	binTopics, binKeys := []string{}, [][]byte{}
+	for _, r := range recs {
+		switch text, bin := splitKey(r.Key); {
+		case text != nil:
+			textTopics, textKeys = append(textTopics, r.Topic), append(textKeys, *text)
+		case bin != nil:
+			binTopics, binKeys = append(binTopics, r.Topic), append(binKeys, bin)
+		}
 	}
-	rows, err := tx.Query(ctx, `
-		SELECT DISTINCT o.topic, o.key
-		FROM outbox o JOIN unnest($1::text[], $2::text[]) AS c(topic, key) ON o.topic = c.topic AND o.key = c.key
-		WHERE o.parked_at IS NOT NULL`, topics, keys)
+	parked := map[string]bool{}
+	if len(textKeys)+len(binKeys) == 0 {
+		return parked, nil
+	}
+	rows, err := tx.Query(ctx, parkedKeysSQL, textTopics, textKeys, binTopics, binKeys)
 	if err != nil {
 		return nil, fmt.Errorf("look up parked outbox keys: %w", classify(err))
 	}
-	parked := map[string]bool{}
-	var topic, key string
-	_, err = pgx.ForEachRow(rows, []any{&topic, &key}, func() error {
-		parked[topic+"\x00"+key] = true
+	var topic string
+	var key *string
+	var bin []byte
+	_, err = pgx.ForEachRow(rows, []any{&topic, &key, &bin}, func() error {
+		parked[topic+"\x00"+string(joinKey(key, bin))] = true
 		return nil
 	})
 	if err != nil {
@@ -183,8 +208,8 @@ type ParkedOutboxRow struct {
 	EventID   string
 	EventType string
 	Topic     string
-	Key       string
-	Bytes     int // payload size
+	Key       []byte // nil: a null key
+	Bytes     int    // payload size
 	ParkedAt  time.Time
 	LastError string
 }
@@ -192,7 +217,7 @@ type ParkedOutboxRow struct {
 // ListParkedOutbox returns up to limit parked rows in id order.
 func (db *DB) ListParkedOutbox(ctx context.Context, limit int) ([]ParkedOutboxRow, error) {
 	rows, err := db.Pool.Query(ctx, `
-		SELECT id, event_id::text, event_type, topic, key, octet_length(payload), parked_at, coalesce(last_error, '')
+		SELECT id, event_id::text, event_type, topic, key, key_bytes, octet_length(payload), parked_at, coalesce(last_error, '')
 		FROM outbox
 		WHERE parked_at IS NOT NULL
 		ORDER BY id
@@ -202,7 +227,10 @@ func (db *DB) ListParkedOutbox(ctx context.Context, limit int) ([]ParkedOutboxRo
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ParkedOutboxRow, error) {
 		var r ParkedOutboxRow
-		err := row.Scan(&r.ID, &r.EventID, &r.EventType, &r.Topic, &r.Key, &r.Bytes, &r.ParkedAt, &r.LastError)
+		var key *string
+		var keyBytes []byte
+		err := row.Scan(&r.ID, &r.EventID, &r.EventType, &r.Topic, &key, &keyBytes, &r.Bytes, &r.ParkedAt, &r.LastError)
+		r.Key = joinKey(key, keyBytes)
 		return r, err
 	})
 	if err != nil {
@@ -212,9 +240,10 @@ func (db *DB) ListParkedOutbox(ctx context.Context, limit int) ([]ParkedOutboxRo
 }
 
 // RedriveOutbox un-parks the rows with the given ids together with every
-// parked row of their topics and keys, or every parked row when ids is
-// empty, so that the relay claims them again in id order. last_error is kept
-// for the record. It returns how many rows it un-parked.
+// parked row of their topics and keys (a row with a null key alone), or
+// every parked row when ids is empty, so that the relay claims them again in
+// id order. last_error is kept for the record. It returns how many rows it
+// un-parked.
 func (db *DB) RedriveOutbox(ctx context.Context, ids []int64) (int64, error) {
 	if ids == nil {
 		ids = []int64{}
@@ -223,7 +252,9 @@ func (db *DB) RedriveOutbox(ctx context.Context, ids []int64) (int64, error) {
 		UPDATE outbox SET parked_at = NULL
 		WHERE parked_at IS NOT NULL
 		  AND (cardinality($1::bigint[]) = 0
-		       OR (topic, key) IN (SELECT topic, key FROM outbox WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL))`, ids)
+		       OR id = ANY($1::bigint[])
+		       OR (topic, key) IN (SELECT topic, key FROM outbox WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL)
+		       OR (topic, key_bytes) IN (SELECT topic, key_bytes FROM outbox WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL))`, ids)
 	if err != nil {
 		return 0, fmt.Errorf("redrive parked outbox rows: %w", classify(err))
 	}

@@ -191,9 +191,36 @@ type OutboxMessage struct {
 	EventID   string // ce_id, or a fresh UUID for records that carry their own headers
 	EventType string
 	Topic     string
-	Key       string
+	Key       []byte // the record key as it is published; nil is a null key
 	Headers   []Header
 	Payload   []byte
+}
+
+// splitKey stores a record key in the outbox's two key columns: a text key
+// in key, bytes that are not valid UTF-8 or contain NUL (which a text column
+// cannot hold) in key_bytes, and neither for a null key (nil).
+func splitKey(k []byte) (text *string, bin []byte) {
+	switch {
+	case k == nil:
+		return nil, nil
+	case utf8.Valid(k) && !containsNUL(k):
+		s := string(k)
+		return &s, nil
+	default:
+		return nil, k
+	}
+}
+
+// joinKey reverses splitKey.
+func joinKey(text *string, bin []byte) []byte {
+	switch {
+	case text != nil:
+		return append([]byte{}, *text...)
+	case bin != nil:
+		return bin
+	default:
+		return nil
+	}
 }
 
 // InsertOutbox adds msgs to the outbox inside tx, in one statement, in the
@@ -206,32 +233,34 @@ func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
 		if err != nil {
 			return fmt.Errorf("encode outbox headers: %w", err)
 		}
+		key, keyBytes := splitKey(m.Key)
 		_, err = tx.Exec(ctx, `
-			INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
-			VALUES ($1, $2, $3, $4, $5, $6)`,
-			m.EventID, m.EventType, m.Topic, m.Key, headers, m.Payload)
+			INSERT INTO outbox (event_id, event_type, topic, key, key_bytes, headers, payload)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			m.EventID, m.EventType, m.Topic, key, keyBytes, headers, m.Payload)
 		if err != nil {
 			return fmt.Errorf("insert outbox row: %w", err)
 		}
 		return nil
 	}
 	n := len(msgs)
-	ids, types, topics, keys, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	payloads := make([][]byte, n)
+	ids, types, topics, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	keys, keyBytes, payloads := make([]*string, n), make([][]byte, n), make([][]byte, n)
 	for i, m := range msgs {
 		h, err := encodeHeaders(m.Headers)
 		if err != nil {
 			return fmt.Errorf("encode outbox headers: %w", err)
 		}
-		ids[i], types[i], topics[i], keys[i], headers[i], payloads[i] = m.EventID, m.EventType, m.Topic, m.Key, string(h), m.Payload
+		ids[i], types[i], topics[i], headers[i], payloads[i] = m.EventID, m.EventType, m.Topic, string(h), m.Payload
+		keys[i], keyBytes[i] = splitKey(m.Key)
 	}
 	// Rows are inserted, and so numbered, in the order of the SELECT.
 	_, err := tx.Exec(ctx, `
-		INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
-		SELECT m.event_id::uuid, m.event_type, m.topic, m.key, m.headers::jsonb, m.payload
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY
-			AS m(event_id, event_type, topic, key, headers, payload, ord)
-		ORDER BY m.ord`, ids, types, topics, keys, headers, payloads)
+		INSERT INTO outbox (event_id, event_type, topic, key, key_bytes, headers, payload)
+		SELECT m.event_id::uuid, m.event_type, m.topic, m.key, m.key_bytes, m.headers::jsonb, m.payload
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bytea[]) WITH ORDINALITY
+			AS m(event_id, event_type, topic, key, key_bytes, headers, payload, ord)
+		ORDER BY m.ord`, ids, types, topics, keys, keyBytes, headers, payloads)
 	if err != nil {
 		return fmt.Errorf("insert %d outbox rows: %w", n, err)
 	}
@@ -319,7 +348,7 @@ func (w *OrderWriter) messages(ctx context.Context, events []orders.Event, trace
 			EventID:   id.String(),
 			EventType: ev.EventType(),
 			Topic:     w.Topic,
-			Key:       ev.EventOrderID(),
+			Key:       []byte(ev.EventOrderID()),
 			Headers:   headers,
 			Payload:   payload,
 		}

@@ -1,6 +1,9 @@
 package postgres
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -17,7 +20,8 @@ type IndexedQuery struct {
 
 // IndexedQueries returns the hot statements whose plans must stay index
 // scans: GetOrders' first and later pages for userID, the relay's claim and
-// the inbox processor's claim, with the batch sizes the workers use.
+// its look-up of parked keys (text and binary), and the inbox processor's
+// claim, with the batch sizes the workers use.
 func IndexedQueries(userID string) []IndexedQuery {
 	cursor := time.Now().UTC().Truncate(time.Microsecond)
 	const anyID = "00000000-0000-7000-8000-000000000000"
@@ -30,5 +34,26 @@ func IndexedQueries(userID string) []IndexedQuery {
 			Table: "outbox", Index: "outbox_unsent"},
 		{Name: "inbox processor claim", SQL: claimInboxSQL, Args: []any{50},
 			Table: "inbox", Index: "inbox_pending"},
+		{Name: "outbox parked keys (text)", SQL: parkedKeysSQL, Args: parkedKeysArgs("orders.events", false),
+			Table: "outbox", Index: "outbox_parked"},
+		{Name: "outbox parked keys (binary)", SQL: parkedKeysSQL, Args: parkedKeysArgs("payments.events.dlq", true),
+			Table: "outbox", Index: "outbox_parked_bytes"},
 	}
+}
+
+// parkedKeysArgs returns ParkedKeys' array arguments, as literals, for a
+// relay batch of 1000 rows of topic with text keys or with binary ones.
+func parkedKeysArgs(topic string, binary bool) []any {
+	topics, keys := make([]string, 1000), make([]string, 1000)
+	for i := range topics {
+		topics[i], keys[i] = topic, "order-"+strconv.Itoa(i)
+		if binary {
+			keys[i] = fmt.Sprintf(`"\\xff00%04x"`, i)
+		}
+	}
+	list := func(elems []string) string { return "{" + strings.Join(elems, ",") + "}" }
+	if binary {
+		return []any{"{}", "{}", list(topics), list(keys)}
+	}
+	return []any{list(topics), list(keys), "{}", "{}"}
 }

@@ -20,9 +20,10 @@ const planRows = 200_000
 
 // TestHotQueriesUseIndexes fills orders, outbox and inbox the way a
 // long-running service does (mostly sent and processed rows, a small
-// backlog), gathers statistics, and asserts that GetOrders and both claims
-// are planned as index scans on their intended index, in the custom plans
-// of the first executions and in the generic plans of cached statements.
+// backlog, some parked rows), gathers statistics, and asserts that
+// GetOrders, both claims and the relay's look-up of parked keys are planned
+// as index scans on their intended index, in the custom plans of the first
+// executions and in the generic plans of cached statements.
 func TestHotQueriesUseIndexes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -48,6 +49,15 @@ func TestHotQueriesUseIndexes(t *testing.T) {
 		SELECT ('00000000-0000-7000-9000-' || lpad(to_hex(i), 12, '0'))::uuid, 'orders.v1.OrderCreated', 'orders.events', 'order-' || i,
 			'[{"key":"ce_specversion","value":"1.0"}]', '\x7b7d', i <= $1 - 1000, CASE WHEN i <= $1 - 1000 THEN now() END
 		FROM generate_series(1, $1) AS i`,
+		// Parked rows, a twentieth of the table: order events a topic ACL
+		// refused, and dead letters with binary keys.
+		`INSERT INTO outbox (event_id, event_type, topic, key, key_bytes, headers, payload, parked_at, last_error)
+		SELECT ('00000000-0000-7000-a000-' || lpad(to_hex(i), 12, '0'))::uuid, 'test',
+			CASE WHEN i % 2 = 0 THEN 'orders.events' ELSE 'payments.events.dlq' END,
+			CASE WHEN i % 2 = 0 THEN 'parked-' || i END,
+			CASE WHEN i % 2 = 1 THEN decode('ff01' || lpad(to_hex(i), 8, '0'), 'hex') END,
+			'[]', '\x7b7d', now(), 'TOPIC_AUTHORIZATION_FAILED'
+		FROM generate_series(1, $1 / 20) AS i`,
 		// Processed rows kept for retention, and 1000 pending.
 		`INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, headers, payload, event_type, processed, processed_at)
 		SELECT 'message-' || lpad(i::text, 9, '0'), 'payments.events', i % 6, i, '[]', '\x7b7d', 'payments.v1.PaymentSucceeded',

@@ -27,6 +27,7 @@ import (
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/outbox"
 	"github.com/acme/orders-service/postgres"
@@ -34,11 +35,32 @@ import (
 	"github.com/acme/orders-service/telemetry"
 )
 
-const (
-	ordersTopic   = "orders.events"
-	paymentsTopic = "payments.events"
-	dlqTopic      = "payments.events.dlq"
-)
+// testKafka is a test's Kafka and the names it uses there.
+type testKafka struct {
+	brokers                                     []string
+	ordersTopic, paymentsTopic, dlqTopic, group string
+}
+
+// newKafka returns an embedded broker of the test's own with the service's
+// default names, or, when KAFKA_TEST_BROKERS is set, that real cluster with
+// topics and a group unique to the test (its topics deleted when it ends).
+func newKafka(t *testing.T) testKafka {
+	t.Helper()
+	if !kafkatest.Real() {
+		broker, err := kafka.StartEmbedded("127.0.0.1:0", kafka.WithDefaultPartitions(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(broker.Close)
+		return testKafka{brokers: []string{broker.Addr()}, ordersTopic: "orders.events", paymentsTopic: "payments.events",
+			dlqTopic: "payments.events.dlq", group: "orders-service"}
+	}
+	c := kafkatest.New(t)
+	k := testKafka{brokers: c.Brokers, ordersTopic: c.Name("orders.events"), paymentsTopic: c.Name("payments.events"),
+		dlqTopic: c.Name("payments.events.dlq"), group: c.Name("orders-service")}
+	c.DeleteAtEnd(k.ordersTopic, k.paymentsTopic, k.dlqTopic)
+	return k
+}
 
 // recordSpans installs a tracer provider recording every ended span and the
 // W3C trace-context propagator as the globals, restoring the previous ones
@@ -126,21 +148,17 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	broker, err := kafka.StartEmbedded("127.0.0.1:0", kafka.WithDefaultPartitions(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
+	k := newKafka(t)
+	producer, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	if err := kafka.EnsureTopics(ctx, producer, 1, -1, ordersTopic, paymentsTopic, dlqTopic); err != nil {
+	if err := kafka.EnsureTopics(ctx, producer, 1, -1, k.ordersTopic, k.paymentsTopic, k.dlqTopic); err != nil {
 		t.Fatal(err)
 	}
 
-	writer := postgres.NewOrderWriter(ordersTopic, "orders-service/test", func(ctx context.Context) []postgres.Header {
+	writer := postgres.NewOrderWriter(k.ordersTopic, "orders-service/test", func(ctx context.Context) []postgres.Header {
 		if tp := telemetry.TraceParent(ctx); tp != "" {
 			return []postgres.Header{{Key: kafka.HeaderTraceParent, Value: []byte(tp)}}
 		}
@@ -167,8 +185,8 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	goUntilCleanup(t, relay.Run)
-	consumerClient, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(broker.Addr())},
-		inbox.ConsumerOptions("orders-service", paymentsTopic)...)...)
+	consumerClient, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.brokers...)},
+		inbox.ConsumerOptions(k.group, k.paymentsTopic)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +197,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	}
 	consumer := inbox.NewInboxConsumer(consumerClient, db, m, log, inbox.ConsumerConfig{})
 	processor := inbox.NewInboxProcessor(db, svc, m, log, inbox.ProcessorConfig{
-		DLQTopic: dlqTopic, Wake: consumer.Stored(), PollInterval: 50 * time.Millisecond,
+		DLQTopic: k.dlqTopic, Wake: consumer.Stored(), PollInterval: 50 * time.Millisecond,
 	})
 	goUntilCleanup(t, consumer.Run)
 	goUntilCleanup(t, processor.Run)
@@ -237,7 +255,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Errorf("outbox.publish kind = %v, want producer", publish.SpanKind())
 	}
 
-	created0 := readRecord(t, broker.Addr(), ordersTopic)
+	created0 := readRecord(t, k.brokers, k.ordersTopic)
 	if string(created0.Key) != orderID {
 		t.Fatalf("record key = %q, want order %s", created0.Key, orderID)
 	}
@@ -247,7 +265,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	}
 
 	data, _ := json.Marshal(map[string]string{"order_id": orderID, "payment_id": "pay-1"})
-	payment := &kgo.Record{Topic: paymentsTopic, Key: []byte(orderID), Value: data, Headers: kafka.CloudEvent{
+	payment := &kgo.Record{Topic: k.paymentsTopic, Key: []byte(orderID), Value: data, Headers: kafka.CloudEvent{
 		ID: uuid.NewString(), Type: "payments.v1.PaymentSucceeded", Source: "payments-service/test",
 		Time: time.Now(), TraceParent: tp,
 	}.Headers()}
@@ -289,9 +307,9 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 }
 
 // readRecord returns the first record of topic, waiting up to 10s for it.
-func readRecord(t *testing.T, broker, topic string) *kgo.Record {
+func readRecord(t *testing.T, brokers []string, topic string) *kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

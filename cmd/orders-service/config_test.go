@@ -156,7 +156,7 @@ func TestServeRequiresAuthModeOutsideDev(t *testing.T) {
 			t.Errorf("AUTH_MODE=%s: run = %v, want it past the AUTH_MODE check (failing at the database)", mode, err)
 		}
 	}
-	cfg, err := loadConfig(devEnv(envOf(nil)))
+	cfg, err := loadConfig(devEnv(envOf(nil), false))
 	if err != nil {
 		t.Fatal(err)
 	}

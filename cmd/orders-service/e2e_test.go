@@ -23,13 +23,15 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // These tests run whole orders-service instances (run() in-process, with
 // their own ports) against a fresh PostgreSQL database and a Kafka-protocol
-// broker on TCP.
+// broker on TCP: an embedded broker of the test's own, or the real cluster of
+// KAFKA_TEST_BROKERS (see testKafka).
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -62,6 +64,34 @@ func startBroker(t *testing.T, addr string, opts ...kafka.EmbeddedOption) *kafka
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// testKafka is the Kafka of one test and the names the service uses on it.
+type testKafka struct {
+	brokers                                      string // KAFKA_BROKER
+	topic, inboxTopic, dlqTopic, group, simGroup string
+}
+
+// newKafka returns the test's Kafka: the real cluster of KAFKA_TEST_BROKERS
+// with topics and groups unique to the test (its topics deleted when it
+// ends), or else an embedded broker of its own with the default names.
+func newKafka(t *testing.T) *testKafka {
+	t.Helper()
+	if !kafkatest.Real() {
+		return &testKafka{brokers: startBroker(t, "127.0.0.1:0").Addr(), topic: "orders.events", inboxTopic: "payments.events",
+			dlqTopic: "payments.events.dlq", group: "orders-service", simGroup: "payments-sim"}
+	}
+	c := kafkatest.New(t)
+	k := &testKafka{brokers: strings.Join(c.Brokers, ","), topic: c.Name("orders.events"), inboxTopic: c.Name("payments.events"),
+		dlqTopic: c.Name("payments.events.dlq"), group: c.Name("orders-service"), simGroup: c.Name("payments-sim")}
+	c.DeleteAtEnd(k.topic, k.inboxTopic, k.dlqTopic)
+	return k
+}
+
+// env returns the service's environment for k and the database dsn.
+func (k *testKafka) env(dsn string) map[string]string {
+	return map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": k.brokers, "KAFKA_TOPIC": k.topic,
+		"KAFKA_INBOX_TOPIC": k.inboxTopic, "KAFKA_DLQ_TOPIC": k.dlqTopic, "KAFKA_GROUP_ID": k.group}
 }
 
 // syncBuffer collects a service's log for failure reports.
@@ -173,10 +203,10 @@ type event struct {
 }
 
 // readTopic returns every record of topic (up to want, waiting up to
-// timeout for them), in partition order.
-func readTopic(t *testing.T, broker, topic string, want int, timeout time.Duration) []event {
+// timeout for them), in partition order; brokers is a comma-separated list.
+func readTopic(t *testing.T, brokers, topic string, want int, timeout time.Duration) []event {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -229,9 +259,10 @@ func metric(t *testing.T, text, name string) float64 {
 
 func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	dsn := freshDSN(t)
-	broker := startBroker(t, "127.0.0.1:0")
-	// -dev adds the payments simulator; the broker is the test's.
-	in := startInstance(t, []string{"-dev"}, map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr()})
+	k := newKafka(t)
+	// -dev adds the payments simulator (its group is payments-sim in both
+	// modes); the broker is the test's.
+	in := startInstance(t, []string{"-dev"}, k.env(dsn))
 
 	// The caller's trace continues into the event's traceparent header.
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -246,7 +277,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
 	})
 
-	events := readTopic(t, broker.Addr(), "orders.events", 2, 10*time.Second)
+	events := readTopic(t, k.brokers, k.topic, 2, 10*time.Second)
 	if len(events) != 2 || events[0].typ != "orders.v1.OrderCreated" || events[1].typ != "orders.v1.OrderFinished" {
 		t.Fatalf("events = %+v, want OrderCreated then OrderFinished", events)
 	}
@@ -276,25 +307,25 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if err := json.Unmarshal(events[1].value, &data); err != nil || data["status"] != "finished" || data["order_id"] != id {
 		t.Errorf("OrderFinished data = %s (%v)", events[1].value, err)
 	}
-	payments := readTopic(t, broker.Addr(), "payments.events", 1, 5*time.Second)
+	payments := readTopic(t, k.brokers, k.inboxTopic, 1, 5*time.Second)
 	if len(payments) != 1 || payments[0].typ != "payments.v1.PaymentSucceeded" || payments[0].key != id {
 		t.Fatalf("payments = %+v", payments)
 	}
 
 	// A redelivered payment, a poison record and a payment for an order that
 	// does not exist (yet) move the inbox metrics.
-	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
+	producer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(k.brokers, ",")...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer producer.Close()
-	dup := &kgo.Record{Topic: "payments.events", Key: []byte(id), Value: payments[0].value}
+	dup := &kgo.Record{Topic: k.inboxTopic, Key: []byte(id), Value: payments[0].value}
 	for k, v := range payments[0].headers {
 		dup.Headers = append(dup.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
 	}
-	poison := &kgo.Record{Topic: "payments.events", Key: []byte("poison"), Value: []byte("{not json"),
+	poison := &kgo.Record{Topic: k.inboxTopic, Key: []byte("poison"), Value: []byte("{not json"),
 		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("poison-1")}, {Key: "ce_type", Value: []byte("payments.v1.PaymentSucceeded")}}}
-	unknown := &kgo.Record{Topic: "payments.events", Value: []byte(`{"order_id":"0190f5e4-8c1a-7b3e-9f00-1234567890ab"}`),
+	unknown := &kgo.Record{Topic: k.inboxTopic, Value: []byte(`{"order_id":"0190f5e4-8c1a-7b3e-9f00-1234567890ab"}`),
 		Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("unknown-1")}, {Key: "ce_type", Value: []byte("payments.v1.PaymentSucceeded")}}}
 	if err := producer.ProduceSync(context.Background(), dup, poison, unknown).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -304,8 +335,8 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 		return metric(t, text, "orders_inbox_duplicates_total") >= 1 && metric(t, text, "orders_inbox_dead_total") >= 1 &&
 			metric(t, text, "orders_inbox_unprocessed") >= 1
 	})
-	dlq := readTopic(t, broker.Addr(), "payments.events.dlq", 1, 10*time.Second)
-	if len(dlq) != 1 || dlq[0].key != "poison" || dlq[0].headers["dlq_original_topic"] != "payments.events" ||
+	dlq := readTopic(t, k.brokers, k.dlqTopic, 1, 10*time.Second)
+	if len(dlq) != 1 || dlq[0].key != "poison" || dlq[0].headers["dlq_original_topic"] != k.inboxTopic ||
 		dlq[0].headers["dlq_error"] == "" || dlq[0].headers["dlq_original_offset"] == "" || dlq[0].headers["dlq_original_partition"] == "" ||
 		dlq[0].id != "poison-1" || string(dlq[0].value) != "{not json" {
 		t.Fatalf("dead letter = %+v", dlq)
@@ -345,8 +376,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 
 func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
 	dsn := freshDSN(t)
-	broker := startBroker(t, "127.0.0.1:0")
-	in := startInstance(t, nil, map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr()})
+	in := startInstance(t, nil, newKafka(t).env(dsn))
 	o, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "shutdown", Amount: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -60,8 +60,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	terminal := isTerminal(stdout)
 	if *dev {
-		getenv = devEnv(getenv)
+		getenv = devEnv(getenv, terminal)
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
@@ -74,7 +75,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err := requireAuthMode(cfg, *dev); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
-		return serve(ctx, cfg, log, *dev)
+		var welcome io.Writer
+		if *dev && terminal {
+			welcome = stdout
+		}
+		return serve(ctx, cfg, log, *dev, welcome)
 	case "migrate":
 		return migrate(ctx, cfg, log, *dev)
 	case "healthcheck":
@@ -90,14 +95,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 }
 
-// devEnv defaults KAFKA_BROKER to the embedded broker in -dev mode.
-func devEnv(getenv func(string) string) func(string) string {
+// devEnv defaults KAFKA_BROKER to the embedded broker in -dev mode, and
+// LOG_FORMAT to text when a person reads the log on a terminal.
+func devEnv(getenv func(string) string, terminal bool) func(string) string {
 	return func(name string) string {
-		if v := getenv(name); v != "" || name != "KAFKA_BROKER" {
+		if v := getenv(name); v != "" {
 			return v
 		}
-		return "embedded"
+		switch {
+		case name == "KAFKA_BROKER":
+			return "embedded"
+		case name == "LOG_FORMAT" && terminal:
+			return "text"
+		}
+		return ""
 	}
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func newLogger(w io.Writer, cfg config) *slog.Logger {

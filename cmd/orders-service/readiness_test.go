@@ -118,6 +118,8 @@ func TestReadinessFollowsPostgresOutage(t *testing.T) {
 	}
 }
 
+// TestReadinessIgnoresKafkaOutageButShowsIt runs on an embedded broker in
+// both modes: the test stops it.
 func TestReadinessIgnoresKafkaOutageButShowsIt(t *testing.T) {
 	dsn := freshDSN(t)
 	db := openDB(t, dsn)
@@ -148,10 +150,9 @@ func TestReadinessIgnoresKafkaOutageButShowsIt(t *testing.T) {
 // health ("") stays SERVING; both come back after the restore.
 func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
 	dsn, proxy := proxiedDSN(t, freshDSN(t))
-	broker := startBroker(t, "127.0.0.1:0")
-	in := startInstance(t, nil, map[string]string{
-		"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr(), "READINESS_INTERVAL": "200ms",
-	})
+	env := newKafka(t).env(dsn)
+	env["READINESS_INTERVAL"] = "200ms"
+	in := startInstance(t, nil, env)
 	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

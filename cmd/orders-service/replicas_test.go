@@ -18,10 +18,10 @@ import (
 	"github.com/acme/orders-service/paymentsim"
 )
 
-// runSimulator answers OrderCreated events on broker until the test ends.
-func runSimulator(t *testing.T, broker string) {
+// runSimulator answers OrderCreated events on k until the test ends.
+func runSimulator(t *testing.T, k *testKafka) {
 	t.Helper()
-	cl, err := kafka.NewClient(kafka.Config{Brokers: []string{broker}}, paymentsim.ClientOptions("payments-sim", "orders.events")...)
+	cl, err := kafka.NewClient(kafka.Config{Brokers: strings.Split(k.brokers, ",")}, paymentsim.ClientOptions(k.simGroup, k.topic)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func runSimulator(t *testing.T, broker string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(paymentsim.Config{InTopic: "orders.events", OutTopic: "payments.events"}).Run(ctx, cl)
+		(paymentsim.Config{InTopic: k.topic, OutTopic: k.inboxTopic}).Run(ctx, cl)
 	}()
 	t.Cleanup(func() { cancel(); <-done; cl.Close() })
 }
@@ -100,21 +100,25 @@ func checkEvents(t *testing.T, events []event, ids []string, want ...string) {
 func TestThreeReplicasThousandOrdersEachPaid(t *testing.T) {
 	const n = 1000
 	dsn := freshDSN(t)
-	broker := startBroker(t, "127.0.0.1:0")
-	env := map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr(), "LOG_LEVEL": "warn"}
+	k := newKafka(t)
+	env := k.env(dsn)
+	env["LOG_LEVEL"] = "warn"
 	ins := []*instance{startInstance(t, nil, env), startInstance(t, nil, env), startInstance(t, nil, env)}
-	runSimulator(t, broker.Addr())
+	runSimulator(t, k)
 
 	ids := createOrders(t, n, ins...)
 	waitFor(t, 90*time.Second, "every order paid", func() bool { return countStatus(t, dsn, "finished") == n })
 
-	events := readTopic(t, broker.Addr(), "orders.events", 2*n, 30*time.Second)
+	events := readTopic(t, k.brokers, k.topic, 2*n, 30*time.Second)
 	if len(events) != 2*n {
 		t.Fatalf("%d events in Kafka, want %d", len(events), 2*n)
 	}
 	checkEvents(t, events, ids, "orders.v1.OrderCreated", "orders.v1.OrderFinished")
 }
 
+// TestBrokerRestartMidStreamDeliversEverything runs on an embedded broker in
+// both modes: the test stops and restarts it (the failover suite does this
+// to a real cluster's nodes).
 func TestBrokerRestartMidStreamDeliversEverything(t *testing.T) {
 	dsn := freshDSN(t)
 	dir := t.TempDir()
@@ -161,17 +165,17 @@ func TestKcatReadsEvents(t *testing.T) {
 		t.Skip("kcat not installed")
 	}
 	dsn := freshDSN(t)
-	broker := startBroker(t, "127.0.0.1:0")
-	in := startInstance(t, nil, map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr()})
+	k := newKafka(t)
+	in := startInstance(t, nil, k.env(dsn))
 	o, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "kcat", Amount: 99, Description: "read by kcat"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	readTopic(t, broker.Addr(), "orders.events", 1, 10*time.Second) // published
+	readTopic(t, k.brokers, k.topic, 1, 10*time.Second) // published
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, kcat, "-b", broker.Addr(), "-C", "-t", "orders.events", "-o", "beginning", "-e", "-q", "-J").Output()
+	out, err := exec.CommandContext(ctx, kcat, "-b", k.brokers, "-C", "-t", k.topic, "-o", "beginning", "-e", "-q", "-J").Output()
 	if err != nil {
 		t.Fatalf("kcat: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -34,8 +35,9 @@ import (
 
 // serve runs the service until ctx is cancelled, then shuts down gracefully:
 // health turns NOT_SERVING, in-flight calls finish within the shutdown
-// timeout, then the workers stop.
-func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
+// timeout, then the workers stop. A non-nil welcome gets a short greeting
+// for a person once the service listens.
+func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome io.Writer) error {
 	log.Info("starting orders-service", "config", cfg, "dev", dev)
 	stopTracing, err := telemetry.SetupTracing(ctx, cfg.getenv, "orders-service", log)
 	if err != nil {
@@ -131,6 +133,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool) error {
 		})
 		return nil
 	})
+	if welcome != nil {
+		writeWelcome(welcome, cfg, grpcLn.Addr(), httpLn.Addr())
+	}
 	g.Go(func() error {
 		log.Info("HTTP server listening", "addr", httpLn.Addr().String())
 		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
@@ -348,7 +353,7 @@ func outboxParked(ctx context.Context, cfg config, log *slog.Logger, stdout io.W
 		return fmt.Errorf("outbox-parked: %w", err)
 	}
 	for _, r := range rows {
-		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\t%d bytes\tparked %s\t%s\n", r.ID, r.EventID, r.EventType, r.Topic, r.Key,
+		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\t%d bytes\tparked %s\t%s\n", r.ID, r.EventID, r.EventType, r.Topic, kafka.KeyText(r.Key),
 			r.Bytes, r.ParkedAt.UTC().Format(time.RFC3339), r.LastError)
 	}
 	fmt.Fprintf(stdout, "%d parked outbox row(s)\n", len(rows))
@@ -377,4 +382,29 @@ func outboxRedrive(ctx context.Context, cfg config, log *slog.Logger, args []str
 	}
 	fmt.Fprintf(stdout, "un-parked %d outbox row(s)\n", n)
 	return nil
+}
+
+// writeWelcome tells a person at a terminal where the service listens and
+// how to try it: the README's walk-through with the real addresses.
+func writeWelcome(w io.Writer, cfg config, grpcAddr, httpAddr net.Addr) {
+	grpcPort := grpcAddr.(*net.TCPAddr).Port
+	httpPort := httpAddr.(*net.TCPAddr).Port
+	brokers := strings.Join(cfg.Kafka.Brokers, ",")
+	kafkaNote := ""
+	if cfg.EmbeddedKafka {
+		kafkaNote = " (embedded)"
+	}
+	fmt.Fprintf(w, `
+orders-service is running (-dev)
+  gRPC      localhost:%[1]d   orders.v1.OrderService, health, reflection
+  HTTP      localhost:%[2]d   /metrics /healthz /readyz
+  Kafka     %[3]s%[4]s   topics %[5]s, %[6]s
+  Database  %[7]s
+
+Try it:
+  grpcurl -plaintext -d '{"user_id":"alice","amount":1250}' localhost:%[1]d orders.v1.OrderService/CreateOrder
+  grpcurl -plaintext -d '{"order_id":"<id from above>"}' localhost:%[1]d orders.v1.OrderService/GetOrderStatus
+  kcat -b %[8]s -C -t %[5]s -f '%%k %%h\n%%s\n\n'
+
+`, grpcPort, httpPort, brokers, kafkaNote, cfg.KafkaTopic, cfg.KafkaInboxTopic, redactDSN(cfg.PostgresDSN), cfg.Kafka.Brokers[0])
 }

@@ -63,7 +63,7 @@ func openLoop(ctx context.Context, rate int, d time.Duration, workers int, op fu
 // events take to reach Kafka: from the service's own histogram (commit to
 // acknowledgement) and from a consumer of the topic (response to fetch).
 func (b *bench) ackPhase(ctx context.Context) error {
-	const topic = "orders.events"
+	topic := b.topic("orders.events")
 	if err := waitDrained(ctx, b.svcDB, 2*time.Minute); err != nil {
 		return err
 	}

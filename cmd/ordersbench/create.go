@@ -186,7 +186,7 @@ func (w baselineWriter) create(ctx context.Context, n int64) error {
 			EventID:   eventID.String(),
 			EventType: orders.TypeOrderCreated,
 			Topic:     w.topic,
-			Key:       o.ID,
+			Key:       []byte(o.ID),
 			Headers:   postgres.CloudEventHeaders(eventID.String(), orders.TypeOrderCreated, "orders-service", time.Now()),
 			Payload:   payload,
 		})

@@ -52,7 +52,7 @@ func fillOutbox(ctx context.Context, db *postgres.DB, topic string, n int) error
 // drainPhase times three ways of moving n outbox rows: the claim-and-mark
 // SQL alone, a raw franz-go produce of the same records, and OutboxWorker.
 func (b *bench) drainPhase(ctx context.Context) error {
-	const relayTopic, rawTopic = "bench.drain.relay", "bench.drain.raw"
+	relayTopic, rawTopic := b.topic("bench.drain.relay"), b.topic("bench.drain.raw")
 	n := b.sizes.DrainRows
 	dsn, err := b.newDatabase(ctx, "drain")
 	if err != nil {

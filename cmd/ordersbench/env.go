@@ -38,7 +38,13 @@ type proc struct {
 	err  error
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// pid is the process's id, 0 for none.
+func (p *proc) pid() int {
+	if p == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
 
 // exited reports the process's exit when it has ended.
 func (p *proc) exited() error {

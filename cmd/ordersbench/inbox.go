@@ -69,7 +69,7 @@ func paymentRecords(topic string, n int) ([]*kgo.Record, error) {
 // events, as in the service), and by the same inserts and updates as SQL
 // alone.
 func (b *bench) inboxPhase(ctx context.Context) error {
-	const paymentsTopic, eventsTopic, dlqTopic = "bench.payments", "bench.inbox.events", "bench.inbox.dlq"
+	paymentsTopic, eventsTopic, dlqTopic := b.topic("bench.payments"), b.topic("bench.inbox.events"), b.topic("bench.inbox.dlq")
 	n := b.sizes.InboxRecords
 	dsn, err := b.newDatabase(ctx, "inbox")
 	if err != nil {

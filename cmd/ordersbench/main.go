@@ -105,15 +105,18 @@ type bench struct {
 	progress   io.Writer
 
 	dbs      []string // to drop at the end
-	broker   *proc
+	broker   *proc    // the kfake broker this run started; nil with -brokers
 	brokerAt string
-	service  *proc
-	svcDSN   string
-	svcDB    *postgres.DB // the benchmark's own pool on the service's database
-	httpPort int
-	grpcConn *grpc.ClientConn
-	client   orderspb.OrderServiceClient
-	rss      *rssSampler
+	// topicSuffix makes this run's topic names its own on a cluster that
+	// outlives the run (-brokers); "" on the run's own kfake broker.
+	topicSuffix string
+	service     *proc
+	svcDSN      string
+	svcDB       *postgres.DB // the benchmark's own pool on the service's database
+	httpPort    int
+	grpcConn    *grpc.ClientConn
+	client      orderspb.OrderServiceClient
+	rss         *rssSampler
 
 	res *Results
 }
@@ -174,6 +177,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	phaseDur := fs.Duration("phase", 0, "length of each CreateOrder measurement (default 10s, with -short 1s)")
 	phases := fs.String("phases", strings.Join(allPhases[:len(allPhases)-1], ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
 	soak := fs.Duration("soak", 10*time.Minute, "length of the soak phase")
+	brokers := fs.String("brokers", os.Getenv("BENCH_KAFKA_BROKERS"),
+		"seed brokers of a running Kafka cluster to measure against, e.g. make kafka-up's 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 (BENCH_KAFKA_BROKERS); empty: a kfake broker of the run's own")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -185,7 +190,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		enabled[p] = true
 	}
 	b := &bench{sizes: fullSizes, short: *short, adminDSN: *adminDSN, profile: *profile, progress: stdout, poolMax: *poolMax,
-		serviceEnv: serviceEnv, soak: *soak,
+		serviceEnv: serviceEnv, soak: *soak, brokerAt: *brokers,
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	mode := "full"
 	if *short {
@@ -301,6 +306,9 @@ func (b *bench) runPhase(ctx context.Context, name string) error {
 	return fmt.Errorf("unknown phase %q", name)
 }
 
+// topic is the name of topic name in this run (see topicSuffix).
+func (b *bench) topic(name string) string { return name + b.topicSuffix }
+
 func (b *bench) say(format string, args ...any) {
 	fmt.Fprintf(b.progress, time.Now().Format("15:04:05 ")+format+"\n", args...)
 }
@@ -323,11 +331,19 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.res.Machine = describeMachine(ctx, b.svcDB)
-	if b.broker, b.brokerAt, err = startBroker(filepath.Join(b.tmp, "kfake-broker"), b.tmp, 6); err != nil {
-		return err
+	if b.brokerAt == "" {
+		if b.broker, b.brokerAt, err = startBroker(filepath.Join(b.tmp, "kfake-broker"), b.tmp, 6); err != nil {
+			return err
+		}
+		b.res.Details["kafka"] = "kfake (own process)"
+	} else {
+		b.topicSuffix = "." + filepath.Base(b.tmp)
+		b.res.Details["kafka"] = "cluster at " + b.brokerAt
 	}
+	env := append([]string{"KAFKA_TOPIC=" + b.topic("orders.events"), "KAFKA_INBOX_TOPIC=" + b.topic("payments.events"),
+		"KAFKA_DLQ_TOPIC=" + b.topic("payments.events.dlq"), "KAFKA_GROUP_ID=" + b.topic("orders-service")}, b.serviceEnv...)
 	var grpcPort int
-	b.service, grpcPort, b.httpPort, err = startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, b.svcDSN, b.brokerAt, b.profile != "", b.serviceEnv)
+	b.service, grpcPort, b.httpPort, err = startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, b.svcDSN, b.brokerAt, b.profile != "", env)
 	if err != nil {
 		return err
 	}
@@ -335,7 +351,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.rss = startRSSSampler(b.service.pid())
-	b.say("service pid %d (gRPC :%d, HTTP :%d), broker pid %d at %s", b.service.pid(), grpcPort, b.httpPort, b.broker.pid(), b.brokerAt)
+	b.say("service pid %d (gRPC :%d, HTTP :%d), Kafka: %s", b.service.pid(), grpcPort, b.httpPort, b.res.Details["kafka"])
 	if mfs, err := scrape(ctx, b.metricsURL()); err == nil {
 		b.res.Extra["start"] = int64(gauge(mfs, "go_goroutines"))
 	}

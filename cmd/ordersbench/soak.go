@@ -41,8 +41,8 @@ func (b *bench) soakPhase(ctx context.Context) error {
 	}
 	defer db.Close()
 	env := append([]string{
-		"KAFKA_TOPIC=soak.orders.events", "KAFKA_INBOX_TOPIC=soak.payments.events",
-		"KAFKA_DLQ_TOPIC=soak.payments.dlq", "KAFKA_GROUP_ID=soak-orders-service",
+		"KAFKA_TOPIC=" + b.topic("soak.orders.events"), "KAFKA_INBOX_TOPIC=" + b.topic("soak.payments.events"),
+		"KAFKA_DLQ_TOPIC=" + b.topic("soak.payments.dlq"), "KAFKA_GROUP_ID=" + b.topic("soak-orders-service"),
 		"OUTBOX_RETENTION=" + soakRetention.String(), "INBOX_RETENTION=" + soakRetention.String(),
 	}, b.serviceEnv...)
 	svc, grpcPort, httpPort, err := startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, dsn, b.brokerAt,

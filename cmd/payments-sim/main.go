@@ -35,7 +35,10 @@ type configError struct{ msg string }
 func (e *configError) Error() string { return e.msg }
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Getenv, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "payments-sim:", err)
 		var ce *configError
 		if errors.As(err, &ce) {
@@ -45,15 +48,13 @@ func main() {
 	}
 }
 
-func run() error {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	cfg, err := loadConfig(os.Getenv)
+// run answers payments with the configuration of getenv until ctx ends.
+func run(ctx context.Context, getenv func(string) string, log *slog.Logger) error {
+	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
 	cfg.sim.Log = log
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	cl, err := kafka.NewClient(cfg.kafka, paymentsim.ClientOptions(cfg.group, cfg.sim.InTopic)...)
 	if err != nil {

@@ -45,15 +45,26 @@ type Cluster struct {
 // the test ends.
 func New(t testing.TB, opts ...kfake.Opt) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, suffix: uniqueSuffix(t)}
-	if Real() {
-		for _, b := range strings.Split(os.Getenv(EnvBrokers), ",") {
-			if b = strings.TrimSpace(b); b != "" {
-				c.Brokers = append(c.Brokers, b)
-			}
-		}
-		return c
+	if !Real() {
+		return Fake(t, opts...)
 	}
+	c := &Cluster{t: t, suffix: uniqueSuffix(t)}
+	for _, b := range strings.Split(os.Getenv(EnvBrokers), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.Brokers = append(c.Brokers, b)
+		}
+	}
+	return c
+}
+
+// Fake returns a one-broker kfake cluster on a loopback port, configured by
+// opts and closed when the test ends, whether or not KAFKA_TEST_BROKERS is
+// set. It is for tests that need what only kfake offers (holding or dropping
+// requests with ControlKey, a ListenFn, kfake's users and ACLs, restarting
+// the broker): a real cluster cannot be steered like that from a test.
+func Fake(t testing.TB, opts ...kfake.Opt) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, suffix: uniqueSuffix(t)}
 	fake, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(0)}, opts...)...)
 	if err != nil {
 		t.Fatalf("kfake: %v", err)
