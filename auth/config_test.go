@@ -57,16 +57,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestConfigFromEnv(t *testing.T) {
-	env := map[string]string{EnvMode: ModeJWT, EnvHS256Secret: "s", EnvHS256SecretFile: "f",
-		EnvPublicKeyFile: "k", EnvIssuer: "i", EnvAudience: "a"}
-	got := ConfigFromEnv(func(k string) string { return env[k] })
-	want := Config{Mode: ModeJWT, HS256Secret: "s", HS256SecretFile: "f", PublicKeyFile: "k", Issuer: "i", Audience: "a"}
-	if got != want {
-		t.Fatalf("ConfigFromEnv = %#v, want %#v", got, want)
-	}
-}
-
 func TestConfigMasksSecret(t *testing.T) {
 	const secret = "do-not-print-this-secret-0123456789"
 	cfg := Config{Mode: ModeJWT, HS256Secret: secret, Issuer: "iss-x"}

@@ -117,24 +117,3 @@ func TestConfigNeverShowsPassword(t *testing.T) {
 		t.Errorf("String() of a config without password = %q, want no mask", s)
 	}
 }
-
-func TestConfigFromEnvSASLPlainNeedsTLS(t *testing.T) {
-	env := map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USER": "u", "KAFKA_SASL_PASSWORD": "p"}
-	getenv := func(k string) string { return env[k] }
-	if _, err := ConfigFromEnv(getenv, "t"); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_MECHANISM: ") ||
-		!strings.Contains(err.Error(), "KAFKA_TLS=true") || !strings.Contains(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT=true") {
-		t.Fatalf("PLAIN without TLS: err = %v, want one line naming KAFKA_SASL_MECHANISM, KAFKA_TLS and KAFKA_SASL_ALLOW_PLAINTEXT", err)
-	}
-	env["KAFKA_SASL_ALLOW_PLAINTEXT"] = "yes please"
-	if _, err := ConfigFromEnv(getenv, "t"); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT: ") {
-		t.Fatalf("bad KAFKA_SASL_ALLOW_PLAINTEXT: err = %v", err)
-	}
-	for k, v := range map[string]string{"KAFKA_SASL_ALLOW_PLAINTEXT": "true", "KAFKA_TLS": "true"} {
-		delete(env, "KAFKA_SASL_ALLOW_PLAINTEXT")
-		delete(env, "KAFKA_TLS")
-		env[k] = v
-		if _, err := ConfigFromEnv(getenv, "t"); err != nil {
-			t.Errorf("PLAIN with %s=%s: %v", k, v, err)
-		}
-	}
-}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/acme/orders-service/internal/settings"
 )
 
 func envOf(kv map[string]string) func(string) string {
@@ -74,9 +76,9 @@ func TestRedactDSN(t *testing.T) {
 		"host=db user=app password=s3cret dbname=orders",
 		"host=db user=app password='s3 cret' dbname=orders",
 	} {
-		got := redactDSN(dsn)
+		got := settings.RedactDSN(dsn)
 		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
-			t.Errorf("redactDSN(%q) = %q", dsn, got)
+			t.Errorf("RedactDSN(%q) = %q", dsn, got)
 		}
 	}
 	c, _ := loadConfig(envOf(map[string]string{"POSTGRES_DSN": "postgres://app:s3cret@db/orders",
@@ -113,9 +115,9 @@ func TestRedactDSNMasksEverySecretKey(t *testing.T) {
 		"host=db user=app sslpassword = 's3 cret' dbname=orders",
 		"host=db user=app SSLPASSWORD=s3cret password=s3cret dbname=orders",
 	} {
-		got := redactDSN(dsn)
+		got := settings.RedactDSN(dsn)
 		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
-			t.Errorf("redactDSN(%q) = %q", dsn, got)
+			t.Errorf("RedactDSN(%q) = %q", dsn, got)
 		}
 		c, err := loadConfig(envOf(map[string]string{"POSTGRES_DSN": dsn}))
 		if err != nil {
