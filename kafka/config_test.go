@@ -84,13 +84,15 @@ func TestConfigNeverShowsPassword(t *testing.T) {
 		l.Info("sasl", "sasl", c.SASL)
 		l.Info("pointer", "config", &c)
 	}
+	//lint:ignore S1025 the test checks what the %s verb prints
+	asString := fmt.Sprintf("%s", c)
 	outputs := map[string]string{
 		"logs":      logs.String(),
 		"String":    c.String(),
 		"%v":        fmt.Sprintf("%v", c),
 		"%+v":       fmt.Sprintf("%+v", c),
 		"%#v":       fmt.Sprintf("%#v", c),
-		"%s":        fmt.Sprintf("%s", c),
+		"%s":        asString,
 		"%v ptr":    fmt.Sprintf("%v", &c),
 		"%+v SASL":  fmt.Sprintf("%+v", c.SASL),
 		"%#v SASL":  fmt.Sprintf("%#v", c.SASL),
