@@ -165,3 +165,20 @@ func TestServeRequiresAuthModeOutsideDev(t *testing.T) {
 		t.Fatalf("-dev without AUTH_MODE: %v, auth enabled %v; want none", err, cfg.Auth.Enabled())
 	}
 }
+
+// TestUsageListsEverySetting: -h lists every environment variable with its
+// doc line, from the table of settings.
+func TestUsageListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, envOf(nil), &out); err == nil {
+		t.Fatal("-h: no usage error")
+	}
+	for _, s := range settings.All() {
+		if !strings.Contains(out.String(), "  "+s.Name) || !strings.Contains(out.String(), s.Doc) {
+			t.Errorf("-h does not list %s: %s", s.Name, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "GRPC_PORT (default 50051)") {
+		t.Errorf("-h does not show GRPC_PORT's default: %s", out.String())
+	}
+}

@@ -436,7 +436,7 @@ var service = []Setting{
 
 // All returns every setting the service reads, besides the OTEL_* family
 // that OpenTelemetry reads itself.
-func All() []Setting { return slices.Concat(kafkaConnection, service) }
+func All() []Setting { return slices.Concat(service, kafkaConnection) }
 
 // read sets c from the settings through getenv and returns the first error,
 // naming its variable.
