@@ -320,8 +320,16 @@ var kafkaConnection = []Setting{
 // service are the settings of orders-service besides the Kafka connection,
 // in the order they are read (a derived default reads earlier settings).
 var service = []Setting{
-	value("POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable", "PostgreSQL connection string (its passwords are masked in the log)",
-		dsn, func(c *Config) *string { return &c.PostgresDSN }),
+	{
+		Name: "POSTGRES_DSN", Default: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable",
+		Doc: "PostgreSQL connection string (its passwords are masked in the log)",
+		set: func(c *Config, v string) error {
+			var err error
+			c.PostgresDSN, err = dsn(v)
+			return err
+		},
+		log: func(c *Config) slog.Value { return slog.StringValue(RedactDSN(c.PostgresDSN)) },
+	},
 	value("KAFKA_EMBEDDED_ADDR", "127.0.0.1:9092", "where KAFKA_BROKER=embedded listens",
 		text, func(c *Config) *string { return &c.EmbeddedAddr }),
 	value("KAFKA_EMBEDDED_DATA_DIR", "", "keep the embedded broker's log on disk here; empty: in memory",
@@ -505,11 +513,7 @@ func (c Config) LogValue() slog.Value {
 	all := All()
 	attrs := make([]slog.Attr, 0, len(all)+1)
 	for _, s := range all {
-		v := s.log(&c)
-		if s.Name == "POSTGRES_DSN" {
-			v = slog.StringValue(RedactDSN(c.PostgresDSN))
-		}
-		attrs = append(attrs, slog.Attr{Key: s.LogKey(), Value: v})
+		attrs = append(attrs, slog.Attr{Key: s.LogKey(), Value: s.log(&c)})
 	}
 	attrs = append(attrs, slog.Bool("kafka_embedded", c.EmbeddedKafka))
 	return slog.GroupValue(attrs...)
