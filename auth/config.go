@@ -40,19 +40,6 @@ type Config struct {
 	Audience        string // AUTH_JWT_AUDIENCE: required aud when set
 }
 
-// ConfigFromEnv reads the AUTH_* variables through getenv (os.Getenv in
-// main). It does not validate; call Validate or NewVerifier.
-func ConfigFromEnv(getenv func(string) string) Config {
-	return Config{
-		Mode:            getenv(EnvMode),
-		HS256Secret:     getenv(EnvHS256Secret),
-		HS256SecretFile: getenv(EnvHS256SecretFile),
-		PublicKeyFile:   getenv(EnvPublicKeyFile),
-		Issuer:          getenv(EnvIssuer),
-		Audience:        getenv(EnvAudience),
-	}
-}
-
 // Enabled reports whether tokens are required (Mode is "jwt").
 func (c Config) Enabled() bool { return c.Mode == ModeJWT }
 

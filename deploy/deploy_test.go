@@ -17,57 +17,20 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/acme/orders-service/internal/settings"
 )
 
 // ordersServiceEnv is every environment variable orders-service reads, besides
-// the OTEL_* family. Deployment files may pass no other.
-var ordersServiceEnv = []string{
-	"POSTGRES_DSN",
-	"KAFKA_BROKER",
-	"KAFKA_TOPIC",
-	"KAFKA_GROUP_ID",
-	"KAFKA_INBOX_TOPIC",
-	"KAFKA_DLQ_TOPIC",
-	"KAFKA_TOPIC_PARTITIONS",
-	"KAFKA_TOPIC_REPLICATION_FACTOR",
-	"KAFKA_COMPRESSION",
-	"KAFKA_TLS",
-	"KAFKA_SASL_MECHANISM",
-	"KAFKA_SASL_USER",
-	"KAFKA_SASL_PASSWORD",
-	"KAFKA_SASL_ALLOW_PLAINTEXT",
-	"GRPC_PORT",
-	"GRPC_REFLECTION",
-	"GRPC_MAX_CONNECTIONS",
-	"GRPC_MAX_CONNECTION_IDLE",
-	"GRPC_MAX_CONNECTION_AGE",
-	"GRPC_KEEPALIVE_MIN_TIME",
-	"GRPC_STREAM_TIMEOUT",
-	"GRPC_TLS_CERT_FILE",
-	"GRPC_TLS_KEY_FILE",
-	"GRPC_TLS_CLIENT_CA_FILE",
-	"HTTP_PORT",
-	"HTTP_HOST",
-	"AUTH_MODE",
-	"AUTH_JWT_HS256_SECRET",
-	"AUTH_JWT_HS256_SECRET_FILE",
-	"AUTH_JWT_PUBLIC_KEY_FILE",
-	"AUTH_JWT_ISSUER",
-	"AUTH_JWT_AUDIENCE",
-	"OUTBOX_POLL_INTERVAL",
-	"OUTBOX_BATCH_SIZE",
-	"OUTBOX_RETENTION",
-	"INBOX_RETENTION",
-	"INBOX_MAX_ATTEMPTS",
-	"RATE_LIMIT_PER_USER",
-	"RATE_LIMIT_BURST",
-	"RATE_LIMIT_PER_PEER",
-	"RATE_LIMIT_PEER_BURST",
-	"SHUTDOWN_TIMEOUT",
-	"READINESS_INTERVAL",
-	"LOG_FORMAT",
-	"LOG_LEVEL",
-}
+// the OTEL_* family: the names of its table of settings. Deployment files may
+// pass no other.
+var ordersServiceEnv = func() []string {
+	var names []string
+	for _, s := range settings.All() {
+		names = append(names, s.Name)
+	}
+	return names
+}()
 
 // paymentsSimEnv is every environment variable payments-sim reads.
 var paymentsSimEnv = []string{

@@ -6,6 +6,7 @@ package grpcapi
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/auth"
@@ -18,7 +19,7 @@ import (
 type OrderService interface {
 	CreateOrder(ctx context.Context, n orders.NewOrder) (*orders.Order, error)
 	GetOrders(ctx context.Context, userID string, limit int, after *orders.Cursor) ([]*orders.Order, *orders.Cursor, error)
-	GetOrder(ctx context.Context, id string) (*orders.Order, error)
+	GetOrderStatus(ctx context.Context, id string) (status orders.Status, userID string, err error)
 	MarkOrderFinished(ctx context.Context, id string) (*orders.Order, error)
 }
 
@@ -98,13 +99,21 @@ func (s *Server) GetOrders(ctx context.Context, req *orderspb.GetOrdersRequest) 
 	return resp, nil
 }
 
-// GetOrderStatus implements orderspb.OrderServiceServer.
+// GetOrderStatus implements orderspb.OrderServiceServer. Another user's
+// order is NOT_FOUND, as if it did not exist.
 func (s *Server) GetOrderStatus(ctx context.Context, req *orderspb.GetOrderStatusRequest) (*orderspb.GetOrderStatusResponse, error) {
-	o, err := s.getOrder(ctx, req.GetOrderId())
+	id := req.GetOrderId()
+	if err := validateOrderID(id); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	status, owner, err := s.orders.GetOrderStatus(ctx, id)
+	if err == nil && !auth.CanSeeOwner(ctx, owner) {
+		err = orders.Errorf(orders.ENOTFOUND, "order not found")
+	}
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	return &orderspb.GetOrderStatusResponse{OrderId: o.ID, Status: statusToProto(o.Status)}, nil
+	return &orderspb.GetOrderStatusResponse{OrderId: strings.ToLower(id), Status: statusToProto(status)}, nil
 }
 
 // MarkOrderFinished implements orderspb.OrderServiceServer.
@@ -120,22 +129,6 @@ func (s *Server) MarkOrderFinished(ctx context.Context, req *orderspb.MarkOrderF
 		return nil, toStatus(ctx, s.log, err)
 	}
 	return &orderspb.MarkOrderFinishedResponse{Order: orderToProto(o)}, nil
-}
-
-// getOrder loads an order the caller may see; another user's order looks
-// like a missing one, so ids cannot be probed.
-func (s *Server) getOrder(ctx context.Context, id string) (*orders.Order, error) {
-	if err := validateOrderID(id); err != nil {
-		return nil, err
-	}
-	o, err := s.orders.GetOrder(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !auth.CanSeeOwner(ctx, o.UserID) {
-		return nil, orders.Errorf(orders.ENOTFOUND, "order not found")
-	}
-	return o, nil
 }
 
 func validateOrderID(id string) error {

@@ -308,7 +308,9 @@ func TestHealthAndReflection(t *testing.T) {
 // panicking is an OrderService whose every call panics.
 type panicking struct{ grpcapi.OrderService }
 
-func (panicking) GetOrder(context.Context, string) (*orders.Order, error) { panic("boom") }
+func (panicking) GetOrderStatus(context.Context, string) (orders.Status, string, error) {
+	panic("boom")
+}
 
 func TestPanicAnswersInternalAndServerLives(t *testing.T) {
 	c, conn := serve(t, panicking{})

@@ -242,7 +242,7 @@ func (e *env) count(query string, args ...any) int {
 
 func (e *env) status(orderID string) orders.Status {
 	e.t.Helper()
-	s, err := e.svc.GetOrderStatus(context.Background(), orderID)
+	s, _, err := e.svc.GetOrderStatus(context.Background(), orderID)
 	if err != nil {
 		e.t.Fatal(err)
 	}

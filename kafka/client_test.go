@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/internal/testpki"
@@ -32,7 +33,7 @@ func TestSASL(t *testing.T) {
 	const user, password = "orders", "s3cret-Pa55word"
 	for _, mech := range []string{MechanismPlain, MechanismScramSHA256, MechanismScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
-			b := startBroker(t, WithSASLUser(mech, user, password))
+			b := startKfake(t, kfake.EnableSASL(), kfake.Superuser(mech, user, password))
 			good := Config{Brokers: []string{b.Addr()}, SASL: SASLConfig{Mechanism: mech, User: user, Password: password, AllowPlaintext: true}}
 
 			t.Run("right password produces and consumes", func(t *testing.T) {
@@ -83,7 +84,7 @@ func TestSASL(t *testing.T) {
 }
 
 func TestSASLRequiredByBroker(t *testing.T) {
-	b := startBroker(t, WithSASLUser(MechanismPlain, "u", "p"))
+	b := startKfake(t, kfake.EnableSASL(), kfake.Superuser(MechanismPlain, "u", "p"))
 	cl := newClient(t, Config{Brokers: []string{b.Addr()}})
 	if err := EnsureTopics(testContext(t, 3*time.Second), cl, 1, -1, "no-auth"); err == nil {
 		t.Fatal("EnsureTopics without SASL succeeded against a broker requiring SASL")
@@ -96,7 +97,7 @@ func TestTLS(t *testing.T) {
 	pki := testpki.New(t)
 
 	t.Run("server TLS with a private CA", func(t *testing.T) {
-		b := startBroker(t, WithTLS(serverTLS(t, pki, false)))
+		b := startKfake(t, kfake.TLS(serverTLS(t, pki, false)))
 		roundTrip(t, Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{Enabled: true, CAFile: pki.CAFile}}, "tls-topic")
 
 		// Without the CA file the system roots cannot verify the broker.
@@ -108,7 +109,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		b := startBroker(t, WithTLS(serverTLS(t, pki, true)))
+		b := startKfake(t, kfake.TLS(serverTLS(t, pki, true)))
 		withCert := Config{Brokers: []string{b.Addr()}, TLS: TLSConfig{
 			Enabled: true, CAFile: pki.CAFile, CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile,
 		}}
@@ -122,7 +123,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("plaintext client against TLS broker fails", func(t *testing.T) {
-		b := startBroker(t, WithTLS(serverTLS(t, pki, false)))
+		b := startKfake(t, kfake.TLS(serverTLS(t, pki, false)))
 		if err := newClient(t, Config{Brokers: []string{b.Addr()}}).Ping(testContext(t, 3*time.Second)); err == nil {
 			t.Fatal("plaintext Ping succeeded against a TLS broker")
 		}

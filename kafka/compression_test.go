@@ -111,15 +111,4 @@ func TestCompressionSettingValidated(t *testing.T) {
 			t.Errorf("Compression %q: got %v, want a KAFKA_COMPRESSION error listing the codecs", v, err)
 		}
 	}
-	c, err := ConfigFromEnv(func(k string) string {
-		return map[string]string{"KAFKA_COMPRESSION": " lz4 "}[k]
-	}, "test")
-	if err != nil || c.Compression != "lz4" {
-		t.Fatalf("ConfigFromEnv: %+v, %v; want compression lz4", c, err)
-	}
-	if _, err := ConfigFromEnv(func(k string) string {
-		return map[string]string{"KAFKA_COMPRESSION": "lzma"}[k]
-	}, "test"); err == nil || !strings.Contains(err.Error(), `KAFKA_COMPRESSION: want none, gzip, snappy, lz4 or zstd, got "lzma"`) {
-		t.Fatalf("ConfigFromEnv with lzma: %v", err)
-	}
 }

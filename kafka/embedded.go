@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -32,19 +31,6 @@ type embeddedConfig struct {
 // in dir, including SASL users, takes precedence over options on reload.
 func WithDataDir(dir string) EmbeddedOption {
 	return func(c *embeddedConfig) { c.opts = append(c.opts, kfake.DataDir(dir)) }
-}
-
-// WithSASLUser requires SASL authentication and adds a user for mechanism
-// (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512). The user is a superuser.
-func WithSASLUser(mechanism, user, password string) EmbeddedOption {
-	return func(c *embeddedConfig) {
-		c.opts = append(c.opts, kfake.EnableSASL(), kfake.Superuser(mechanism, user, password))
-	}
-}
-
-// WithTLS serves TLS with the given server config.
-func WithTLS(tc *tls.Config) EmbeddedOption {
-	return func(c *embeddedConfig) { c.opts = append(c.opts, kfake.TLS(tc)) }
 }
 
 // WithDefaultPartitions sets the partition count of topics created with the
@@ -77,12 +63,6 @@ func (a slogAdapter) Logf(level kfake.LogLevel, format string, args ...any) {
 	}
 }
 
-// WithKfakeOptions passes options straight to kfake, for tests that need
-// more (ACLs, seeded topics, ...). They apply after the others.
-func WithKfakeOptions(opts ...kfake.Opt) EmbeddedOption {
-	return func(c *embeddedConfig) { c.opts = append(c.opts, opts...) }
-}
-
 // StartEmbedded starts a one-broker cluster listening on addr, such as
 // "127.0.0.1:9092", or "127.0.0.1:0" for a free port. The broker advertises
 // the address it listens on, so addr should be a loopback address.
@@ -110,10 +90,6 @@ func StartEmbedded(addr string, opts ...EmbeddedOption) (*Embedded, error) {
 
 // Addr returns the host:port the broker listens on and advertises.
 func (e *Embedded) Addr() string { return e.addr }
-
-// Cluster returns the underlying kfake cluster, for tests that inject
-// faults with its Control functions.
-func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
 
 // Close stops the broker, closing its listener and client connections, and
 // with a data directory writes its state there. It is safe to call twice.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -14,7 +15,7 @@ import (
 // ProduceHealth once records wait longer than Stall, and a closed producer's
 // abandoned records keep it reported until a record is acknowledged again.
 func TestProduceHealthFollowsAcknowledgements(t *testing.T) {
-	b := startBroker(t, WithDefaultPartitions(1))
+	b := startKfake(t, kfake.DefaultNumPartitions(1))
 	h := &ProduceHealth{Stall: 300 * time.Millisecond}
 	cfg := Config{Brokers: []string{b.Addr()}}
 	cl := newClient(t, cfg, kgo.WithHooks(h), kgo.DefaultProduceTopic("health"))
@@ -29,9 +30,9 @@ func TestProduceHealthFollowsAcknowledgements(t *testing.T) {
 	// The broker holds the next produce request until the test ends.
 	release := make(chan struct{})
 	var held atomic.Bool
-	b.Cluster().ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+	b.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		if held.CompareAndSwap(false, true) {
-			b.Cluster().SleepControl(func() { <-release })
+			b.SleepControl(func() { <-release })
 		}
 		return nil, nil, false
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/internal/testpki"
@@ -24,6 +25,25 @@ func startBroker(t *testing.T, opts ...EmbeddedOption) *Embedded {
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// kfakeBroker is a one-broker kfake cluster for the client features the
+// service's embedded broker does not offer (SASL, TLS, ACLs).
+type kfakeBroker struct{ *kfake.Cluster }
+
+// Addr returns the host:port the broker listens on.
+func (b kfakeBroker) Addr() string { return b.ListenAddrs()[0] }
+
+// startKfake starts a one-broker kfake cluster with opts on a free loopback
+// port and closes it when the test ends.
+func startKfake(t *testing.T, opts ...kfake.Opt) kfakeBroker {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatalf("kfake.NewCluster: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return kfakeBroker{c}
 }
 
 // newClient builds a client with NewClient and closes it when the test ends.

@@ -169,14 +169,14 @@ func TestEnsureTopicsSilentBroker(t *testing.T) {
 // it needs kfake's users and ACLs.
 func TestEnsureTopicsRefusedByBroker(t *testing.T) {
 	// A user allowed to describe the cluster but not to create topics.
-	b := startBroker(t, WithKfakeOptions(
+	b := startKfake(t,
 		kfake.EnableSASL(),
 		kfake.EnableACLs(),
 		kfake.User(MechanismScramSHA256, "reader", "reader-pass", kfake.ACL{
 			Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster",
 			Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true,
 		}),
-	))
+	)
 	cl := newClient(t, Config{
 		Brokers: []string{b.Addr()},
 		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "reader", Password: "reader-pass"},

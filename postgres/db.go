@@ -13,6 +13,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -135,8 +136,12 @@ func (db *DB) PageTokenKey(ctx context.Context) ([]byte, error) {
 	return key, nil
 }
 
-// classify turns connection-level failures into EUNAVAILABLE so callers can
-// tell "try again" from a bug; domain errors pass through unchanged.
+// classify turns connection-level failures, shutdowns, too many connections,
+// serialization failures and deadlocks into EUNAVAILABLE so callers can tell
+// "try again" from a bug; domain errors pass through unchanged. It runs at the
+// boundary only: InTx for everything done in a transaction, and each method
+// that runs one statement on the pool. Helpers that take a transaction only
+// wrap their errors with context.
 func classify(err error) error {
 	if err == nil {
 		return nil
@@ -150,9 +155,12 @@ func classify(err error) error {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code[:2] == "08", pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03",
-			pgErr.Code == "53300", pgErr.Code == "40001", pgErr.Code == "40P01":
+		if pgerrcode.IsConnectionException(pgErr.Code) {
+			return unavailable(err)
+		}
+		switch pgErr.Code {
+		case pgerrcode.AdminShutdown, pgerrcode.CrashShutdown, pgerrcode.CannotConnectNow,
+			pgerrcode.TooManyConnections, pgerrcode.SerializationFailure, pgerrcode.DeadlockDetected:
 			return unavailable(err)
 		}
 		return err
@@ -201,7 +209,7 @@ func CreateDatabaseIfMissing(ctx context.Context, dsn string) (bool, error) {
 	}
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created concurrently
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.DuplicateDatabase { // created concurrently
 			return false, nil
 		}
 		return false, fmt.Errorf("create database %q: %w", name, err)

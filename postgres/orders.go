@@ -192,22 +192,18 @@ func (s *OrderService) GetOrders(ctx context.Context, userID string, limit int, 
 	return list, next, nil
 }
 
-// GetOrder returns the order with the given id, or ENOTFOUND.
-func (s *OrderService) GetOrder(ctx context.Context, id string) (*orders.Order, error) {
-	o, err := scanOrder(s.db.Pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
-	if err != nil {
-		return nil, fmt.Errorf("get order: %w", classify(err))
+// GetOrderStatus returns the status of the order with the given id and the
+// user it belongs to, so that the caller can hide other users' orders; an
+// unknown id is ENOTFOUND.
+func (s *OrderService) GetOrderStatus(ctx context.Context, id string) (status orders.Status, userID string, err error) {
+	err = s.db.Pool.QueryRow(ctx, `SELECT status, user_id FROM orders WHERE id = $1`, id).Scan(&status, &userID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", orders.Errorf(orders.ENOTFOUND, "order not found")
 	}
-	return o, nil
-}
-
-// GetOrderStatus returns the status of the order with the given id.
-func (s *OrderService) GetOrderStatus(ctx context.Context, id string) (orders.Status, error) {
-	o, err := s.GetOrder(ctx, id)
 	if err != nil {
-		return "", err
+		return "", "", fmt.Errorf("get order status: %w", classify(err))
 	}
-	return o.Status, nil
+	return status, userID, nil
 }
 
 // MarkOrderFinished finishes a new order and writes its OrderFinished event

@@ -305,7 +305,7 @@ func TestApplyPaymentsLikeApplyPaymentInTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id, want := range map[string]orders.Status{a: orders.StatusFinished, b: orders.StatusCancelled, c: orders.StatusNew} {
-		if got, _ := svc.GetOrderStatus(ctx, id); got != want {
+		if got, _, _ := svc.GetOrderStatus(ctx, id); got != want {
 			t.Errorf("order %s is %s, want %s", id, got, want)
 		}
 	}
@@ -339,7 +339,7 @@ func TestApplyPaymentsLikeApplyPaymentInTurn(t *testing.T) {
 			t.Errorf("%s: err = %v, want %s", name, err, tc.want)
 		}
 	}
-	if got, _ := svc.GetOrderStatus(ctx, c); got != orders.StatusNew || countOutbox(t, db, c, orders.TypeOrderFinished) != 0 {
+	if got, _, _ := svc.GetOrderStatus(ctx, c); got != orders.StatusNew || countOutbox(t, db, c, orders.TypeOrderFinished) != 0 {
 		t.Errorf("a failed batch left order c %s with its event", got)
 	}
 }

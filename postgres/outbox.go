@@ -33,7 +33,7 @@ func SetIdleTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
 	_, err := tx.Exec(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`,
 		strconv.FormatInt(d.Milliseconds(), 10))
 	if err != nil {
-		return fmt.Errorf("set idle_in_transaction_session_timeout: %w", classify(err))
+		return fmt.Errorf("set idle_in_transaction_session_timeout: %w", err)
 	}
 	return nil
 }
@@ -46,7 +46,7 @@ func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
 	var ok bool
 	err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, OutboxLockKey).Scan(&ok)
 	if err != nil {
-		return false, fmt.Errorf("try outbox lock: %w", classify(err))
+		return false, fmt.Errorf("try outbox lock: %w", err)
 	}
 	return ok, nil
 }
@@ -64,7 +64,7 @@ const claimOutboxSQL = `
 func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, error) {
 	rows, err := tx.Query(ctx, claimOutboxSQL, limit)
 	if err != nil {
-		return nil, fmt.Errorf("claim outbox rows: %w", classify(err))
+		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
 		var r OutboxRecord
@@ -75,7 +75,7 @@ func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, err
 		return r, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim outbox rows: %w", classify(err))
+		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	return recs, nil
 }
@@ -84,7 +84,7 @@ func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, err
 func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	tag, err := tx.Exec(ctx, `UPDATE outbox SET sent = true, sent_at = now() WHERE id = ANY($1)`, ids)
 	if err != nil {
-		return fmt.Errorf("mark outbox rows sent: %w", classify(err))
+		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}
 	if tag.RowsAffected() != int64(len(ids)) {
 		return fmt.Errorf("mark outbox rows sent: updated %d of %d rows", tag.RowsAffected(), len(ids))
@@ -174,7 +174,7 @@ func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string
 	}
 	rows, err := tx.Query(ctx, parkedKeysSQL, textTopics, textKeys, binTopics, binKeys)
 	if err != nil {
-		return nil, fmt.Errorf("look up parked outbox keys: %w", classify(err))
+		return nil, fmt.Errorf("look up parked outbox keys: %w", err)
 	}
 	var topic string
 	var key *string
@@ -184,7 +184,7 @@ func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("look up parked outbox keys: %w", classify(err))
+		return nil, fmt.Errorf("look up parked outbox keys: %w", err)
 	}
 	return parked, nil
 }
@@ -197,7 +197,7 @@ func ParkOutbox(ctx context.Context, tx pgx.Tx, ids []int64, errs []string) erro
 		FROM unnest($1::bigint[], $2::text[]) AS p(id, err)
 		WHERE outbox.id = p.id`, ids, errs)
 	if err != nil {
-		return fmt.Errorf("park outbox rows: %w", classify(err))
+		return fmt.Errorf("park outbox rows: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/acme/orders-service/internal/settings"
 )
 
 func envOf(kv map[string]string) func(string) string {
@@ -75,9 +77,9 @@ func TestRedactDSN(t *testing.T) {
 		"host=db user=app password=s3cret dbname=orders",
 		"host=db user=app password='s3 cret' dbname=orders",
 	} {
-		got := redactDSN(dsn)
+		got := settings.RedactDSN(dsn)
 		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
-			t.Errorf("redactDSN(%q) = %q", dsn, got)
+			t.Errorf("RedactDSN(%q) = %q", dsn, got)
 		}
 	}
 	c, _ := loadConfig(envOf(map[string]string{"POSTGRES_DSN": "postgres://app:s3cret@db/orders",
@@ -114,9 +116,9 @@ func TestRedactDSNMasksEverySecretKey(t *testing.T) {
 		"host=db user=app sslpassword = 's3 cret' dbname=orders",
 		"host=db user=app SSLPASSWORD=s3cret password=s3cret dbname=orders",
 	} {
-		got := redactDSN(dsn)
+		got := settings.RedactDSN(dsn)
 		if strings.Contains(got, "s3") || !strings.Contains(got, "db") {
-			t.Errorf("redactDSN(%q) = %q", dsn, got)
+			t.Errorf("RedactDSN(%q) = %q", dsn, got)
 		}
 		c, err := loadConfig(envOf(map[string]string{"POSTGRES_DSN": dsn}))
 		if err != nil {
@@ -162,5 +164,22 @@ func TestServeRequiresAuthModeOutsideDev(t *testing.T) {
 	}
 	if err := requireAuthMode(cfg, true); err != nil || cfg.Auth.Enabled() {
 		t.Fatalf("-dev without AUTH_MODE: %v, auth enabled %v; want none", err, cfg.Auth.Enabled())
+	}
+}
+
+// TestUsageListsEverySetting: -h lists every environment variable with its
+// doc line, from the table of settings.
+func TestUsageListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, envOf(nil), &out); err == nil {
+		t.Fatal("-h: no usage error")
+	}
+	for _, s := range settings.All() {
+		if !strings.Contains(out.String(), "  "+s.Name) || !strings.Contains(out.String(), s.Doc) {
+			t.Errorf("-h does not list %s: %s", s.Name, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "GRPC_PORT (default 50051)") {
+		t.Errorf("-h does not show GRPC_PORT's default: %s", out.String())
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/telemetry"
 )
 
@@ -56,6 +57,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.Usage = func() {
 		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive [message_id...] | outbox-parked | outbox-redrive [id...] | healthcheck]")
 		fs.PrintDefaults()
+		fmt.Fprintln(stdout, "environment variables (and OTEL_*, as OpenTelemetry defines them):")
+		for _, st := range settings.All() {
+			def := ""
+			if st.Default != "" {
+				def = " (default " + st.Default + ")"
+			}
+			fmt.Fprintf(stdout, "  %s%s\n    \t%s\n", st.Name, def, st.Doc)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

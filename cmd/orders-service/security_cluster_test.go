@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
 )
@@ -68,7 +69,7 @@ func TestClusterSecurity(t *testing.T) {
 	r := startReplica(t, "replica-1", env)
 
 	simEnv := s.env(s.password)
-	kc, err := kafka.ConfigFromEnv(func(k string) string { return simEnv[k] }, "payments-sim")
+	kc, err := settings.Kafka(func(k string) string { return simEnv[k] }, "payments-sim")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/acme/orders-service/auth"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
+	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/ratelimit"
@@ -250,7 +251,7 @@ func openDatabase(ctx context.Context, cfg config, log *slog.Logger, dev bool) (
 			return nil, err
 		}
 		if created {
-			log.Info("created database", "dsn", redactDSN(cfg.PostgresDSN))
+			log.Info("created database", "dsn", settings.RedactDSN(cfg.PostgresDSN))
 		}
 	}
 	connectCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -406,5 +407,5 @@ Try it:
   grpcurl -plaintext -d '{"order_id":"<id from above>"}' localhost:%[1]d orders.v1.OrderService/GetOrderStatus
   kcat -b %[8]s -C -t %[5]s -f '%%k %%h\n%%s\n\n'
 
-`, grpcPort, httpPort, brokers, kafkaNote, cfg.KafkaTopic, cfg.KafkaInboxTopic, redactDSN(cfg.PostgresDSN), cfg.Kafka.Brokers[0])
+`, grpcPort, httpPort, brokers, kafkaNote, cfg.KafkaTopic, cfg.KafkaInboxTopic, settings.RedactDSN(cfg.PostgresDSN), cfg.Kafka.Brokers[0])
 }

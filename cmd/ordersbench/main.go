@@ -18,7 +18,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -533,6 +532,3 @@ func formatCount(n int) string {
 	}
 	return s
 }
-
-// errStop ends a load loop early without it being a failure.
-var errStop = errors.New("stop")

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
 )
@@ -78,7 +79,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			OutTopic: str("KAFKA_INBOX_TOPIC", "payments.events"),
 		},
 	}
-	kc, err := kafka.ConfigFromEnv(getenv, "payments-sim")
+	kc, err := settings.Kafka(getenv, "payments-sim")
 	if err != nil {
 		return cfg, &configError{err.Error()}
 	}
