@@ -257,6 +257,9 @@ func TestMarkFailureRedelivers(t *testing.T) {
 	if got := testutil.ToFloat64(w.m.errors); got != 1 {
 		t.Errorf("publish errors = %v, want 1", got)
 	}
+	// The counter moves just after the mark commits: poll, then check it
+	// stays at one.
+	waitFor(t, 5*time.Second, "the publish counted", func() bool { return testutil.ToFloat64(w.m.published) >= 1 })
 	if got := testutil.ToFloat64(w.m.published); got != 1 {
 		t.Errorf("published = %v, want 1 (counted once, when marked)", got)
 	}
