@@ -68,7 +68,7 @@ func (b *bench) ackPhase(ctx context.Context) error {
 		return err
 	}
 	b.vacuum(ctx, b.svcDB)
-	admin, err := kafka.NewClient(kafkaConfig(b.brokerAt))
+	admin, err := kafka.NewClient(b.kafkaConfig())
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	}
 	start := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { start[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	consumer, err := kafka.NewClient(kafkaConfig(b.brokerAt),
+	consumer, err := kafka.NewClient(b.kafkaConfig(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
 		return err

@@ -63,7 +63,7 @@ func (b *bench) drainPhase(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
-	kcfg := kafkaConfig(b.brokerAt)
+	kcfg := b.kafkaConfig()
 
 	if err := fillOutbox(ctx, db, relayTopic, n); err != nil {
 		return err
@@ -141,6 +141,11 @@ func (b *bench) drainPhase(ctx context.Context) error {
 	ends.Each(func(o kadm.ListedOffset) { hw += o.Offset })
 	if hw != int64(n) {
 		return fmt.Errorf("relay topic holds %d records, want %d", hw, n)
+	}
+	if size, err := topicBytes(ctx, producer, relayTopic); err != nil {
+		b.say("size of %s not known: %v", relayTopic, err)
+	} else {
+		b.add(fmt.Sprintf("Outbox drain, %s rows: log bytes, all replicas (%s)", human(n), b.compression), "B", float64(size))
 	}
 	r := b.add(fmt.Sprintf("Outbox drain, %s rows", human(n)), "/s", relayRate).vs("SQL alone", sqlRate)
 	r.target("≥ 20,000/s and ≥ 0.6× SQL", relayRate >= 20000 && *r.Ratio >= 0.6)
@@ -289,4 +294,20 @@ func (b *bench) profileSelf(name string) func() {
 		pprof.StopCPUProfile()
 		f.Close()
 	}
+}
+
+// topicBytes is the size of topic's log on the brokers, all replicas
+// together: what compression saves on disk and on the wire.
+func topicBytes(ctx context.Context, cl *kgo.Client, topic string) (int64, error) {
+	dirs, err := kadm.NewClient(cl).DescribeAllLogDirs(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	var size int64
+	dirs.Each(func(d kadm.DescribedLogDir) {
+		for _, p := range d.Topics[topic] {
+			size += p.Size
+		}
+	})
+	return size, nil
 }

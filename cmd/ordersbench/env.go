@@ -367,6 +367,6 @@ func loadAvg() string {
 
 // kafkaConfig is the client configuration of the benchmark's own clients,
 // the same as the service's apart from the client id.
-func kafkaConfig(broker string) kafka.Config {
-	return kafka.Config{Brokers: []string{broker}, ClientID: "ordersbench"}
+func (b *bench) kafkaConfig() kafka.Config {
+	return kafka.Config{Brokers: strings.Split(b.brokerAt, ","), ClientID: "ordersbench", Compression: b.compression}
 }

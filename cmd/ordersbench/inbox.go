@@ -80,7 +80,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
-	kcfg := kafkaConfig(b.brokerAt)
+	kcfg := b.kafkaConfig()
 	svc := postgres.NewOrderService(db, postgres.NewOrderWriter(eventsTopic, "orders-service", nil), "USD")
 	recs, err := paymentRecords(paymentsTopic, n)
 	if err != nil {

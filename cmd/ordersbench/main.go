@@ -109,6 +109,7 @@ type bench struct {
 	// topicSuffix makes this run's topic names its own on a cluster that
 	// outlives the run (-brokers); "" on the run's own kfake broker.
 	topicSuffix string
+	compression string // KAFKA_COMPRESSION of the service and the benchmark's producers
 	service     *proc
 	svcDSN      string
 	svcDB       *postgres.DB // the benchmark's own pool on the service's database
@@ -178,6 +179,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	soak := fs.Duration("soak", 10*time.Minute, "length of the soak phase")
 	brokers := fs.String("brokers", os.Getenv("BENCH_KAFKA_BROKERS"),
 		"seed brokers of a running Kafka cluster to measure against, e.g. make kafka-up's 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 (BENCH_KAFKA_BROKERS); empty: a kfake broker of the run's own")
+	compression := fs.String("compression", "none", "producer compression of the service and the in-process relay: none, gzip, snappy, lz4 or zstd")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -189,7 +191,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		enabled[p] = true
 	}
 	b := &bench{sizes: fullSizes, short: *short, adminDSN: *adminDSN, profile: *profile, progress: stdout, poolMax: *poolMax,
-		serviceEnv: serviceEnv, soak: *soak, brokerAt: *brokers,
+		serviceEnv: serviceEnv, soak: *soak, brokerAt: *brokers, compression: *compression,
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	mode := "full"
 	if *short {
@@ -340,7 +342,8 @@ func (b *bench) setup(ctx context.Context) error {
 		b.res.Details["kafka"] = "cluster at " + b.brokerAt
 	}
 	env := append([]string{"KAFKA_TOPIC=" + b.topic("orders.events"), "KAFKA_INBOX_TOPIC=" + b.topic("payments.events"),
-		"KAFKA_DLQ_TOPIC=" + b.topic("payments.events.dlq"), "KAFKA_GROUP_ID=" + b.topic("orders-service")}, b.serviceEnv...)
+		"KAFKA_DLQ_TOPIC=" + b.topic("payments.events.dlq"), "KAFKA_GROUP_ID=" + b.topic("orders-service"),
+		"KAFKA_COMPRESSION=" + b.compression}, b.serviceEnv...)
 	var grpcPort int
 	b.service, grpcPort, b.httpPort, err = startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, b.svcDSN, b.brokerAt, b.profile != "", env)
 	if err != nil {
