@@ -39,7 +39,8 @@
 #   KAFKA_LIBS_DIR         the jars   ${XDG_CACHE_HOME:-~/.cache}/orders-service/kafka-<version>/libs
 #   KAFKA_CLUSTER_SECURE   true: the up that formats the cluster also opens a SASL_SSL
 #                          listener on node N at 127.0.0.1:$((KAFKA_CLUSTER_PORT+200+N-1)):
-#                          SCRAM (SHA-512 or SHA-256) and a client certificate (mTLS) both required.
+#                          SCRAM (SHA-512 or SHA-256) and a client certificate (mTLS) both required;
+#                          PLAIN for the same user too (for kcat, whose librdkafka 2.0.2 fails SCRAM).
 #                          openssl makes the certificates; the tests read
 #                          $KAFKA_CLUSTER_DIR/secure_bootstrap and $KAFKA_CLUSTER_DIR/pki/
 #                          (ca.crt, client.crt, client.key, scram-user, scram-password).
@@ -155,10 +156,13 @@ secure_configure() {
 		-e "s|^listener.security.protocol.map=.*|&,SASL_SSL:SASL_SSL|" "$f"
 	cat >>"$f" <<EOF
 
-# KAFKA_CLUSTER_SECURE=true: SCRAM over TLS with client certificates.
-sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+# KAFKA_CLUSTER_SECURE=true: SCRAM over TLS with client certificates. PLAIN
+# (same user, over the same TLS) is for kcat: Debian's librdkafka 2.0.2 sends
+# a SCRAM client-final-message that Kafka 4 rejects (fixed in librdkafka 2.6.1).
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$(<"$dir/pki/scram-user")="$(<"$dir/pki/scram-password")";
 listener.name.sasl_ssl.ssl.client.auth=required
 ssl.keystore.type=PEM
 ssl.keystore.location=$dir/pki/broker.pem
