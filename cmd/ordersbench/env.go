@@ -194,7 +194,6 @@ func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool,
 		"LOG_LEVEL=warn",
 		"HTTP_PPROF="+strconv.FormatBool(pprof),
 		"AUTH_MODE=none",        // required outside -dev; the benchmark measures the service without auth
-		"RATE_LIMIT_PER_PEER=0", // every load-generating call comes from one peer
 	)
 	env = append(env, extraEnv...)
 	name := "orders-service"

@@ -438,7 +438,7 @@ var service = []Setting{
 			func(c *Config) *int { return &c.RateLimitBurst }),
 		log: func(c *Config) slog.Value { return slog.IntValue(c.RateLimitBurst) },
 	},
-	value("RATE_LIMIT_PER_PEER", "1000", "calls per second per peer IP address, before authentication; 0: off",
+	value("RATE_LIMIT_PER_PEER", "0", "calls per second per peer IP address, before authentication; 0: off",
 		nonNegative, func(c *Config) *float64 { return &c.RateLimitPerPeer }),
 	{
 		Name: "RATE_LIMIT_PEER_BURST", Doc: "burst of RATE_LIMIT_PER_PEER; empty: twice the rate, at least 1",
