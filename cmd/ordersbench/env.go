@@ -193,7 +193,7 @@ func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool,
 		"HTTP_PORT="+strconv.Itoa(httpPort),
 		"LOG_LEVEL=warn",
 		"HTTP_PPROF="+strconv.FormatBool(pprof),
-		"AUTH_MODE=none",        // required outside -dev; the benchmark measures the service without auth
+		"AUTH_MODE=none", // required outside -dev; the benchmark measures the service without auth
 	)
 	env = append(env, extraEnv...)
 	name := "orders-service"
