@@ -66,6 +66,10 @@ type sizes struct {
 	PlanRows      int           `json:"plan_rows"`
 	DrainRows     int           `json:"drain_rows"`
 	InboxRecords  int           `json:"inbox_records"`
+	// RecoveryRows pile up in the outbox during a broker outage of
+	// RecoveryOutage.
+	RecoveryRows   int           `json:"recovery_rows"`
+	RecoveryOutage time.Duration `json:"recovery_outage"`
 }
 
 var fullSizes = sizes{
@@ -74,6 +78,7 @@ var fullSizes = sizes{
 	GetSmall: 10_000, GetLarge: 1_000_000, LightOrders: 10, HeavySmall: 5_000, HeavyLarge: 100_000, GetRequests: 2000,
 	PlanRows:  1_000_000,
 	DrainRows: 100_000, InboxRecords: 100_000,
+	RecoveryRows: 20_000, RecoveryOutage: 8 * time.Second,
 }
 
 var shortSizes = sizes{
@@ -82,10 +87,11 @@ var shortSizes = sizes{
 	GetSmall: 1_000, GetLarge: 20_000, LightOrders: 10, HeavySmall: 500, HeavyLarge: 2_000, GetRequests: 100,
 	PlanRows:  20_000,
 	DrainRows: 2_000, InboxRecords: 2_000,
+	RecoveryRows: 2_000, RecoveryOutage: time.Second,
 }
 
 // allPhases run in this order; soak runs only when asked for.
-var allPhases = []string{"create", "ack", "get", "plans", "drain", "inbox", "soak"}
+var allPhases = []string{"create", "ack", "get", "plans", "drain", "recovery", "inbox", "soak"}
 
 // bench is one run: the processes, databases and clients it set up, and
 // what it measured.
@@ -298,6 +304,8 @@ func (b *bench) runPhase(ctx context.Context, name string) error {
 		return b.plansPhase(ctx)
 	case "drain":
 		return b.drainPhase(ctx)
+	case "recovery":
+		return b.recoveryPhase(ctx)
 	case "inbox":
 		return b.inboxPhase(ctx)
 	case "soak":
