@@ -103,7 +103,8 @@ type bench struct {
 	profile  string // directory for CPU profiles; "" for none
 	poolMax  int    // pool_max_conns for every pool; 0 for the default
 
-	vacuumNoted bool
+	vacuumNoted  bool
+	autovacuumOn bool // the soak turned autovacuum on (or found it on): no vacuuming of our own
 
 	serviceEnv []string      // extra NAME=value settings of the service
 	soak       time.Duration // length of the soak phase
@@ -411,7 +412,7 @@ func (b *bench) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/me
 // queue tables as they do on no production server, and the relay's and the
 // processor's claims slow down.
 func (b *bench) vacuum(ctx context.Context, db *postgres.DB) {
-	if b.res.Machine.PostgresSettings["autovacuum"] != "off" {
+	if b.autovacuumOn || b.res.Machine.PostgresSettings["autovacuum"] != "off" {
 		return
 	}
 	if !b.vacuumNoted {
