@@ -88,3 +88,48 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 		})
 	}
 }
+
+// TestBackOffEndsOnlyWhenKafkaReturns: the relay's backoff ends early when
+// the broker answers after a batch Kafka did not answer, or answers again
+// after a probe found it unreachable; after a failure elsewhere (here with
+// the broker answering throughout) it waits the whole backoff, so a fault
+// that is not an outage never makes the relay retry at once.
+func TestBackOffEndsOnlyWhenKafkaReturns(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t, freshDSN(t))
+	ln := &switchListener{conns: map[net.Conn]struct{}{}}
+	cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
+	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{cluster.ListenAddrs()[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	w, _ := newWorker(t, db, producer, Config{})
+	const d = 1500 * time.Millisecond
+	timed := func(noAnswer bool) time.Duration {
+		start := time.Now()
+		w.backOff(t.Context(), d, noAnswer)
+		return time.Since(start)
+	}
+
+	if took := timed(false); took < d {
+		t.Errorf("failure elsewhere, broker up: backoff ended after %s, want the whole %s", took, d)
+	}
+	if took := timed(true); took >= d/2 {
+		t.Errorf("Kafka did not answer, broker up: backoff took %s, want it to end at the first probe", took)
+	}
+	ln.setDown(true)
+	back := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the outage this case is about
+		ln.setDown(false)
+		back <- time.Now()
+	}()
+	start := time.Now()
+	w.backOff(t.Context(), 5*time.Second, false)
+	end := time.Now()
+	up := <-back
+	if end.Before(up) || end.Sub(up) > time.Second {
+		t.Errorf("broker down, back after %s: backoff ended %s after its start, want within 1s of the broker's return", up.Sub(start), end.Sub(start))
+	}
+}
