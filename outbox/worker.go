@@ -121,9 +121,11 @@ type OutboxWorker struct {
 	m        metrics
 
 	minBackoff, maxBackoff time.Duration
-	lockBusy               atomic.Int64 // attempts that found another relay publishing
-	awaiting               atomic.Bool  // holding the claim past ProduceTimeout for records without an outcome
-	stalled                atomic.Bool  // gave up on a producer with no way to replace it
+	probeInterval          time.Duration // how often a backoff after a Kafka failure asks whether the broker answers
+	lockBusy               atomic.Int64  // attempts that found another relay publishing
+	awaiting               atomic.Bool   // holding the claim past ProduceTimeout for records without an outcome
+	backingOff             atomic.Int64  // the backoff under way after a failed batch, in nanoseconds; 0 when none
+	stalled                atomic.Bool   // gave up on a producer with no way to replace it
 }
 
 // NewWorker returns a worker publishing db's outbox through producer
@@ -139,13 +141,14 @@ func NewWorker(db *postgres.DB, producer Producer, cfg Config, reg prometheus.Re
 		}
 	}
 	return &OutboxWorker{
-		db:         db,
-		producer:   producer,
-		cfg:        cfg.withDefaults(),
-		log:        log.With("component", "outbox"),
-		m:          m,
-		minBackoff: 100 * time.Millisecond,
-		maxBackoff: 5 * time.Second,
+		db:            db,
+		producer:      producer,
+		cfg:           cfg.withDefaults(),
+		log:           log.With("component", "outbox"),
+		m:             m,
+		minBackoff:    100 * time.Millisecond,
+		maxBackoff:    5 * time.Second,
+		probeInterval: 100 * time.Millisecond,
 	}, nil
 }
 
@@ -179,7 +182,8 @@ func (w *OutboxWorker) Run(ctx context.Context) error {
 
 // publishLoop runs batches back to back while they come back full, then
 // waits for a local commit or the poll interval. Failures back off
-// exponentially; finding another replica publishing retries shortly, since
+// exponentially, but a broker that answers again ends the backoff (see
+// backOff); finding another replica publishing retries shortly, since
 // that replica may have claimed its batch before our latest commit. It
 // returns ErrStalled when the worker can no longer publish.
 func (w *OutboxWorker) publishLoop(ctx context.Context) error {
@@ -198,7 +202,10 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) error {
 			w.m.errors.Inc()
 			backoff = min(max(2*backoff, w.minBackoff), w.maxBackoff)
 			w.log.Warn("outbox publish failed, will retry", "error", err, "rows", res.rows, "retry_in", backoff)
-			wait = backoff
+			w.backingOff.Store(int64(backoff))
+			w.backOff(ctx, backoff, res.noAnswer)
+			w.backingOff.Store(0)
+			continue
 		case res.busy:
 			wait = busyWait
 		case res.rows == w.cfg.BatchSize || res.parked > 0:
@@ -235,9 +242,67 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) error {
 }
 
 type batchResult struct {
-	busy   bool // another replica holds the outbox lock
-	rows   int  // rows claimed
-	parked int  // rows parked
+	busy     bool // another replica holds the outbox lock
+	rows     int  // rows claimed
+	parked   int  // rows parked
+	noAnswer bool // records failed because Kafka did not answer (unreachable), not with an error of Kafka's
+}
+
+// pinger is a producer that can ask the cluster whether it answers, such
+// as *kgo.Client (a metadata request to any reachable broker).
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// backOff waits d after a failed batch, or less when Kafka comes back: while
+// it waits, it asks the broker every probeInterval whether it answers, and
+// returns as soon as it does after a failure in which Kafka did not answer
+// (noAnswer), or after a probe of this wait found it unreachable. So a
+// returning broker is noticed within probeInterval, not at the end of a
+// backoff of up to maxBackoff. Failures elsewhere (PostgreSQL, an error
+// Kafka returned) with the broker answering throughout wait the whole d.
+func (w *OutboxWorker) backOff(ctx context.Context, d time.Duration, noAnswer bool) {
+	deadline := time.Now().Add(d)
+	p, ok := w.producer.(pinger)
+	if !ok || d <= w.probeInterval {
+		sleepCtx(ctx, d)
+		return
+	}
+	down := false
+	for ctx.Err() == nil {
+		next := time.Now().Add(w.probeInterval)
+		pctx, cancel := context.WithDeadline(ctx, next)
+		err := p.Ping(pctx)
+		cancel()
+		switch {
+		case err != nil:
+			down = true
+		case noAnswer || down:
+			w.log.Info("outbox: Kafka answers again, retrying now")
+			return
+		default:
+			sleepCtx(ctx, time.Until(deadline))
+			return
+		}
+		if !next.Before(deadline) {
+			sleepCtx(ctx, time.Until(deadline))
+			return
+		}
+		sleepCtx(ctx, time.Until(next))
+	}
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // outcome is what became of one claimed row's record.
@@ -299,11 +364,13 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 		pctx, span := w.publishSpan(bctx, recs)
 		defer span.End()
 		if err := w.produce(pctx, krecs, outs); err != nil {
+			res.noAnswer = true
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "produce failed")
 			return err
 		}
 		retryErr = w.settle(recs, outs)
+		res.noAnswer = retryErr != nil && !kafkaAnswered(retryErr)
 		var sent, parkIDs []int64
 		var parkErrs []string
 		for i, o := range outs {
@@ -434,6 +501,13 @@ func (w *OutboxWorker) settle(recs []postgres.OutboxRecord, outs []outcome) erro
 		return fmt.Errorf("produce: %d of %d records left unsent for a retry, first: %w", unsent, len(recs), first)
 	}
 	return nil
+}
+
+// kafkaAnswered reports whether err carries an error code a broker
+// returned, as opposed to a record that timed out or could not reach one.
+func kafkaAnswered(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke)
 }
 
 // permanent reports whether Kafka will refuse a record with err however

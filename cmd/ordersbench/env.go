@@ -128,9 +128,14 @@ func moduleRoot(ctx context.Context) (string, error) {
 // startBroker runs kfake-broker on a free loopback port and returns its
 // address, the first line it prints.
 func startBroker(bin, dir string, partitions int) (*proc, string, error) {
+	return startBrokerAs("kfake-broker", bin, dir, "-addr", "127.0.0.1:0", "-partitions", strconv.Itoa(partitions))
+}
+
+// startBrokerAs runs kfake-broker with args, logging to name.log in dir, and
+// returns its address, the first line it prints.
+func startBrokerAs(name, bin, dir string, args ...string) (*proc, string, error) {
 	pr, pw := io.Pipe()
-	p, err := startProc("kfake-broker", bin, []string{"-addr", "127.0.0.1:0", "-partitions", strconv.Itoa(partitions)},
-		baseEnv(), dir, pw)
+	p, err := startProc(name, bin, args, baseEnv(), dir, pw)
 	if err != nil {
 		return nil, "", err
 	}

@@ -65,6 +65,10 @@ type sizes struct {
 	PlanRows      int           `json:"plan_rows"`
 	DrainRows     int           `json:"drain_rows"`
 	InboxRecords  int           `json:"inbox_records"`
+	// RecoveryRows pile up in the outbox during a broker outage of
+	// RecoveryOutage.
+	RecoveryRows   int           `json:"recovery_rows"`
+	RecoveryOutage time.Duration `json:"recovery_outage"`
 }
 
 var fullSizes = sizes{
@@ -73,6 +77,7 @@ var fullSizes = sizes{
 	GetSmall: 10_000, GetLarge: 1_000_000, LightOrders: 10, HeavySmall: 5_000, HeavyLarge: 100_000, GetRequests: 2000,
 	PlanRows:  1_000_000,
 	DrainRows: 100_000, InboxRecords: 100_000,
+	RecoveryRows: 20_000, RecoveryOutage: 8 * time.Second,
 }
 
 var shortSizes = sizes{
@@ -81,10 +86,11 @@ var shortSizes = sizes{
 	GetSmall: 1_000, GetLarge: 20_000, LightOrders: 10, HeavySmall: 500, HeavyLarge: 2_000, GetRequests: 100,
 	PlanRows:  20_000,
 	DrainRows: 2_000, InboxRecords: 2_000,
+	RecoveryRows: 2_000, RecoveryOutage: time.Second,
 }
 
 // allPhases run in this order; soak runs only when asked for.
-var allPhases = []string{"create", "ack", "get", "plans", "drain", "inbox", "soak"}
+var allPhases = []string{"create", "ack", "get", "plans", "drain", "recovery", "inbox", "soak"}
 
 // bench is one run: the processes, databases and clients it set up, and
 // what it measured.
@@ -96,7 +102,8 @@ type bench struct {
 	profile  string // directory for CPU profiles; "" for none
 	poolMax  int    // pool_max_conns for every pool; 0 for the default
 
-	vacuumNoted bool
+	vacuumNoted  bool
+	autovacuumOn bool // the soak turned autovacuum on (or found it on): no vacuuming of our own
 
 	serviceEnv []string      // extra NAME=value settings of the service
 	soak       time.Duration // length of the soak phase
@@ -299,6 +306,8 @@ func (b *bench) runPhase(ctx context.Context, name string) error {
 		return b.plansPhase(ctx)
 	case "drain":
 		return b.drainPhase(ctx)
+	case "recovery":
+		return b.recoveryPhase(ctx)
 	case "inbox":
 		return b.inboxPhase(ctx)
 	case "soak":
@@ -405,7 +414,7 @@ func (b *bench) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/me
 // queue tables as they do on no production server, and the relay's and the
 // processor's claims slow down.
 func (b *bench) vacuum(ctx context.Context, db *postgres.DB) {
-	if b.res.Machine.PostgresSettings["autovacuum"] != "off" {
+	if b.autovacuumOn || b.res.Machine.PostgresSettings["autovacuum"] != "off" {
 		return
 	}
 	if !b.vacuumNoted {

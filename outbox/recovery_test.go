@@ -1,0 +1,135 @@
+package outbox
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/acme/orders-service/kafka"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+// TestRelayNoticesReturningBroker: after an outage long enough for every
+// backoff to have grown, the relay publishes its backlog within a second of
+// the broker accepting connections again, whether the broker returns while
+// the relay waits for a batch's acknowledgements (franz-go's own retries
+// must not have backed off for seconds) or while the relay backs off after
+// failed batches (its backoff, up to 5 s, must end when the broker answers).
+// The producer has the service's client options (kafka.NewClient). kfake in
+// both modes: the test cuts the broker's listener.
+func TestRelayNoticesReturningBroker(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		cfg  Config
+		// until reports, once the broker is down, when the outage has
+		// lasted long enough.
+		until func(w *OutboxWorker, downFor time.Duration) bool
+	}{{
+		// The batch's ProduceTimeout (10 s) outlasts the outage: the
+		// records wait in the client, whose retries would by now wait
+		// 4 to 5 s with franz-go's defaults.
+		name: "waiting for acknowledgements",
+		until: func(_ *OutboxWorker, downFor time.Duration) bool {
+			return downFor >= 8*time.Second
+		},
+	}, {
+		// Batches fail after 300 ms (or 1.2 s when a record was written
+		// before the cut); the relay's backoff doubles from 100 ms with
+		// each failure.
+		name: "backing off after failed batches",
+		cfg:  Config{ProduceTimeout: 300 * time.Millisecond},
+		until: func(w *OutboxWorker, _ time.Duration) bool {
+			return w.backingOff.Load() >= int64(3*time.Second)
+		},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.Open(t, freshDSN(t))
+			svc := newService(db, topic)
+			ln := &switchListener{conns: map[net.Conn]struct{}{}}
+			cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
+			addr := cluster.ListenAddrs()[0]
+			newProducer := func() (Producer, error) { return kafka.NewClient(kafka.Config{Brokers: []string{addr}}) }
+			producer, err := newProducer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := tc.cfg
+			cfg.NewProducer = newProducer // as the service does; the worker closes its producers
+			w, _ := newWorker(t, db, producer, cfg)
+			start(t, w)
+
+			createOrder(t, svc, "before")
+			waitFor(t, 10*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
+
+			ln.setDown(true)
+			down := time.Now()
+			for i := range 20 {
+				createOrder(t, svc, fmt.Sprintf("during-%d", i))
+			}
+			waitFor(t, 60*time.Second, "a long outage", func() bool { return tc.until(w, time.Since(down)) })
+			if n := countUnsent(t, db); n != 20 {
+				t.Fatalf("unsent rows while Kafka is down = %d, want 20", n)
+			}
+
+			ln.setDown(false)
+			back := time.Now()
+			waitFor(t, 30*time.Second, "backlog sent", func() bool { return countUnsent(t, db) == 0 })
+			took := time.Since(back)
+			t.Logf("outage of %s; backlog sent %s after the broker accepted connections again", back.Sub(down).Round(time.Millisecond), took.Round(time.Millisecond))
+			if took > time.Second {
+				t.Errorf("backlog sent %s after the broker returned, want within 1s", took.Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+// TestBackOffEndsOnlyWhenKafkaReturns: the relay's backoff ends early when
+// the broker answers after a batch Kafka did not answer, or answers again
+// after a probe found it unreachable; after a failure elsewhere (here with
+// the broker answering throughout) it waits the whole backoff, so a fault
+// that is not an outage never makes the relay retry at once.
+func TestBackOffEndsOnlyWhenKafkaReturns(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t, freshDSN(t))
+	ln := &switchListener{conns: map[net.Conn]struct{}{}}
+	cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
+	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{cluster.ListenAddrs()[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	w, _ := newWorker(t, db, producer, Config{})
+	const d = 1500 * time.Millisecond
+	timed := func(noAnswer bool) time.Duration {
+		start := time.Now()
+		w.backOff(t.Context(), d, noAnswer)
+		return time.Since(start)
+	}
+
+	if took := timed(false); took < d {
+		t.Errorf("failure elsewhere, broker up: backoff ended after %s, want the whole %s", took, d)
+	}
+	if took := timed(true); took >= d/2 {
+		t.Errorf("Kafka did not answer, broker up: backoff took %s, want it to end at the first probe", took)
+	}
+	ln.setDown(true)
+	back := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the outage this case is about
+		ln.setDown(false)
+		back <- time.Now()
+	}()
+	start := time.Now()
+	w.backOff(t.Context(), 5*time.Second, false)
+	end := time.Now()
+	up := <-back
+	if end.Before(up) || end.Sub(up) > time.Second {
+		t.Errorf("broker down, back after %s: backoff ended %s after its start, want within 1s of the broker's return", up.Sub(start), end.Sub(start))
+	}
+}
