@@ -54,7 +54,7 @@ func (b *bench) recoveryPhase(ctx context.Context) error {
 		return err
 	}
 	defer func() { broker.stop() }()
-	kcfg := kafkaConfig(addr)
+	kcfg := kafka.Config{Brokers: []string{addr}, ClientID: "ordersbench", Compression: b.compression}
 	admin, err := kafka.NewClient(kcfg)
 	if err != nil {
 		return err
