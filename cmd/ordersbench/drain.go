@@ -54,11 +54,7 @@ func fillOutbox(ctx context.Context, db *postgres.DB, topic string, n int) error
 func (b *bench) drainPhase(ctx context.Context) error {
 	relayTopic, rawTopic := b.topic("bench.drain.relay"), b.topic("bench.drain.raw")
 	n := b.sizes.DrainRows
-	dsn, err := b.newDatabase(ctx, "drain")
-	if err != nil {
-		return err
-	}
-	db, err := postgres.Open(ctx, dsn)
+	db, _, err := b.openDatabase(ctx, "drain")
 	if err != nil {
 		return err
 	}

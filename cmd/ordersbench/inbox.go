@@ -71,11 +71,7 @@ func paymentRecords(topic string, n int) ([]*kgo.Record, error) {
 func (b *bench) inboxPhase(ctx context.Context) error {
 	paymentsTopic, eventsTopic, dlqTopic := b.topic("bench.payments"), b.topic("bench.inbox.events"), b.topic("bench.inbox.dlq")
 	n := b.sizes.InboxRecords
-	dsn, err := b.newDatabase(ctx, "inbox")
-	if err != nil {
-		return err
-	}
-	db, err := postgres.Open(ctx, dsn)
+	db, _, err := b.openDatabase(ctx, "inbox")
 	if err != nil {
 		return err
 	}

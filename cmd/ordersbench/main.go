@@ -369,6 +369,20 @@ func (b *bench) setup(ctx context.Context) error {
 	return nil
 }
 
+// openDatabase creates a fresh database for a phase (see newDatabase) and
+// opens it; the caller closes it.
+func (b *bench) openDatabase(ctx context.Context, role string) (*postgres.DB, string, error) {
+	dsn, err := b.newDatabase(ctx, role)
+	if err != nil {
+		return nil, "", err
+	}
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		return nil, "", err
+	}
+	return db, dsn, nil
+}
+
 func (b *bench) newDatabase(ctx context.Context, role string) (string, error) {
 	dsn, err := createDatabase(ctx, b.adminDSN, role)
 	if err != nil {

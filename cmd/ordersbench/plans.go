@@ -17,11 +17,7 @@ import (
 // GetOrders and both claims are planned as index scans, in the custom and
 // the generic plans.
 func (b *bench) plansPhase(ctx context.Context) error {
-	dsn, err := b.newDatabase(ctx, "plans")
-	if err != nil {
-		return err
-	}
-	db, err := postgres.Open(ctx, dsn)
+	db, _, err := b.openDatabase(ctx, "plans")
 	if err != nil {
 		return err
 	}

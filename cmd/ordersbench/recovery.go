@@ -32,11 +32,7 @@ func (b *bench) recoveryPhase(ctx context.Context) error {
 	}
 	n, outage := b.sizes.RecoveryRows, b.sizes.RecoveryOutage
 	relayTopic := b.topic("bench.recovery")
-	dsn, err := b.newDatabase(ctx, "recovery")
-	if err != nil {
-		return err
-	}
-	db, err := postgres.Open(ctx, dsn)
+	db, _, err := b.openDatabase(ctx, "recovery")
 	if err != nil {
 		return err
 	}

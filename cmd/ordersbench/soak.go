@@ -44,11 +44,7 @@ func (b *bench) soakPhase(ctx context.Context) error {
 		return err
 	}
 	defer restore()
-	dsn, err := b.newDatabase(ctx, "soak")
-	if err != nil {
-		return err
-	}
-	db, err := postgres.Open(ctx, dsn)
+	db, dsn, err := b.openDatabase(ctx, "soak")
 	if err != nil {
 		return err
 	}
