@@ -35,24 +35,6 @@ type workers struct {
 // Kafka is unreachable it keeps retrying: orders are still accepted and wait
 // in the outbox.
 func (w workers) run(ctx context.Context) error {
-	// The relay has producers of its own: it closes one whose records stay
-	// without an outcome and goes on with a new one.
-	newRelayProducer := func() (outbox.Producer, error) { return kafka.NewClient(w.cfg.Kafka, kgo.WithHooks(w.produced)) }
-	relayProducer, err := newRelayProducer()
-	if err != nil {
-		return fmt.Errorf("outbox producer: %w", err)
-	}
-	relay, err := outbox.NewWorker(w.db, relayProducer, outbox.Config{
-		BatchSize:      w.cfg.OutboxBatchSize,
-		PollInterval:   w.cfg.OutboxPollInterval,
-		Retention:      w.cfg.OutboxRetention,
-		NewProducer:    newRelayProducer,
-		MaxRecordBytes: kafka.ProducerBatchMaxBytes,
-	}, w.reg, w.log)
-	if err != nil {
-		relayProducer.Close()
-		return fmt.Errorf("outbox worker: %w", err)
-	}
 	inboxMetrics, err := inbox.NewMetrics(w.reg)
 	if err != nil {
 		return fmt.Errorf("inbox metrics: %w", err)
@@ -78,6 +60,25 @@ func (w workers) run(ctx context.Context) error {
 		MaxAttempts: w.cfg.InboxMaxAttempts,
 		Retention:   w.cfg.InboxRetention,
 	})
+
+	// The relay has producers of its own: it closes one whose records stay
+	// without an outcome and goes on with a new one.
+	newRelayProducer := func() (outbox.Producer, error) { return kafka.NewClient(w.cfg.Kafka, kgo.WithHooks(w.produced)) }
+	relayProducer, err := newRelayProducer()
+	if err != nil {
+		return fmt.Errorf("outbox producer: %w", err)
+	}
+	relay, err := outbox.NewWorker(w.db, relayProducer, outbox.Config{
+		BatchSize:      w.cfg.OutboxBatchSize,
+		PollInterval:   w.cfg.OutboxPollInterval,
+		Retention:      w.cfg.OutboxRetention,
+		NewProducer:    newRelayProducer,
+		MaxRecordBytes: kafka.ProducerBatchMaxBytes,
+	}, w.reg, w.log)
+	if err != nil {
+		relayProducer.Close()
+		return fmt.Errorf("outbox worker: %w", err)
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	// The relay and the processor need no topic to make progress in
