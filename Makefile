@@ -9,7 +9,9 @@ export PATH := $(BIN):$(PATH)
 .PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
 
 # withpostgres gives a command the PostgreSQL its DSN names, or starts an
-# embedded one where nothing answers on that loopback port (README, "The two commands").
+# embedded one (github.com/fergusstrange/embedded-postgres) where nothing
+# answers on that loopback port (README, "The two commands"). CI installs
+# Debian's postgresql package instead (scripts/ci-postgres.sh).
 WITHPOSTGRES = go build -o $(BIN)/withpostgres ./cmd/withpostgres && $(BIN)/withpostgres
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
