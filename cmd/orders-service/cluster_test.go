@@ -379,6 +379,16 @@ func uniqueNames(prefix string) map[string]string {
 	}
 }
 
+// replicaEnv is the environment of a replica on cluster c and database dsn
+// with the test's names (see uniqueNames).
+func (c *cluster) replicaEnv(dsn string, names map[string]string) map[string]string {
+	env := map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": strings.Join(c.brokers, ",")}
+	for k, v := range names {
+		env[k] = v
+	}
+	return env
+}
+
 // startReplica runs the orders-service binary with env (on top of settings
 // for tests) and waits until /readyz answers 200.
 func startReplica(t *testing.T, name string, env map[string]string) *replica {

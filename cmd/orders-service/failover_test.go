@@ -224,11 +224,7 @@ func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 	c := needCluster(t)
 	dsn := freshDSN(t)
 	names := uniqueNames("leaderdeath")
-	env := map[string]string{"POSTGRES_DSN": dsn}
-	for k, v := range names {
-		env[k] = v
-	}
-	env["KAFKA_BROKER"] = strings.Join(c.brokers, ",")
+	env := c.replicaEnv(dsn, names)
 	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env), startReplica(t, "replica-3", env)}
 	startSimulator(t, c, names)
 	topic := names["KAFKA_TOPIC"]
@@ -302,10 +298,7 @@ func TestClusterBelowMinISR(t *testing.T) {
 	c := needCluster(t)
 	dsn := freshDSN(t)
 	names := uniqueNames("belowisr")
-	env := map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": strings.Join(c.brokers, ",")}
-	for k, v := range names {
-		env[k] = v
-	}
+	env := c.replicaEnv(dsn, names)
 	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
 	topic := names["KAFKA_TOPIC"]
 
@@ -394,10 +387,7 @@ func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 	c := needCluster(t)
 	dsn := freshDSN(t)
 	names := uniqueNames("cutoff")
-	env := map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": strings.Join(c.brokers, ",")}
-	for k, v := range names {
-		env[k] = v
-	}
+	env := c.replicaEnv(dsn, names)
 	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
 	topic := names["KAFKA_TOPIC"]
 

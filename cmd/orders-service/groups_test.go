@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,10 +40,8 @@ func testGroupChanges(t *testing.T, protocol string) {
 	c := needCluster(t)
 	dsn := freshDSN(t)
 	names := uniqueNames("groups-" + protocol)
-	env := map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": strings.Join(c.brokers, ","), "KAFKA_GROUP_PROTOCOL": protocol}
-	for k, v := range names {
-		env[k] = v
-	}
+	env := c.replicaEnv(dsn, names)
+	env["KAFKA_GROUP_PROTOCOL"] = protocol
 	replicaEnv := func(i int) map[string]string {
 		e := map[string]string{"KAFKA_GROUP_INSTANCE_ID": fmt.Sprintf("%s-r%d", names["KAFKA_GROUP_ID"], i)}
 		for k, v := range env {

@@ -40,10 +40,7 @@ func TestClusterSizeLimits(t *testing.T) {
 	c := needCluster(t)
 	dsn := freshDSN(t)
 	names := uniqueNames("limits")
-	env := map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": strings.Join(c.brokers, ",")}
-	for k, v := range names {
-		env[k] = v
-	}
+	env := c.replicaEnv(dsn, names)
 	r := startReplica(t, "replica-1", env)
 	startSimulator(t, c, names)
 	topic, payments, dlq := names["KAFKA_TOPIC"], names["KAFKA_INBOX_TOPIC"], names["KAFKA_DLQ_TOPIC"]
