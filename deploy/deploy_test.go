@@ -22,24 +22,16 @@ import (
 )
 
 // ordersServiceEnv is every environment variable orders-service reads, besides
-// the OTEL_* family: the names of its table of settings. Deployment files may
-// pass no other.
-var ordersServiceEnv = func() []string {
+// the OTEL_* family, and paymentsSimEnv every one payments-sim reads: the
+// names of their tables of settings. Deployment files may pass no other.
+var ordersServiceEnv, paymentsSimEnv = names(settings.All()), names(settings.PaymentsSim())
+
+func names(ss []settings.Setting) []string {
 	var names []string
-	for _, s := range settings.All() {
+	for _, s := range ss {
 		names = append(names, s.Name)
 	}
 	return names
-}()
-
-// paymentsSimEnv is every environment variable payments-sim reads.
-var paymentsSimEnv = []string{
-	"KAFKA_BROKER",
-	"KAFKA_TOPIC",
-	"KAFKA_INBOX_TOPIC",
-	"KAFKA_GROUP_ID",
-	"KAFKA_COMPRESSION",
-	"PAYMENTS_SIM_DECLINE_ABOVE",
 }
 
 // composeOnlyVars are variables the compose file interpolates that are not

@@ -58,13 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive [message_id...] | outbox-parked | outbox-redrive [id...] | healthcheck]")
 		fs.PrintDefaults()
 		fmt.Fprintln(stdout, "environment variables (and OTEL_*, as OpenTelemetry defines them):")
-		for _, st := range settings.All() {
-			def := ""
-			if st.Default != "" {
-				def = " (default " + st.Default + ")"
-			}
-			fmt.Fprintf(stdout, "  %s%s\n    \t%s\n", st.Name, def, st.Doc)
-		}
+		settings.WriteUsage(stdout, settings.All())
 	}
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

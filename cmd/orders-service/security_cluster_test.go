@@ -149,10 +149,11 @@ func TestClusterSecurity(t *testing.T) {
 	r := startReplica(t, "replica-1", env)
 
 	simEnv := s.env(s.password)
-	kc, err := settings.Kafka(func(k string) string { return simEnv[k] }, "payments-sim")
+	simCfg, err := settings.LoadPaymentsSim(func(k string) string { return simEnv[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
+	kc := simCfg.Kafka
 	cl, err := kafka.NewClient(kc, paymentsim.ClientOptions(names["KAFKA_GROUP_ID"]+".payments-sim", names["KAFKA_TOPIC"])...)
 	if err != nil {
 		t.Fatal(err)

@@ -1,22 +1,20 @@
 // Command payments-sim answers the orders-service's OrderCreated events with
 // payment results, standing in for payments-service against a real cluster.
-//
-// Environment: KAFKA_BROKER (comma-separated seed brokers, default
-// 127.0.0.1:9092), KAFKA_TOPIC (orders.events), KAFKA_INBOX_TOPIC
-// (payments.events), KAFKA_GROUP_ID (payments-sim), PAYMENTS_SIM_DECLINE_ABOVE
-// (amount in minor units above which payments fail; 0, the default, approves
-// all), and KAFKA_COMPRESSION, KAFKA_TLS* / KAFKA_SASL_* as for orders-service.
+// It reads the Kafka settings orders-service reads (KAFKA_BROKER, the topics,
+// KAFKA_TLS*, KAFKA_SASL_*, KAFKA_COMPRESSION), KAFKA_GROUP_ID and
+// PAYMENTS_SIM_DECLINE_ABOVE; `payments-sim -h` lists them with their
+// defaults.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/acme/orders-service/internal/settings"
@@ -37,20 +35,43 @@ func (e *configError) Error() string { return e.msg }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Getenv, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "payments-sim:", err)
 		var ce *configError
-		if errors.As(err, &ce) {
+		if errors.As(err, &ce) || errors.Is(err, errUsage) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
 }
 
-// run answers payments with the configuration of getenv until ctx ends.
-func run(ctx context.Context, getenv func(string) string, log *slog.Logger) error {
+var errUsage = errors.New("usage")
+
+// run answers payments with the configuration of getenv until ctx ends; -h
+// lists the environment variables it reads.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("payments-sim", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintln(stdout, "usage: payments-sim")
+		fmt.Fprintln(stdout, "environment variables:")
+		settings.WriteUsage(stdout, settings.PaymentsSim())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
@@ -65,33 +86,15 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 	return cfg.sim.Run(ctx, cl)
 }
 
+// loadConfig reads payments-sim's settings (settings.PaymentsSim).
 func loadConfig(getenv func(string) string) (config, error) {
-	str := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return def
-	}
-	cfg := config{
-		group: str("KAFKA_GROUP_ID", "payments-sim"),
-		sim: paymentsim.Config{
-			InTopic:  str("KAFKA_TOPIC", "orders.events"),
-			OutTopic: str("KAFKA_INBOX_TOPIC", "payments.events"),
-		},
-	}
-	kc, err := settings.Kafka(getenv, "payments-sim")
+	c, err := settings.LoadPaymentsSim(getenv)
 	if err != nil {
-		return cfg, &configError{err.Error()}
+		return config{}, &configError{err.Error()}
 	}
-	if kc.Brokers[0] == "embedded" {
-		return cfg, &configError{"KAFKA_BROKER: want comma-separated host:port seed brokers (the embedded broker runs only inside orders-service -dev)"}
-	}
-	cfg.kafka = kc
-	v := str("PAYMENTS_SIM_DECLINE_ABOVE", "0")
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return cfg, &configError{fmt.Sprintf("invalid PAYMENTS_SIM_DECLINE_ABOVE %q: want an amount in minor units, 0 to approve all", v)}
-	}
-	cfg.sim.DeclineAbove = n
-	return cfg, nil
+	return config{
+		kafka: c.Kafka,
+		group: c.KafkaGroupID,
+		sim:   paymentsim.Config{InTopic: c.KafkaTopic, OutTopic: c.KafkaInboxTopic, DeclineAbove: c.SimDeclineAbove},
+	}, nil
 }

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"flag"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/acme/orders-service/internal/settings"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -26,5 +32,27 @@ func TestLoadConfig(t *testing.T) {
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s=%q: err = %v, want a config error naming the variable", name, value, err)
 		}
+	}
+}
+
+// TestHelpListsEverySettingRead checks that -h lists each variable of the
+// table the simulator reads, and that a stray argument is a usage error.
+func TestHelpListsEverySettingRead(t *testing.T) {
+	var out strings.Builder
+	err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run -h = %v, want flag.ErrHelp", err)
+	}
+	for _, s := range settings.PaymentsSim() {
+		if !strings.Contains(out.String(), "  "+s.Name) {
+			t.Errorf("-h does not list %s:\n%s", s.Name, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "KAFKA_GROUP_ID (default payments-sim)") {
+		t.Errorf("-h does not give the simulator's group default:\n%s", out.String())
+	}
+	err = run(context.Background(), []string{"extra"}, func(string) string { return "" }, io.Discard, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, errUsage) {
+		t.Errorf("run extra = %v, want a usage error", err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestRunAnswersOrders(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(runCtx, func(k string) string { return env[k] }, slog.New(slog.NewTextHandler(t.Output(), nil)))
+		done <- run(runCtx, nil, func(k string) string { return env[k] }, io.Discard, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	}()
 	defer func() {
 		stop()

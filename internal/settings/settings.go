@@ -10,6 +10,7 @@ package settings
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -298,7 +299,7 @@ func groupInstanceID(c *Config, v string) error {
 }
 
 // kafkaConnection are the settings of a Kafka connection, shared with
-// payments-sim (see Kafka).
+// payments-sim (see PaymentsSim).
 var kafkaConnection = []Setting{
 	value("KAFKA_BROKER", "127.0.0.1:9092", "comma-separated seed brokers; embedded runs an in-process development broker",
 		brokers, func(c *Config) *[]string { return &c.Kafka.Brokers }),
@@ -411,7 +412,7 @@ var service = []Setting{
 	value("INBOX_RETENTION", "336h", "processed inbox rows are deleted after this",
 		duration, func(c *Config) *time.Duration { return &c.InboxRetention }),
 	{
-		Name: "PAYMENTS_SIM_DECLINE_ABOVE", Default: "0", Doc: "-dev payments simulator declines orders above this amount (minor units); 0 approves all",
+		Name: "PAYMENTS_SIM_DECLINE_ABOVE", Default: "0", Doc: "the payments simulator (-dev, payments-sim) declines orders above this amount (minor units); 0 approves all",
 		set: func(c *Config, v string) error {
 			n, err := integer(0, math.MaxInt)(v)
 			c.SimDeclineAbove = int64(n)
@@ -451,6 +452,48 @@ var service = []Setting{
 // All returns every setting the service reads, besides the OTEL_* family
 // that OpenTelemetry reads itself.
 func All() []Setting { return slices.Concat(service, kafkaConnection) }
+
+// PaymentsSim returns every setting cmd/payments-sim reads: the Kafka
+// connection, the two topics and PAYMENTS_SIM_DECLINE_ABOVE as orders-service
+// reads them, and KAFKA_GROUP_ID with the simulator's own default.
+func PaymentsSim() []Setting {
+	var ss []Setting
+	for _, s := range service {
+		switch s.Name {
+		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE":
+			ss = append(ss, s)
+		case "KAFKA_GROUP_ID":
+			s.Default, s.Doc = "payments-sim", "consumer group of the simulator"
+			ss = append(ss, s)
+		}
+	}
+	return append(ss, kafkaConnection...)
+}
+
+// LoadPaymentsSim reads payments-sim's settings (PaymentsSim) through getenv
+// into a Config; the error is one line naming the first bad variable.
+func LoadPaymentsSim(getenv func(string) string) (Config, error) {
+	var c Config
+	c.Kafka.ClientID = "payments-sim"
+	if err := read(&c, getenv, PaymentsSim()); err != nil {
+		return c, err
+	}
+	if slices.Contains(c.Kafka.Brokers, "embedded") {
+		return c, fmt.Errorf("KAFKA_BROKER: want comma-separated host:port seed brokers (the embedded broker runs only inside orders-service -dev)")
+	}
+	return c, c.Kafka.Validate()
+}
+
+// WriteUsage writes ss for a -h listing: each name, its default, its doc line.
+func WriteUsage(w io.Writer, ss []Setting) {
+	for _, st := range ss {
+		def := ""
+		if st.Default != "" {
+			def = " (default " + st.Default + ")"
+		}
+		fmt.Fprintf(w, "  %s%s\n    \t%s\n", st.Name, def, st.Doc)
+	}
+}
 
 // read sets c from the settings through getenv and returns the first error,
 // naming its variable.
@@ -499,18 +542,6 @@ func Load(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("HTTP_PORT: must differ from GRPC_PORT (%d)", c.GRPCPort)
 	}
 	return c, nil
-}
-
-// Kafka reads only the Kafka connection settings (KAFKA_BROKER,
-// KAFKA_COMPRESSION, KAFKA_TLS*, KAFKA_SASL_*), for the binaries that share
-// them with orders-service, and validates them.
-func Kafka(getenv func(string) string, clientID string) (kafka.Config, error) {
-	var c Config
-	c.Kafka.ClientID = clientID
-	if err := read(&c, getenv, kafkaConnection); err != nil {
-		return c.Kafka, err
-	}
-	return c.Kafka, c.Kafka.Validate()
 }
 
 // LogValue is the effective configuration for the start-up log line: every

@@ -153,32 +153,32 @@ func configTable(t *testing.T, path string) []string {
 func TestKafkaSASLPlainNeedsTLS(t *testing.T) {
 	env := map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USER": "u", "KAFKA_SASL_PASSWORD": "p"}
 	getenv := func(k string) string { return env[k] }
-	if _, err := Kafka(getenv, "t"); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_MECHANISM: ") ||
+	if _, err := LoadPaymentsSim(getenv); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_MECHANISM: ") ||
 		!strings.Contains(err.Error(), "KAFKA_TLS=true") || !strings.Contains(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT=true") {
 		t.Fatalf("PLAIN without TLS: err = %v, want one line naming KAFKA_SASL_MECHANISM, KAFKA_TLS and KAFKA_SASL_ALLOW_PLAINTEXT", err)
 	}
 	env["KAFKA_SASL_ALLOW_PLAINTEXT"] = "yes please"
-	if _, err := Kafka(getenv, "t"); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT: ") {
+	if _, err := LoadPaymentsSim(getenv); err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT: ") {
 		t.Fatalf("bad KAFKA_SASL_ALLOW_PLAINTEXT: err = %v", err)
 	}
 	for k, v := range map[string]string{"KAFKA_SASL_ALLOW_PLAINTEXT": "true", "KAFKA_TLS": "true"} {
 		delete(env, "KAFKA_SASL_ALLOW_PLAINTEXT")
 		delete(env, "KAFKA_TLS")
 		env[k] = v
-		if _, err := Kafka(getenv, "t"); err != nil {
+		if _, err := LoadPaymentsSim(getenv); err != nil {
 			t.Errorf("PLAIN with %s=%s: %v", k, v, err)
 		}
 	}
 }
 
 func TestKafkaCompression(t *testing.T) {
-	c, err := Kafka(envOf(map[string]string{"KAFKA_COMPRESSION": " lz4 "}), "test")
-	if err != nil || c.Compression != "lz4" {
-		t.Fatalf("Kafka: %+v, %v; want compression lz4", c, err)
+	c, err := LoadPaymentsSim(envOf(map[string]string{"KAFKA_COMPRESSION": " lz4 "}))
+	if err != nil || c.Kafka.Compression != "lz4" {
+		t.Fatalf("LoadPaymentsSim: %+v, %v; want compression lz4", c.Kafka, err)
 	}
-	if _, err := Kafka(envOf(map[string]string{"KAFKA_COMPRESSION": "lzma"}), "test"); err == nil ||
+	if _, err := LoadPaymentsSim(envOf(map[string]string{"KAFKA_COMPRESSION": "lzma"})); err == nil ||
 		!strings.Contains(err.Error(), `KAFKA_COMPRESSION: want none, gzip, snappy, lz4 or zstd, got "lzma"`) {
-		t.Fatalf("Kafka with lzma: %v", err)
+		t.Fatalf("LoadPaymentsSim with lzma: %v", err)
 	}
 }
 
