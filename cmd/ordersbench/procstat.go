@@ -129,6 +129,10 @@ type CPUUse struct {
 func (b *bench) cpuSnap() cpuSnap {
 	s := cpuSnap{at: time.Now(), postgres: postgresCPU()}
 	s.service, _, _ = procCPU(b.service.pid())
+	for _, p := range b.replicas {
+		secs, _, _ := procCPU(p.pid())
+		s.service += secs
+	}
 	s.broker, _, _ = procCPU(b.broker.pid())
 	s.bench, _, _ = procCPU(os.Getpid())
 	s.machineBusy, s.machineAll = machineBusy()
