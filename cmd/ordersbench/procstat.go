@@ -140,8 +140,10 @@ func (b *bench) cpuSnap() cpuSnap {
 }
 
 // cpuSince returns the cores used by each party since s.
-func (b *bench) cpuSince(s cpuSnap) CPUUse {
-	e := b.cpuSnap()
+func (b *bench) cpuSince(s cpuSnap) CPUUse { return cpuBetween(s, b.cpuSnap()) }
+
+// cpuBetween returns the cores used by each party from s to e.
+func cpuBetween(s, e cpuSnap) CPUUse {
 	wall := e.at.Sub(s.at).Seconds()
 	if wall <= 0 {
 		return CPUUse{}
