@@ -12,7 +12,10 @@
 // also runs as its own process (./cmd/kfake-broker), so its resident memory
 // and CPU are its own. The outbox drain and the inbox run OutboxWorker,
 // InboxConsumer and InboxProcessor inside this process on databases of their
-// own, against the same broker. See docs/performance.md.
+// own, against the same broker; the scale-out phase runs one to three
+// OutboxWorkers on one outbox, and one to three service processes on the
+// service's database. CreateOrder is also compared with pgbench running the
+// same transaction, when pgbench is installed. See docs/performance.md.
 package main
 
 import (
