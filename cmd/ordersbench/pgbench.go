@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -118,22 +119,35 @@ func (b *bench) runPgbench(ctx context.Context, bin, dsn string, conc int) (Pgbe
 	if err != nil {
 		return res, fmt.Errorf("pgbench -c %d: %w: %s", conc, err, out.Bytes())
 	}
-	m := pgbenchTPS.FindSubmatch(out.Bytes())
-	if m == nil {
-		return res, fmt.Errorf("pgbench -c %d printed no tps: %s", conc, out.Bytes())
-	}
-	res.Throughput, _ = strconv.ParseFloat(string(m[1]), 64)
-	if m := pgbenchTxns.FindSubmatch(out.Bytes()); m != nil {
-		res.Transactions, _ = strconv.Atoi(string(m[1]))
-	}
-	if m := pgbenchLatency.FindSubmatch(out.Bytes()); m != nil {
-		res.LatencyAvg, _ = strconv.ParseFloat(string(m[1]), 64)
-	}
-	if m := pgbenchFailed.FindSubmatch(out.Bytes()); m != nil && string(m[1]) != "0" {
-		return res, fmt.Errorf("pgbench -c %d: %s failed transactions: %s", conc, m[1], out.Bytes())
+	if err := parsePgbench(out.Bytes(), &res); err != nil {
+		return res, fmt.Errorf("pgbench -c %d: %w: %s", conc, err, out.Bytes())
 	}
 	b.addCPU(fmt.Sprintf("CreateOrder pgbench c=%d", conc), res.CPU)
 	return res, nil
+}
+
+// parsePgbench reads pgbench's summary into res: the tps without initial
+// connection time, the transactions and the average latency. A summary
+// without tps, or with failed transactions, is an error.
+func parsePgbench(out []byte, res *PgbenchResult) error {
+	if m := pgbenchFailed.FindSubmatch(out); m != nil && string(m[1]) != "0" {
+		return fmt.Errorf("%s failed transactions", m[1])
+	}
+	m := pgbenchTPS.FindSubmatch(out)
+	if m == nil {
+		return fmt.Errorf("no tps in pgbench's output")
+	}
+	var err error
+	if res.Throughput, err = strconv.ParseFloat(string(m[1]), 64); err != nil {
+		return fmt.Errorf("tps: %w", err)
+	}
+	if m := pgbenchTxns.FindSubmatch(out); m != nil {
+		res.Transactions, _ = strconv.Atoi(string(m[1]))
+	}
+	if m := pgbenchLatency.FindSubmatch(out); m != nil {
+		res.LatencyAvg, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	return nil
 }
 
 // libpqDSN drops the pgx-only settings of dsn, which libpq would reject.
@@ -144,7 +158,7 @@ func libpqDSN(dsn string) (string, error) {
 	}
 	q := u.Query()
 	for k := range q {
-		if len(k) > 5 && k[:5] == "pool_" {
+		if strings.HasPrefix(k, "pool_") {
 			q.Del(k)
 		}
 	}

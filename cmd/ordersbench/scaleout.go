@@ -215,12 +215,7 @@ func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int
 		return res, err
 	}
 	defer consumer.Close()
-	type keyState struct {
-		seen map[int]bool
-		max  int
-		bad  bool
-	}
-	keys := map[string]*keyState{}
+	var order keyOrder
 	deadline := time.Now().Add(2 * time.Minute)
 	var decodeErr error
 	for int64(res.Records) < total {
@@ -243,33 +238,62 @@ func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int
 				decodeErr = cmpOr(decodeErr, fmt.Errorf("record at offset %d has no bench_seq: %v", r.Offset, err))
 				return
 			}
-			s := keys[string(r.Key)]
-			if s == nil {
-				s = &keyState{seen: map[int]bool{}, max: -1}
-				keys[string(r.Key)] = s
-			}
-			switch {
-			case s.seen[*p.Seq]:
-				res.Duplicates++
-			case *p.Seq < s.max:
-				s.bad = true
-			}
-			s.seen[*p.Seq] = true
-			s.max = max(s.max, *p.Seq)
+			order.add(string(r.Key), *p.Seq)
 		})
 		if decodeErr != nil {
 			return res, decodeErr
 		}
 	}
+	records := res.Records
+	res = order.result(want)
+	res.Records = records
+	return res, nil
+}
+
+// keyOrder follows each key's sequence numbers in the order they arrive.
+type keyOrder struct {
+	keys       map[string]*keyState
+	duplicates int
+}
+
+type keyState struct {
+	seen map[int]bool
+	max  int
+	bad  bool // a sequence number arrived first after a higher one
+}
+
+// add records that key's event seq arrived.
+func (o *keyOrder) add(key string, seq int) {
+	if o.keys == nil {
+		o.keys = map[string]*keyState{}
+	}
+	s := o.keys[key]
+	if s == nil {
+		s = &keyState{seen: map[int]bool{}, max: -1}
+		o.keys[key] = s
+	}
+	switch {
+	case s.seen[seq]:
+		o.duplicates++
+	case seq < s.max:
+		s.bad = true
+	}
+	s.seen[seq] = true
+	s.max = max(s.max, seq)
+}
+
+// result is what arrived, against want distinct events in all.
+func (o *keyOrder) result(want int) orderResult {
+	res := orderResult{Keys: len(o.keys), Duplicates: o.duplicates}
 	distinct := 0
-	for _, s := range keys {
+	for _, s := range o.keys {
 		distinct += len(s.seen)
 		if s.bad {
 			res.KeysOutOfOrder++
 		}
 	}
-	res.Keys, res.Missing = len(keys), want-distinct
-	return res, nil
+	res.Missing = want - distinct
+	return res
 }
 
 // scaleOutAckResult is one commit→ack measurement of the scale-out phase.
