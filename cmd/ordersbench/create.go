@@ -233,8 +233,22 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 	}
 	details := map[string]LoadResult{}
 	pool := map[int]map[string]float64{}
+	pgbenchBin := findPgbench()
+	var pgbenchDSN string
+	var pgbenchDB *postgres.DB
+	if pgbenchBin == "" {
+		b.say("pgbench not found (PATH, /usr/lib/postgresql/*/bin): no pgbench comparison")
+		b.note("pgbench not found: CreateOrder is not compared with pgbench")
+	} else {
+		if pgbenchDB, pgbenchDSN, err = b.openDatabase(ctx, "pgbench"); err != nil {
+			return err
+		}
+		defer pgbenchDB.Close()
+	}
+	pgbenchRuns := map[string]PgbenchResult{}
 	for i, conc := range b.sizes.Concurrencies {
 		var svc, pgx LoadResult
+		var pgb PgbenchResult
 		runs := []func() error{
 			func() (err error) {
 				b.vacuum(ctx, baseDB)
@@ -266,11 +280,15 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 				return nil
 			},
 		}
-		if i%2 == 1 {
-			runs[0], runs[1] = runs[1], runs[0]
+		if pgbenchBin != "" {
+			runs = append(runs, func() (err error) {
+				b.vacuum(ctx, pgbenchDB)
+				pgb, err = b.runPgbench(ctx, pgbenchBin, pgbenchDSN, conc)
+				return err
+			})
 		}
-		for _, r := range runs {
-			if err := r(); err != nil {
+		for j := range runs {
+			if err := runs[(i+j)%len(runs)](); err != nil {
 				return err
 			}
 		}
@@ -280,10 +298,19 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 		details[fmt.Sprintf("grpc_c%d", conc)], details[fmt.Sprintf("pgx_c%d", conc)] = svc, pgx
 		r := b.add(fmt.Sprintf("CreateOrder c=%d throughput", conc), "/s", svc.Throughput).vs("pgx", pgx.Throughput)
 		r.target("≥ 0.85× pgx", *r.Ratio >= 0.85)
+		if pgbenchBin != "" {
+			b.say("CreateOrder c=%d: pgbench %.0f tps, latency average %.2fms", conc, pgb.Throughput, pgb.LatencyAvg)
+			pgbenchRuns[fmt.Sprintf("c%d", conc)] = pgb
+			r := b.add(fmt.Sprintf("CreateOrder c=%d vs pgbench", conc), "/s", svc.Throughput).vs("pgbench", pgb.Throughput)
+			r.target("≥ 0.7× pgbench", *r.Ratio >= 0.7)
+		}
 		b.add(fmt.Sprintf("CreateOrder c=%d p50", conc), "ms", svc.P50).vs("pgx", pgx.P50)
 		b.add(fmt.Sprintf("CreateOrder c=%d p99", conc), "ms", svc.P99).vs("pgx", pgx.P99)
 	}
 	b.res.Details["create_order"] = details
 	b.res.Details["create_order_service_pool"] = pool
+	if pgbenchBin != "" {
+		b.res.Details["create_order_pgbench"] = map[string]any{"binary": pgbenchBin, "mode": "prepared", "threads": 2, "runs": pgbenchRuns}
+	}
 	return waitDrained(ctx, b.svcDB, 2*time.Minute)
 }

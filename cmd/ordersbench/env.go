@@ -185,6 +185,15 @@ func freePort() (int, error) {
 // startService runs orders-service against dsn and the broker, waits until
 // /readyz answers 200 and returns the process and its ports.
 func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool, extraEnv []string, args ...string) (p *proc, grpcPort, httpPort int, err error) {
+	name := "orders-service"
+	if len(args) > 0 {
+		name += "-soak"
+	}
+	return startServiceAs(ctx, name, bin, dir, dsn, broker, pprof, extraEnv, args...)
+}
+
+// startServiceAs is startService logging to name.log in dir.
+func startServiceAs(ctx context.Context, name, bin, dir, dsn, broker string, pprof bool, extraEnv []string, args ...string) (p *proc, grpcPort, httpPort int, err error) {
 	if grpcPort, err = freePort(); err != nil {
 		return nil, 0, 0, err
 	}
@@ -201,10 +210,6 @@ func startService(ctx context.Context, bin, dir, dsn, broker string, pprof bool,
 		"AUTH_MODE=none", // required outside -dev; the benchmark measures the service without auth
 	)
 	env = append(env, extraEnv...)
-	name := "orders-service"
-	if len(args) > 0 {
-		name += "-soak"
-	}
 	p, err = startProc(name, bin, args, env, dir, nil)
 	if err != nil {
 		return nil, 0, 0, err

@@ -12,7 +12,10 @@
 // also runs as its own process (./cmd/kfake-broker), so its resident memory
 // and CPU are its own. The outbox drain and the inbox run OutboxWorker,
 // InboxConsumer and InboxProcessor inside this process on databases of their
-// own, against the same broker. See docs/performance.md.
+// own, against the same broker; the scale-out phase runs one to three
+// OutboxWorkers on one outbox, and one to three service processes on the
+// service's database. CreateOrder is also compared with pgbench running the
+// same transaction, when pgbench is installed. See docs/performance.md.
 package main
 
 import (
@@ -90,7 +93,7 @@ var shortSizes = sizes{
 }
 
 // allPhases run in this order; soak runs only when asked for.
-var allPhases = []string{"create", "ack", "get", "plans", "drain", "recovery", "inbox", "soak"}
+var allPhases = []string{"create", "ack", "get", "plans", "drain", "recovery", "inbox", "scaleout", "soak"}
 
 // bench is one run: the processes, databases and clients it set up, and
 // what it measured.
@@ -118,6 +121,8 @@ type bench struct {
 	topicSuffix string
 	compression string // KAFKA_COMPRESSION of the service and the benchmark's producers
 	service     *proc
+	svcEnv      []string // the service's settings beyond startService's
+	replicas    []*proc  // more service processes on svcDSN, while the scale-out phase runs them
 	svcDSN      string
 	svcDB       *postgres.DB // the benchmark's own pool on the service's database
 	httpPort    int
@@ -310,6 +315,8 @@ func (b *bench) runPhase(ctx context.Context, name string) error {
 		return b.recoveryPhase(ctx)
 	case "inbox":
 		return b.inboxPhase(ctx)
+	case "scaleout":
+		return b.scaleOutPhase(ctx)
 	case "soak":
 		return b.soakPhase(ctx)
 	}
@@ -353,6 +360,7 @@ func (b *bench) setup(ctx context.Context) error {
 	env := append([]string{"KAFKA_TOPIC=" + b.topic("orders.events"), "KAFKA_INBOX_TOPIC=" + b.topic("payments.events"),
 		"KAFKA_DLQ_TOPIC=" + b.topic("payments.events.dlq"), "KAFKA_GROUP_ID=" + b.topic("orders-service"),
 		"KAFKA_COMPRESSION=" + b.compression}, b.serviceEnv...)
+	b.svcEnv = env
 	var grpcPort int
 	b.service, grpcPort, b.httpPort, err = startService(ctx, filepath.Join(b.tmp, "orders-service"), b.tmp, b.svcDSN, b.brokerAt, b.profile != "", env)
 	if err != nil {
@@ -409,6 +417,9 @@ func (b *bench) close() {
 	}
 	if b.grpcConn != nil {
 		b.grpcConn.Close()
+	}
+	for _, p := range b.replicas {
+		p.stop()
 	}
 	b.service.stop()
 	b.broker.stop()

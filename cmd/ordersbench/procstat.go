@@ -129,6 +129,10 @@ type CPUUse struct {
 func (b *bench) cpuSnap() cpuSnap {
 	s := cpuSnap{at: time.Now(), postgres: postgresCPU()}
 	s.service, _, _ = procCPU(b.service.pid())
+	for _, p := range b.replicas {
+		secs, _, _ := procCPU(p.pid())
+		s.service += secs
+	}
 	s.broker, _, _ = procCPU(b.broker.pid())
 	s.bench, _, _ = procCPU(os.Getpid())
 	s.machineBusy, s.machineAll = machineBusy()
@@ -136,8 +140,10 @@ func (b *bench) cpuSnap() cpuSnap {
 }
 
 // cpuSince returns the cores used by each party since s.
-func (b *bench) cpuSince(s cpuSnap) CPUUse {
-	e := b.cpuSnap()
+func (b *bench) cpuSince(s cpuSnap) CPUUse { return cpuBetween(s, b.cpuSnap()) }
+
+// cpuBetween returns the cores used by each party from s to e.
+func cpuBetween(s, e cpuSnap) CPUUse {
 	wall := e.at.Sub(s.at).Seconds()
 	if wall <= 0 {
 		return CPUUse{}
