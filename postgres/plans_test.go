@@ -27,15 +27,7 @@ const planRows = 200_000
 func TestHotQueriesUseIndexes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dsn, drop, err := pgtest.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(drop)
-	db := pgtest.Open(t, dsn)
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := pgtest.NewDB(t)
 	start := time.Now()
 	var g errgroup.Group
 	for _, q := range []string{

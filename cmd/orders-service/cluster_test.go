@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/poll"
 )
 
 // serviceBin is the orders-service binary built once by TestMain.
@@ -85,7 +86,7 @@ func needCluster(t *testing.T) *cluster {
 			t.Fatalf("node %d of the cluster in %s is not running (pid file); KAFKA_CLUSTER_DIR must name the cluster of KAFKA_TEST_BROKERS", n, c.dir)
 		}
 	}
-	waitFor(t, 60*time.Second, "three brokers in the cluster of KAFKA_TEST_BROKERS="+env, func() bool {
+	poll.Eventually(t, 60*time.Second, "three brokers in the cluster of KAFKA_TEST_BROKERS="+env, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		bs, err := c.adm.ListBrokers(ctx)
@@ -162,7 +163,7 @@ func (c *cluster) restore(t *testing.T) {
 		}
 		c.start(t, n)
 	}
-	waitFor(t, 120*time.Second, "the cluster healthy again (3 brokers, full ISRs)", func() bool {
+	poll.Eventually(t, 120*time.Second, "the cluster healthy again (3 brokers, full ISRs)", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		bs, err := c.adm.ListBrokers(ctx)
@@ -302,7 +303,7 @@ func (c *cluster) readAll(t *testing.T, topic string) []record {
 	defer cancel()
 	var ends map[int32]int64
 	var err error
-	waitFor(t, 60*time.Second, "end offsets of "+topic, func() bool {
+	poll.Eventually(t, 60*time.Second, "end offsets of "+topic, func() bool {
 		ends, err = c.endOffsets(ctx, topic)
 		return err == nil
 	})
@@ -425,7 +426,7 @@ func startReplica(t *testing.T, name string, env map[string]string) *replica {
 			t.Logf("log of %s (last lines):\n%s", r.name, r.tail(40))
 		}
 	})
-	waitFor(t, 60*time.Second, name+" ready", func() bool {
+	poll.Eventually(t, 60*time.Second, name+" ready", func() bool {
 		select {
 		case <-r.exited:
 			t.Fatalf("%s exited while starting:\n%s", name, r.tail(20))

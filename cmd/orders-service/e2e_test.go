@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/internal/kafkatest"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
@@ -41,19 +41,6 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func freshDSN(t *testing.T) string {
-	t.Helper()
-	dsn, drop, err := pgtest.NewDatabase(context.Background())
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip("no PostgreSQL:", err)
-	}
-	t.Cleanup(drop)
-	return dsn
 }
 
 func startBroker(t *testing.T, addr string, opts ...kafka.EmbeddedOption) *kafka.Embedded {
@@ -162,7 +149,7 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 			t.Logf("log of instance %s:\n%s", in.grpcAddr, logs)
 		}
 	})
-	waitFor(t, 30*time.Second, "instance ready", func() bool {
+	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("instance exited: %v\n%s", err, logs)
@@ -182,17 +169,6 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	t.Cleanup(func() { conn.Close() })
 	in.client = orderspb.NewOrderServiceClient(conn)
 	return in
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // event is one record read back from a topic.
@@ -258,7 +234,7 @@ func metric(t *testing.T, text, name string) float64 {
 }
 
 func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	k := newKafka(t)
 	// -dev adds the payments simulator (its group is payments-sim in both
 	// modes); the broker is the test's.
@@ -272,7 +248,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := created.GetOrder().GetId()
-	waitFor(t, 15*time.Second, "order finished by the simulated payment", func() bool {
+	poll.Eventually(t, 15*time.Second, "order finished by the simulated payment", func() bool {
 		st, err := in.client.GetOrderStatus(context.Background(), &orderspb.GetOrderStatusRequest{OrderId: id})
 		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
 	})
@@ -330,7 +306,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if err := producer.ProduceSync(context.Background(), dup, poison, unknown).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "duplicate, dead and unprocessed counted", func() bool {
+	poll.Eventually(t, 20*time.Second, "duplicate, dead and unprocessed counted", func() bool {
 		text := scrape(t, in)
 		return metric(t, text, "orders_inbox_duplicates_total") >= 1 && metric(t, text, "orders_inbox_dead_total") >= 1 &&
 			metric(t, text, "orders_inbox_unprocessed") >= 1
@@ -353,11 +329,11 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if !strings.Contains(out.String(), "re-queued 1 dead inbox message(s)") {
 		t.Fatalf("redrive printed %q", out.String())
 	}
-	waitFor(t, 10*time.Second, "the re-driven poison record dead again", func() bool {
+	poll.Eventually(t, 10*time.Second, "the re-driven poison record dead again", func() bool {
 		return metric(t, scrape(t, in), "orders_inbox_dead_total") >= 2
 	})
 
-	waitFor(t, 5*time.Second, "both events counted as published", func() bool {
+	poll.Eventually(t, 5*time.Second, "both events counted as published", func() bool {
 		return metric(t, scrape(t, in), "orders_outbox_published_total") >= 2
 	})
 	text := scrape(t, in)
@@ -375,7 +351,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 }
 
 func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	in := startInstance(t, nil, newKafka(t).env(dsn))
 	o, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "shutdown", Amount: 1})
 	if err != nil {
@@ -402,7 +378,7 @@ func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
 		}
 		result <- err
 	}()
-	waitFor(t, 10*time.Second, "the call waiting for the row lock", func() bool {
+	poll.Eventually(t, 10*time.Second, "the call waiting for the row lock", func() bool {
 		var waiting bool
 		conn2, err := pgx.Connect(context.Background(), dsn)
 		if err != nil {
@@ -413,7 +389,7 @@ func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
 		return waiting
 	})
 	in.signal()
-	waitFor(t, 10*time.Second, "shutdown to begin", func() bool { return strings.Contains(in.logs.String(), "shutting down") })
+	poll.Eventually(t, 10*time.Second, "shutdown to begin", func() bool { return strings.Contains(in.logs.String(), "shutting down") })
 	if err := tx.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
