@@ -391,15 +391,15 @@ func (c *cluster) replicaEnv(dsn string, names map[string]string) map[string]str
 }
 
 // startReplica runs the orders-service binary with env (on top of settings
-// for tests) and waits until /readyz answers 200.
+// for tests) and waits until /readyz answers 200. Like startInstance, the
+// replica chooses its ports (read from its log) and is a static group member
+// with an id of its own unless env sets KAFKA_GROUP_INSTANCE_ID.
 func startReplica(t *testing.T, name string, env map[string]string) *replica {
 	t.Helper()
 	r := &replica{name: name, exited: make(chan struct{})}
-	gp, hp := freePort(t), freePort(t)
-	r.grpcAddr, r.httpAddr = fmt.Sprintf("127.0.0.1:%d", gp), fmt.Sprintf("127.0.0.1:%d", hp)
 	full := map[string]string{
-		"AUTH_MODE": "none", "GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp),
-		"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": "6", "OUTBOX_POLL_INTERVAL": "100ms",
+		"AUTH_MODE": "none", "GRPC_PORT": "0", "HTTP_PORT": "0", "KAFKA_GROUP_INSTANCE_ID": uniqueInstanceID("replica"),
+		"LOG_LEVEL": "info", "KAFKA_TOPIC_PARTITIONS": "6", "OUTBOX_POLL_INTERVAL": "100ms",
 		"READINESS_INTERVAL": "1s", "SHUTDOWN_TIMEOUT": "20s",
 	}
 	for k, v := range env {
@@ -426,12 +426,16 @@ func startReplica(t *testing.T, name string, env map[string]string) *replica {
 			t.Logf("log of %s (last lines):\n%s", r.name, r.tail(40))
 		}
 	})
-	poll.Eventually(t, 60*time.Second, name+" ready", func() bool {
+	exited := func() {
 		select {
 		case <-r.exited:
 			t.Fatalf("%s exited while starting:\n%s", name, r.tail(20))
 		default:
 		}
+	}
+	r.grpcAddr, r.httpAddr = listenAddrs(t, r.log, exited)
+	poll.Eventually(t, 60*time.Second, name+" ready", func() bool {
+		exited()
 		code, _ := r.readyz()
 		return code == http.StatusOK
 	})
@@ -500,9 +504,21 @@ func (r *replica) terminate(t *testing.T) {
 	}
 }
 
-func (r *replica) tail(n int) string {
+// log returns the replica's log so far.
+func (r *replica) log() string {
 	b, _ := os.ReadFile(r.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return string(b)
+}
+
+// tail returns the last n lines of the replica's log above INFO (the
+// replicas log at INFO only for listenAddrs; every call is an INFO line).
+func (r *replica) tail(n int) string {
+	var lines []string
+	for line := range strings.Lines(r.log()) {
+		if !strings.Contains(line, `"level":"INFO"`) {
+			lines = append(lines, strings.TrimRight(line, "\n"))
+		}
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

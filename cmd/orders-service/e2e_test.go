@@ -8,10 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,16 +34,6 @@ import (
 // their own ports) against a fresh PostgreSQL database and a Kafka-protocol
 // broker on TCP: an embedded broker of the test's own, or the real cluster of
 // KAFKA_TEST_BROKERS (see testKafka).
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 func startBroker(t *testing.T, addr string, opts ...kafka.EmbeddedOption) *kafka.Embedded {
 	t.Helper()
@@ -108,13 +100,16 @@ type instance struct {
 }
 
 // startInstance runs orders-service with env on top of defaults for tests and
-// waits until /readyz answers 200.
+// waits until /readyz answers 200. The instance listens on ports of its own
+// choosing (GRPC_PORT=0, HTTP_PORT=0), read from its log, and is a static
+// group member with an id of its own, as with the default
+// KAFKA_GROUP_INSTANCE_ID on a fixed port.
 func startInstance(t *testing.T, args []string, env map[string]string) *instance {
 	t.Helper()
-	gp, hp := freePort(t), freePort(t)
 	full := map[string]string{
-		"GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp), "LOG_LEVEL": "info",
-		"KAFKA_TOPIC_PARTITIONS": "3", "OUTBOX_POLL_INTERVAL": "100ms",
+		"GRPC_PORT": "0", "HTTP_PORT": "0", "LOG_LEVEL": "info",
+		"KAFKA_GROUP_INSTANCE_ID": uniqueInstanceID("instance"),
+		"KAFKA_TOPIC_PARTITIONS":  "3", "OUTBOX_POLL_INTERVAL": "100ms",
 	}
 	if !slices.Contains(args, "-dev") {
 		full["AUTH_MODE"] = "none" // required outside -dev
@@ -126,7 +121,7 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, func(k string) string { return full[k] }, logs) }()
-	in := &instance{grpcAddr: fmt.Sprintf("127.0.0.1:%d", gp), httpAddr: fmt.Sprintf("127.0.0.1:%d", hp), logs: logs, signal: cancel}
+	in := &instance{logs: logs, signal: cancel}
 	stopped := false
 	in.stop = func() {
 		if stopped {
@@ -149,12 +144,16 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 			t.Logf("log of instance %s:\n%s", in.grpcAddr, logs)
 		}
 	})
-	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
+	exited := func() {
 		select {
 		case err := <-done:
 			t.Fatalf("instance exited: %v\n%s", err, logs)
 		default:
 		}
+	}
+	in.grpcAddr, in.httpAddr = listenAddrs(t, logs.String, exited)
+	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
+		exited()
 		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
 		if err != nil {
 			return false
@@ -170,6 +169,54 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	in.client = orderspb.NewOrderServiceClient(conn)
 	return in
 }
+
+// listenAddrs waits until a service's log (so far: logs()) has its "gRPC
+// server listening" and "HTTP server listening" lines, and returns the
+// addresses they name ready to dial: an unspecified host (every interface)
+// becomes 127.0.0.1. It needs LOG_LEVEL info or lower. exited, called on
+// every poll, fails the test when the service has stopped.
+func listenAddrs(t *testing.T, logs func() string, exited func()) (grpcAddr, httpAddr string) {
+	t.Helper()
+	poll.Eventually(t, 60*time.Second, "the service to log its gRPC and HTTP addresses", func() bool {
+		exited()
+		for line := range strings.Lines(logs()) {
+			var l struct{ Msg, Addr string }
+			if !strings.Contains(line, " server listening") || json.Unmarshal([]byte(line), &l) != nil {
+				continue
+			}
+			switch l.Msg {
+			case "gRPC server listening":
+				grpcAddr = dialable(t, l.Addr)
+			case "HTTP server listening":
+				httpAddr = dialable(t, l.Addr)
+			}
+		}
+		return grpcAddr != "" && httpAddr != ""
+	})
+	return grpcAddr, httpAddr
+}
+
+// dialable returns a listener's address with an unspecified host replaced by
+// 127.0.0.1.
+func dialable(t *testing.T, addr string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("logged address %q: %v", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// uniqueInstanceID returns a static group instance id no other process of
+// the test run has, like the default one of a replica on a fixed GRPC_PORT.
+func uniqueInstanceID(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), instanceSeq.Add(1))
+}
+
+var instanceSeq atomic.Int64
 
 // event is one record read back from a topic.
 type event struct {

@@ -104,7 +104,6 @@ func TestThreeReplicasThousandOrdersEachPaid(t *testing.T) {
 	dsn := pgtest.NewEmptyDSN(t)
 	k := newKafka(t)
 	env := k.env(dsn)
-	env["LOG_LEVEL"] = "warn"
 	ins := []*instance{startInstance(t, nil, env), startInstance(t, nil, env), startInstance(t, nil, env)}
 	runSimulator(t, k)
 
