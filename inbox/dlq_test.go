@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/outbox"
 )
@@ -91,7 +92,7 @@ func TestOversizeDeadLetterCutToFit(t *testing.T) {
 	}
 	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "two dead", func() bool { return testutil.ToFloat64(m.Dead) == 2 })
+	poll.Eventually(t, waitLong, "two dead", func() bool { return testutil.ToFloat64(m.Dead) == 2 })
 	e.startRelay()
 
 	for _, r := range e.readDLQ(2, 30*time.Second) {
@@ -141,7 +142,7 @@ func TestDeadLetterKeepsNullAndBinaryKeys(t *testing.T) {
 	e.produce(recs...)
 	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "four dead", func() bool { return testutil.ToFloat64(m.Dead) == 4 })
+	poll.Eventually(t, waitLong, "four dead", func() bool { return testutil.ToFloat64(m.Dead) == 4 })
 	e.startRelay()
 
 	for _, r := range e.readDLQ(len(keys), 30*time.Second) {

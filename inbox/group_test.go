@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/poll"
 )
 
 // groupState returns the consumer group's state and member count.
@@ -36,7 +37,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 	m := newMetrics(t)
 	e.produce(succeeded(e.createOrder(100)))
 	_, a := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	waitFor(t, waitLong, "the first consumer stores a record", func() bool { return testutil.ToFloat64(m.Received) == 1 })
+	poll.Eventually(t, waitLong, "the first consumer stores a record", func() bool { return testutil.ToFloat64(m.Received) == 1 })
 
 	consumerClient := a.cl
 	adm := kadm.NewClient(consumerClient)
@@ -51,7 +52,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 		return cl
 	}
 	holder := newMember()
-	waitFor(t, waitLong, "a stable group of two", func() bool {
+	poll.Eventually(t, waitLong, "a stable group of two", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		holder.PollRecords(ctx, 1)
@@ -64,7 +65,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 	holder.PollRecords(done, 1) // holds rebalances until AllowRebalance
 	newMember()
 	t.Cleanup(holder.AllowRebalance) // runs before the members' Close, which would wait for it
-	waitFor(t, waitLong, "a rebalance waiting for the holder", func() bool {
+	poll.Eventually(t, waitLong, "a rebalance waiting for the holder", func() bool {
 		s, _ := e.groupState(adm)
 		return s == "PreparingRebalance"
 	})
@@ -116,7 +117,7 @@ func TestStaticMembersRestartUnderLoad(t *testing.T) {
 	}
 	defer ctl.Close()
 	adm := kadm.NewClient(ctl)
-	waitFor(t, waitLong, "a stable group of three", func() bool { s, n := e.groupState(adm); return s == "Stable" && n == 3 })
+	poll.Eventually(t, waitLong, "a stable group of three", func() bool { s, n := e.groupState(adm); return s == "Stable" && n == 3 })
 
 	ctx, stopLoad := context.WithCancel(context.Background())
 	var produced atomic.Int64
@@ -140,17 +141,17 @@ func TestStaticMembersRestartUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		replicas[i] = e.startStaticConsumer(m, fmt.Sprintf("orders-%d", i))
-		waitFor(t, waitLong, "the restarted member back in a stable group of three", func() bool {
+		poll.Eventually(t, waitLong, "the restarted member back in a stable group of three", func() bool {
 			s, n := e.groupState(adm)
 			return s == "Stable" && n == 3
 		})
 		received := testutil.ToFloat64(m.Received)
-		waitFor(t, waitLong, "payments consumed after the restart", func() bool { return testutil.ToFloat64(m.Received) > received })
+		poll.Eventually(t, waitLong, "payments consumed after the restart", func() bool { return testutil.ToFloat64(m.Received) > received })
 	}
 	stopLoad()
 	<-loaded
-	waitFor(t, 30*time.Second, "every payment stored", func() bool { return e.count(`SELECT count(*) FROM inbox`) == int(produced.Load()) })
-	waitFor(t, 30*time.Second, "every partition committed to its end", func() bool {
+	poll.Eventually(t, 30*time.Second, "every payment stored", func() bool { return e.count(`SELECT count(*) FROM inbox`) == int(produced.Load()) })
+	poll.Eventually(t, 30*time.Second, "every partition committed to its end", func() bool {
 		ends, err := adm.ListEndOffsets(context.Background(), e.inboxTopic)
 		if err != nil {
 			return false

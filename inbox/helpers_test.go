@@ -30,10 +30,6 @@ const (
 	group      = "orders-service"
 )
 
-// TestMain checks that PostgreSQL is there (skipping, or failing in CI, when
-// it is not); each test then gets a database of its own from newEnv.
-func TestMain(m *testing.M) { pgtest.Main(m, func(string) {}) }
-
 // env is one test's world: its own migrated database and Kafka (the real
 // cluster of KAFKA_TEST_BROKERS or a kfake cluster of its own), with topics
 // and a consumer group unique to the test.
@@ -49,17 +45,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dsn, drop, err := pgtest.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(drop)
-	db := pgtest.Open(t, dsn)
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := pgtest.NewDB(t)
 	cluster := kafkatest.New(t, kfake.NumBrokers(3))
 	e := &env{t: t, db: db, brokers: cluster.Brokers, log: testLogger(t),
 		inboxTopic: cluster.Name(inboxTopic), dlqTopic: cluster.Name(dlqTopic), group: cluster.Name(group)}
@@ -217,18 +203,6 @@ func (e *env) startProcessor(m *inbox.Metrics, cfg inbox.ProcessorConfig) (*inbo
 	go func() { r.done <- p.Run(ctx) }()
 	e.t.Cleanup(func() { r.stop() })
 	return p, r
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func (e *env) count(query string, args ...any) int {

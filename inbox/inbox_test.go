@@ -19,6 +19,7 @@ import (
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -34,7 +35,7 @@ func TestSameCeIDStoredOnceAppliedOnce(t *testing.T) {
 
 	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "both records received and one processed", func() bool {
+	poll.Eventually(t, waitLong, "both records received and one processed", func() bool {
 		return testutil.ToFloat64(m.Received) == 2 && testutil.ToFloat64(m.Processed) == 1
 	})
 	if got := testutil.ToFloat64(m.Duplicates); got != 1 {
@@ -70,7 +71,7 @@ func TestRedeliveryAfterCrashBeforeCommitAppliesOnce(t *testing.T) {
 		inbox.SetBeforeCommit(c, func() error { return crash })
 	})
 	var runErr error
-	waitFor(t, waitLong, "first consumer to crash", func() bool {
+	poll.Eventually(t, waitLong, "first consumer to crash", func() bool {
 		select {
 		case runErr = <-r1.done:
 			r1.done <- runErr
@@ -91,7 +92,7 @@ func TestRedeliveryAfterCrashBeforeCommitAppliesOnce(t *testing.T) {
 	second := newMetrics(t)
 	c, _ := e.startConsumer(second, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(second, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "all payments applied", func() bool {
+	poll.Eventually(t, waitLong, "all payments applied", func() bool {
 		return testutil.ToFloat64(second.Processed) == float64(len(ids)) &&
 			testutil.ToFloat64(second.Received) == float64(len(ids))
 	})
@@ -120,7 +121,7 @@ func TestConsumerRetriesWhileDatabaseFailsAndCommitsAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := e.startConsumer(m, inbox.ConsumerConfig{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, nil)
-	waitFor(t, waitLong, "failed inserts", func() bool { return failures.Load() >= 3 })
+	poll.Eventually(t, waitLong, "failed inserts", func() bool { return failures.Load() >= 3 })
 
 	admClient, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
 	if err != nil {
@@ -139,8 +140,8 @@ func TestConsumerRetriesWhileDatabaseFailsAndCommitsAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "the payment applied", func() bool { return testutil.ToFloat64(m.Processed) == 1 })
-	waitFor(t, waitLong, "the offset committed", func() bool {
+	poll.Eventually(t, waitLong, "the payment applied", func() bool { return testutil.ToFloat64(m.Processed) == 1 })
+	poll.Eventually(t, waitLong, "the offset committed", func() bool {
 		offsets, err := adm.FetchOffsets(ctx, e.group)
 		o, ok := offsets.Lookup(e.inboxTopic, 0)
 		return err == nil && ok && o.At == 1
@@ -170,7 +171,7 @@ func TestPoisonRecordsDeadLetteredAtOnceOthersApplied(t *testing.T) {
 	recs := e.produce(succeeded(a), badJSON, unknownType, noOrderID, notObject, badText, conflict, succeeded(b))
 	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "two applied, six dead", func() bool {
+	poll.Eventually(t, waitLong, "two applied, six dead", func() bool {
 		return testutil.ToFloat64(m.Processed) == 2 && testutil.ToFloat64(m.Dead) == 6
 	})
 	if e.status(a) != orders.StatusFinished || e.status(b) != orders.StatusFinished {
@@ -238,7 +239,7 @@ func TestUnknownOrderRetriedThenDead(t *testing.T) {
 	msg := paymentMessage(uuid.NewString())
 	e.store(msg)
 	e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 4, RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond})
-	waitFor(t, waitLong, "dead after max attempts", func() bool {
+	poll.Eventually(t, waitLong, "dead after max attempts", func() bool {
 		row, _ := e.row(msg.MessageID)
 		return row.dead
 	})
@@ -262,12 +263,12 @@ func TestUnknownOrderAppliedWhenItAppears(t *testing.T) {
 	msg := paymentMessage(orderID)
 	e.store(msg)
 	e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 1000, RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond})
-	waitFor(t, waitLong, "two failed attempts", func() bool {
+	poll.Eventually(t, waitLong, "two failed attempts", func() bool {
 		row, _ := e.row(msg.MessageID)
 		return row.attempts >= 2
 	})
 	e.insertOrder(orderID)
-	waitFor(t, waitLong, "the payment applied", func() bool {
+	poll.Eventually(t, waitLong, "the payment applied", func() bool {
 		row, _ := e.row(msg.MessageID)
 		return row.processed
 	})
@@ -298,7 +299,7 @@ func TestRecordIdentifiedByPositionWithoutUsableCeID(t *testing.T) {
 
 	cons, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: cons.Stored()})
-	waitFor(t, waitLong, "four applied", func() bool { return testutil.ToFloat64(m.Processed) == 4 })
+	poll.Eventually(t, waitLong, "four applied", func() bool { return testutil.ToFloat64(m.Processed) == 4 })
 	for _, r := range recs[:3] {
 		id := fmt.Sprintf("%s/%d/%d", e.inboxTopic, r.Partition, r.Offset)
 		if row, ok := e.row(id); !ok || !row.processed {
@@ -354,18 +355,18 @@ func TestConsumerAndProcessorKilledMidBatch(t *testing.T) {
 		})
 	})
 	_, p1 := e.startProcessor(m, inbox.ProcessorConfig{BatchSize: 3})
-	waitFor(t, waitLong, "first consumer killed", func() bool { return polls.Load() >= 3 })
+	poll.Eventually(t, waitLong, "first consumer killed", func() bool { return polls.Load() >= 3 })
 	if err := r1.stop(); !errors.Is(err, killed) {
 		t.Fatalf("first consumer returned %v, want it killed", err)
 	}
-	waitFor(t, waitLong, "some payments applied", func() bool { return testutil.ToFloat64(m.Processed) >= 3 })
+	poll.Eventually(t, waitLong, "some payments applied", func() bool { return testutil.ToFloat64(m.Processed) >= 3 })
 	if err := p1.stop(); err != nil {
 		t.Fatal(err)
 	}
 
 	c2, _ := e.startConsumer(m, inbox.ConsumerConfig{MaxPollRecords: 7}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c2.Stored(), BatchSize: 5})
-	waitFor(t, waitLong, "every payment applied", func() bool { return testutil.ToFloat64(m.Processed) == n })
+	poll.Eventually(t, waitLong, "every payment applied", func() bool { return testutil.ToFloat64(m.Processed) == n })
 	if got := testutil.ToFloat64(m.Received) - testutil.ToFloat64(m.Duplicates); got != n {
 		t.Errorf("received - duplicates = %v, want %d", got, n)
 	}
@@ -387,7 +388,7 @@ func TestRedriveRequeuesDeadRows(t *testing.T) {
 	m1, m2 := paymentMessage(first), paymentMessage(second)
 	e.store(m1, m2)
 	_, p := e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 1})
-	waitFor(t, waitLong, "both dead", func() bool { return testutil.ToFloat64(m.Dead) == 2 })
+	poll.Eventually(t, waitLong, "both dead", func() bool { return testutil.ToFloat64(m.Dead) == 2 })
 	p.stop()
 
 	e.insertOrder(first)
@@ -407,7 +408,7 @@ func TestRedriveRequeuesDeadRows(t *testing.T) {
 		t.Fatalf("redrive all = %d, %v; want 1", n, err)
 	}
 	e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 1})
-	waitFor(t, waitLong, "both applied", func() bool { return testutil.ToFloat64(m.Processed) == 2 })
+	poll.Eventually(t, waitLong, "both applied", func() bool { return testutil.ToFloat64(m.Processed) == 2 })
 	for _, id := range []string{first, second} {
 		if e.status(id) != orders.StatusFinished || e.events(id, orders.TypeOrderFinished) != 1 {
 			t.Errorf("order %s: status %s, OrderFinished events %d", id, e.status(id), e.events(id, orders.TypeOrderFinished))
@@ -434,7 +435,7 @@ func TestMetricsRegisteredAndMoving(t *testing.T) {
 	}
 	// Unknown orders: all three stay pending, rescheduled far ahead.
 	_, p := e.startProcessor(m, inbox.ProcessorConfig{RetryBase: time.Hour, GaugeInterval: time.Millisecond})
-	waitFor(t, waitLong, "gauge at 3", func() bool { return testutil.ToFloat64(m.Unprocessed) == 3 })
+	poll.Eventually(t, waitLong, "gauge at 3", func() bool { return testutil.ToFloat64(m.Unprocessed) == 3 })
 	p.stop()
 	for _, id := range ids {
 		e.insertOrder(id)
@@ -443,7 +444,7 @@ func TestMetricsRegisteredAndMoving(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.startProcessor(m, inbox.ProcessorConfig{GaugeInterval: time.Millisecond})
-	waitFor(t, waitLong, "three processed and gauge at 0", func() bool {
+	poll.Eventually(t, waitLong, "three processed and gauge at 0", func() bool {
 		return testutil.ToFloat64(m.Processed) == 3 && testutil.ToFloat64(m.Unprocessed) == 0
 	})
 	names := []string{"orders_inbox_received_total", "orders_inbox_duplicates_total", "orders_inbox_processed_total",

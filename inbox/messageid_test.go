@@ -9,6 +9,7 @@ import (
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -30,8 +31,8 @@ func TestCeIDEqualToAnotherRecordsPositionIsNoDuplicate(t *testing.T) {
 
 	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
 	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
-	waitFor(t, waitLong, "both records received", func() bool { return testutil.ToFloat64(m.Received) == 2 })
-	waitFor(t, waitLong, "both records applied", func() bool { return testutil.ToFloat64(m.Processed) == 2 })
+	poll.Eventually(t, waitLong, "both records received", func() bool { return testutil.ToFloat64(m.Received) == 2 })
+	poll.Eventually(t, waitLong, "both records applied", func() bool { return testutil.ToFloat64(m.Processed) == 2 })
 	if got := testutil.ToFloat64(m.Duplicates); got != 0 {
 		t.Errorf("duplicates = %v, want 0", got)
 	}
@@ -57,7 +58,7 @@ func TestRowStoredBeforeUpgradeStaysDuplicate(t *testing.T) {
 	}
 
 	e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	waitFor(t, waitLong, "the record received", func() bool { return testutil.ToFloat64(m.Received) == 1 })
+	poll.Eventually(t, waitLong, "the record received", func() bool { return testutil.ToFloat64(m.Received) == 1 })
 	if got := testutil.ToFloat64(m.Duplicates); got != 1 {
 		t.Errorf("duplicates = %v, want 1", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -41,13 +42,7 @@ func TestProduceHealthFollowsAcknowledgements(t *testing.T) {
 	if err := h.Err(time.Now()); err != nil {
 		t.Fatalf("a record just produced already reported: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Err(time.Now()) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("a record without acknowledgement for 10s was never reported")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Eventually(t, 10*time.Second, "the record without acknowledgement reported", func() bool { return h.Err(time.Now()) != nil })
 	cl.Close()
 	if err := h.Err(time.Now()); err == nil {
 		t.Fatal("the closed producer's abandoned record is not reported")

@@ -13,38 +13,11 @@ import (
 
 	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/postgres"
-	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // topic is the events topic on a kfake broker; on a real cluster each test
 // has its own (testKafka.topic).
 const topic = "orders.events"
-
-// TestMain skips the package without PostgreSQL (fails in CI); each test
-// then makes its own database with freshDSN.
-func TestMain(m *testing.M) { pgtest.Main(m, func(string) {}) }
-
-// freshDSN creates a migrated database of the test's own, so the workers of
-// one test never see another test's rows.
-func freshDSN(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dsn, drop, err := pgtest.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(drop)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return dsn
-}
 
 // newService returns an OrderService whose events go to topic.
 func newService(db *postgres.DB, topic string) *postgres.OrderService {
@@ -121,18 +94,6 @@ func start(t *testing.T, w *OutboxWorker) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // collector consumes topics from the start in the background.

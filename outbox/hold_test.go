@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
@@ -71,7 +72,7 @@ func checkKeyOrder(t *testing.T, recs []*kgo.Record, key string, order []string)
 // kfake in both modes: the test holds a produce request (ControlKey).
 func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 	t.Parallel()
-	dsn := freshDSN(t)
+	dsn := pgtest.NewDSN(t)
 	cluster := newFakeCluster(t)
 	addr := cluster.ListenAddrs()[0]
 	held, release := holdFirstProduce(t, cluster)
@@ -90,32 +91,32 @@ func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 		t.Fatal("the first relay's produce request never reached the broker")
 	}
 	start(t, w2)
-	waitFor(t, 10*time.Second, "the first relay past its ProduceTimeout", w1.awaiting.Load)
+	poll.Eventually(t, 10*time.Second, "the first relay past its ProduceTimeout", w1.awaiting.Load)
 	if _, err := svc.MarkOrderFinished(context.Background(), o.ID); err != nil {
 		t.Fatal(err)
 	}
 	from := w2.lockBusy.Load()
-	waitFor(t, 10*time.Second, "the second relay finding the outbox taken", func() bool { return w2.lockBusy.Load() >= from+5 })
+	poll.Eventually(t, 10*time.Second, "the second relay finding the outbox taken", func() bool { return w2.lockBusy.Load() >= from+5 })
 	if recs := c.records(); len(recs) != 0 {
 		t.Fatalf("%d record(s) published while the first relay's record had no outcome, want 0", len(recs))
 	}
 
 	release()
-	waitFor(t, 15*time.Second, "both events sent", func() bool { return countUnsent(t, db1) == 0 })
+	poll.Eventually(t, 15*time.Second, "both events sent", func() bool { return countUnsent(t, db1) == 0 })
 	rows := outboxRows(t, db1, "key = $1", o.ID)
 	if len(rows) != 2 || rows[0].EventType != orders.TypeOrderCreated || rows[1].EventType != orders.TypeOrderFinished {
 		t.Fatalf("outbox rows of the order: %+v", rows)
 	}
 	for _, r := range rows {
-		waitFor(t, 5*time.Second, "record of "+r.EventType, func() bool { return len(c.byEventID(r.EventID)) > 0 })
+		poll.Eventually(t, 5*time.Second, "record of "+r.EventType, func() bool { return len(c.byEventID(r.EventID)) > 0 })
 	}
 	// The held request is applied before its answer resolves the first
 	// relay's record; a sentinel published after that and consumed (one
 	// broker: one fetch covers every partition) shows any stale copy.
-	waitFor(t, 10*time.Second, "the held record resolved", func() bool { return !w1.awaiting.Load() })
+	poll.Eventually(t, 10*time.Second, "the held record resolved", func() bool { return !w1.awaiting.Load() })
 	sentinel := createOrder(t, svc, "sentinel")
 	ev := outboxRows(t, db1, "key = $1", sentinel.ID)[0].EventID
-	waitFor(t, 10*time.Second, "the sentinel consumed", func() bool { return len(c.byEventID(ev)) > 0 })
+	poll.Eventually(t, 10*time.Second, "the sentinel consumed", func() bool { return len(c.byEventID(ev)) > 0 })
 	checkKeyOrder(t, c.records(), o.ID, []string{rows[0].EventID, rows[1].EventID})
 	for _, r := range rows {
 		if n := len(c.byEventID(r.EventID)); n != 1 {
@@ -134,7 +135,7 @@ func TestUnresolvedPastResolveTimeout(t *testing.T) {
 	cfg := Config{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 300 * time.Millisecond}
 	t.Run("new producer", func(t *testing.T) {
 		t.Parallel()
-		db := pgtest.Open(t, freshDSN(t))
+		db := pgtest.NewDB(t)
 		cluster := newFakeCluster(t)
 		addr := cluster.ListenAddrs()[0]
 		held, _ := holdFirstProduce(t, cluster)
@@ -152,14 +153,14 @@ func TestUnresolvedPastResolveTimeout(t *testing.T) {
 		o := createOrder(t, newService(db, topic), "replaced")
 		start(t, w)
 		<-held
-		waitFor(t, 10*time.Second, "row sent through a new producer", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
+		poll.Eventually(t, 10*time.Second, "row sent through a new producer", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
 		if made.Load() != 2 {
 			t.Errorf("%d producers made, want 2 (the first and one replacement)", made.Load())
 		}
 	})
 	t.Run("no new producer", func(t *testing.T) {
 		t.Parallel()
-		db := pgtest.Open(t, freshDSN(t))
+		db := pgtest.NewDB(t)
 		cluster := newFakeCluster(t)
 		held, _ := holdFirstProduce(t, cluster)
 		w, _ := newWorker(t, db, newProducer(t, cluster.ListenAddrs()[0]), cfg)

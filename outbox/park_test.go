@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
@@ -30,7 +31,7 @@ const dlqTopic = "payments.events.dlq"
 // order.
 func TestOversizeRowIsParked(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	k := newKafka(t)
 	dlqTopic := k.Name(dlqTopic)
 	k.CreateTopics(4, dlqTopic)
@@ -50,23 +51,23 @@ func TestOversizeRowIsParked(t *testing.T) {
 	start(t, w)
 
 	for _, o := range []string{before.ID, after.ID} {
-		waitFor(t, 10*time.Second, "row of "+o+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o)[0].Sent })
+		poll.Eventually(t, 10*time.Second, "row of "+o+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o)[0].Sent })
 	}
-	waitFor(t, 10*time.Second, "oversize row parked", func() bool { return parkState(t, db, bigID).Parked })
+	poll.Eventually(t, 10*time.Second, "oversize row parked", func() bool { return parkState(t, db, bigID).Parked })
 	big := parkState(t, db, bigID)
 	if big.Sent || !strings.Contains(big.LastError, "MESSAGE_TOO_LARGE") {
 		t.Errorf("oversize row: %+v; want parked, unsent, last_error naming MESSAGE_TOO_LARGE", big)
 	}
-	waitFor(t, 10*time.Second, "later row of the same key parked", func() bool { return parkState(t, db, sameKeyID).Parked })
+	poll.Eventually(t, 10*time.Second, "later row of the same key parked", func() bool { return parkState(t, db, sameKeyID).Parked })
 	if s := parkState(t, db, sameKeyID); s.Sent || !strings.Contains(s.LastError, "parked") {
 		t.Errorf("later row of the parked key: %+v; want parked behind the oversize row", s)
 	}
 
 	later := createOrder(t, svc, "later")
-	waitFor(t, 10*time.Second, "row of a later order marked sent", func() bool { return outboxRows(t, db, "key = $1", later.ID)[0].Sent })
+	poll.Eventually(t, 10*time.Second, "row of a later order marked sent", func() bool { return outboxRows(t, db, "key = $1", later.ID)[0].Sent })
 	for _, o := range []string{before.ID, after.ID, later.ID} {
 		ev := outboxRows(t, db, "key = $1", o)[0].EventID
-		waitFor(t, 5*time.Second, "record of "+o, func() bool { return len(c.byEventID(ev)) > 0 })
+		poll.Eventually(t, 5*time.Second, "record of "+o, func() bool { return len(c.byEventID(ev)) > 0 })
 		if n := len(c.byEventID(ev)); n != 1 {
 			t.Errorf("%d copies of order %s's OrderCreated in Kafka, want 1", n, o)
 		}
@@ -77,7 +78,7 @@ func TestOversizeRowIsParked(t *testing.T) {
 	if got := testutil.ToFloat64(w.m.parked); got != 2 {
 		t.Errorf("orders_outbox_parked_total = %v, want 2", got)
 	}
-	waitFor(t, 10*time.Second, "parked gauge", func() bool { return testutil.ToFloat64(w.m.parkedNow) == 2 })
+	poll.Eventually(t, 10*time.Second, "parked gauge", func() bool { return testutil.ToFloat64(w.m.parkedNow) == 2 })
 
 	// Re-driving the small row brings its key back in order: the oversize
 	// row is parked again (it still cannot be produced), the small one
@@ -86,7 +87,7 @@ func TestOversizeRowIsParked(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("RedriveOutbox = %d, %v; want 2 rows (the key's parked rows)", n, err)
 	}
-	waitFor(t, 10*time.Second, "key parked again", func() bool {
+	poll.Eventually(t, 10*time.Second, "key parked again", func() bool {
 		return parkState(t, db, bigID).Parked && parkState(t, db, sameKeyID).Parked
 	})
 	if n := len(c.byEventID(sameKeyEvent)); n != 0 {
@@ -101,7 +102,7 @@ func TestOversizeRowIsParked(t *testing.T) {
 func TestUnauthorizedTopicIsParked(t *testing.T) {
 	t.Parallel()
 	const forbidden = "orders.forbidden"
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	svc := newService(db, topic)
 	cluster := newFakeCluster(t, kfake.SeedTopics(4, forbidden), kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser("PLAIN", "admin", "admin-secret"),
@@ -125,15 +126,15 @@ func TestUnauthorizedTopicIsParked(t *testing.T) {
 	start(t, w)
 
 	for _, o := range []string{before.ID, after.ID} {
-		waitFor(t, 10*time.Second, "row of "+o+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o)[0].Sent })
+		poll.Eventually(t, 10*time.Second, "row of "+o+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o)[0].Sent })
 	}
-	waitFor(t, 10*time.Second, "row for the forbidden topic parked", func() bool { return parkState(t, db, deniedID).Parked })
+	poll.Eventually(t, 10*time.Second, "row for the forbidden topic parked", func() bool { return parkState(t, db, deniedID).Parked })
 	if s := parkState(t, db, deniedID); s.Sent || !strings.Contains(s.LastError, "TOPIC_AUTHORIZATION_FAILED") {
 		t.Errorf("forbidden row: %+v; want parked, unsent, last_error naming TOPIC_AUTHORIZATION_FAILED", s)
 	}
 	for _, o := range []string{before.ID, after.ID} {
 		ev := outboxRows(t, db, "key = $1", o)[0].EventID
-		waitFor(t, 5*time.Second, "record of "+o, func() bool { return len(c.byEventID(ev)) > 0 })
+		poll.Eventually(t, 5*time.Second, "record of "+o, func() bool { return len(c.byEventID(ev)) > 0 })
 		if n := len(c.byEventID(ev)); n != 1 {
 			t.Errorf("%d copies of order %s's OrderCreated in Kafka, want 1", n, o)
 		}
@@ -154,7 +155,7 @@ func TestUnauthorizedTopicIsParked(t *testing.T) {
 // since Kafka keeps no order among null-keyed records.
 func TestNullAndBinaryKeysPublishedAndParked(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	cluster := newFakeCluster(t, kfake.SeedTopics(4, dlqTopic))
 	addr := cluster.ListenAddrs()[0]
 	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{addr}})
@@ -195,14 +196,14 @@ func TestNullAndBinaryKeysPublishedAndParked(t *testing.T) {
 
 	for i, r := range rows {
 		if r.parked {
-			waitFor(t, 10*time.Second, r.name+" parked", func() bool {
+			poll.Eventually(t, 10*time.Second, r.name+" parked", func() bool {
 				var parked bool
 				err := db.Pool.QueryRow(ctx, `SELECT parked_at IS NOT NULL FROM outbox WHERE event_id = $1`, msgs[i].EventID).Scan(&parked)
 				return err == nil && parked
 			})
 			continue
 		}
-		waitFor(t, 10*time.Second, r.name+" published", func() bool { return len(c.byEventID(msgs[i].EventID)) > 0 })
+		poll.Eventually(t, 10*time.Second, r.name+" published", func() bool { return len(c.byEventID(msgs[i].EventID)) > 0 })
 		got := c.byEventID(msgs[i].EventID)[0].Key
 		if (got == nil) != (r.key == nil) || !bytes.Equal(got, r.key) {
 			t.Errorf("%s: published key %#v, want %#v", r.name, got, r.key)

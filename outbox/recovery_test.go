@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
@@ -49,7 +50,7 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := pgtest.Open(t, freshDSN(t))
+			db := pgtest.NewDB(t)
 			svc := newService(db, topic)
 			ln := &switchListener{conns: map[net.Conn]struct{}{}}
 			cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
@@ -65,21 +66,21 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 			start(t, w)
 
 			createOrder(t, svc, "before")
-			waitFor(t, 10*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
+			poll.Eventually(t, 10*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
 
 			ln.setDown(true)
 			down := time.Now()
 			for i := range 20 {
 				createOrder(t, svc, fmt.Sprintf("during-%d", i))
 			}
-			waitFor(t, 60*time.Second, "a long outage", func() bool { return tc.until(w, time.Since(down)) })
+			poll.Eventually(t, 60*time.Second, "a long outage", func() bool { return tc.until(w, time.Since(down)) })
 			if n := countUnsent(t, db); n != 20 {
 				t.Fatalf("unsent rows while Kafka is down = %d, want 20", n)
 			}
 
 			ln.setDown(false)
 			back := time.Now()
-			waitFor(t, 30*time.Second, "backlog sent", func() bool { return countUnsent(t, db) == 0 })
+			poll.Eventually(t, 30*time.Second, "backlog sent", func() bool { return countUnsent(t, db) == 0 })
 			took := time.Since(back)
 			t.Logf("outage of %s; backlog sent %s after the broker accepted connections again", back.Sub(down).Round(time.Millisecond), took.Round(time.Millisecond))
 			if took > time.Second {
@@ -96,7 +97,7 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 // that is not an outage never makes the relay retry at once.
 func TestBackOffEndsOnlyWhenKafkaReturns(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	ln := &switchListener{conns: map[net.Conn]struct{}{}}
 	cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
 	producer, err := kafka.NewClient(kafka.Config{Brokers: []string{cluster.ListenAddrs()[0]}})

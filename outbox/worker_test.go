@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
@@ -33,7 +34,7 @@ func createOrder(t *testing.T, svc *postgres.OrderService, user string) *orders.
 // worker wakes on the commit rather than on its (10s) poll interval.
 func TestPublishesCreatedOrderPromptly(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	k := newKafka(t)
 	svc := newService(db, k.topic)
 	addr := k.Addr()
@@ -52,7 +53,7 @@ func TestPublishesCreatedOrderPromptly(t *testing.T) {
 			t.Fatalf("outbox rows for %s = %d, want 1", o.ID, len(rows))
 		}
 		row := rows[0]
-		waitFor(t, 5*time.Second, "record of "+o.ID, func() bool { return len(c.byEventID(row.EventID)) > 0 })
+		poll.Eventually(t, 5*time.Second, "record of "+o.ID, func() bool { return len(c.byEventID(row.EventID)) > 0 })
 		if d := time.Since(committed); i > 0 {
 			slowest = max(slowest, d)
 		}
@@ -84,7 +85,7 @@ func TestPublishesCreatedOrderPromptly(t *testing.T) {
 		if _, err := time.Parse(time.RFC3339, header(r, "ce_time")); err != nil {
 			t.Errorf("ce_time: %v", err)
 		}
-		waitFor(t, 5*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
+		poll.Eventually(t, 5*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
 	}
 	t.Logf("slowest commit-to-consumer delivery: %s", slowest)
 	if slowest > time.Second {
@@ -98,7 +99,7 @@ func TestPublishesCreatedOrderPromptly(t *testing.T) {
 // kfake in both modes: the test cuts the broker's listener.
 func TestKafkaDownThenBack(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	svc := newService(db, topic)
 	ln := &switchListener{conns: map[net.Conn]struct{}{}}
 	cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
@@ -109,7 +110,7 @@ func TestKafkaDownThenBack(t *testing.T) {
 	c := collect(t, addr, topic)
 
 	before := createOrder(t, svc, "before")
-	waitFor(t, 5*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
+	poll.Eventually(t, 5*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
 
 	ln.setDown(true)
 	errsBefore := testutil.ToFloat64(w.m.errors)
@@ -120,7 +121,7 @@ func TestKafkaDownThenBack(t *testing.T) {
 	// A request the client wrote before noticing the cut stays pending
 	// (the worker then keeps its claim until it resolves); otherwise
 	// attempts fail one by one.
-	waitFor(t, 10*time.Second, "failed publish attempts", func() bool {
+	poll.Eventually(t, 10*time.Second, "failed publish attempts", func() bool {
 		return testutil.ToFloat64(w.m.errors)-errsBefore >= 3 || w.awaiting.Load()
 	})
 	if n := countUnsent(t, db); n != 5 {
@@ -128,10 +129,10 @@ func TestKafkaDownThenBack(t *testing.T) {
 	}
 
 	ln.setDown(false)
-	waitFor(t, 15*time.Second, "backlog sent", func() bool { return countUnsent(t, db) == 0 })
+	poll.Eventually(t, 15*time.Second, "backlog sent", func() bool { return countUnsent(t, db) == 0 })
 	for _, o := range append(during, before) {
 		row := outboxRows(t, db, "key = $1", o.ID)[0]
-		waitFor(t, 5*time.Second, "record of "+o.ID, func() bool { return len(c.byEventID(row.EventID)) > 0 })
+		poll.Eventually(t, 5*time.Second, "record of "+o.ID, func() bool { return len(c.byEventID(row.EventID)) > 0 })
 	}
 	t.Logf("publish errors while down: %v", testutil.ToFloat64(w.m.errors)-errsBefore)
 }
@@ -189,7 +190,7 @@ func (l *switchListener) setDown(down bool) {
 // kfake in both modes: the test holds a produce request (ControlKey).
 func TestUnansweredBatchKeepsItsClaim(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	svc := newService(db, topic)
 	cluster := newFakeCluster(t)
 	addr := cluster.ListenAddrs()[0]
@@ -201,16 +202,16 @@ func TestUnansweredBatchKeepsItsClaim(t *testing.T) {
 	start(t, w)
 
 	<-held
-	waitFor(t, 5*time.Second, "the worker past its ProduceTimeout", w.awaiting.Load)
+	poll.Eventually(t, 5*time.Second, "the worker past its ProduceTimeout", w.awaiting.Load)
 	if n := countUnsent(t, db); n != 1 {
 		t.Fatalf("unsent rows while Kafka does not answer = %d, want 1", n)
 	}
 	release()
-	waitFor(t, 10*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
-	waitFor(t, 5*time.Second, "the record", func() bool { return len(c.byEventID(row.EventID)) >= 1 })
+	poll.Eventually(t, 10*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
+	poll.Eventually(t, 5*time.Second, "the record", func() bool { return len(c.byEventID(row.EventID)) >= 1 })
 	sentinel := createOrder(t, svc, "sentinel")
 	ev := outboxRows(t, db, "key = $1", sentinel.ID)[0].EventID
-	waitFor(t, 10*time.Second, "the sentinel consumed", func() bool { return len(c.byEventID(ev)) > 0 })
+	poll.Eventually(t, 10*time.Second, "the sentinel consumed", func() bool { return len(c.byEventID(ev)) > 0 })
 	if n := len(c.byEventID(row.EventID)); n != 1 {
 		t.Errorf("%d copies of the event in Kafka, want 1", n)
 	}
@@ -224,7 +225,7 @@ func TestUnansweredBatchKeepsItsClaim(t *testing.T) {
 // the event is published again with the same ce_id, then marked sent.
 func TestMarkFailureRedelivers(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	_, err := db.Pool.Exec(context.Background(), `
 		CREATE SEQUENCE mark_attempts;
 		CREATE FUNCTION fail_first_mark() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -247,8 +248,8 @@ func TestMarkFailureRedelivers(t *testing.T) {
 	o := createOrder(t, svc, "crash")
 	start(t, w)
 	row := outboxRows(t, db, "key = $1", o.ID)[0]
-	waitFor(t, 10*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
-	waitFor(t, 5*time.Second, "two deliveries", func() bool { return len(c.byEventID(row.EventID)) == 2 })
+	poll.Eventually(t, 10*time.Second, "row marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
+	poll.Eventually(t, 5*time.Second, "two deliveries", func() bool { return len(c.byEventID(row.EventID)) == 2 })
 	for _, r := range c.byEventID(row.EventID) {
 		if string(r.Key) != o.ID || !bytes.Equal(r.Value, row.Payload) {
 			t.Errorf("redelivered record key=%q value=%s differs from the row", r.Key, r.Value)
@@ -259,7 +260,7 @@ func TestMarkFailureRedelivers(t *testing.T) {
 	}
 	// The counter moves just after the mark commits: poll, then check it
 	// stays at one.
-	waitFor(t, 5*time.Second, "the publish counted", func() bool { return testutil.ToFloat64(w.m.published) >= 1 })
+	poll.Eventually(t, 5*time.Second, "the publish counted", func() bool { return testutil.ToFloat64(w.m.published) >= 1 })
 	if got := testutil.ToFloat64(w.m.published); got != 1 {
 		t.Errorf("published = %v, want 1 (counted once, when marked)", got)
 	}
@@ -280,7 +281,7 @@ type replica struct {
 func TestReplicasPublishInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := freshDSN(t)
+	dsn := pgtest.NewDSN(t)
 	k := newKafka(t)
 	addr := k.Addr()
 	c := collect(t, addr, k.topic)
@@ -310,14 +311,14 @@ func TestReplicasPublishInOrder(t *testing.T) {
 		return n
 	}
 	from := busy()
-	waitFor(t, 5*time.Second, "workers finding the lock taken", func() bool { return busy() >= from+9 })
+	poll.Eventually(t, 5*time.Second, "workers finding the lock taken", func() bool { return busy() >= from+9 })
 	if n, recs := countUnsent(t, reps[0].db), len(c.records()); n != 3 || recs != 0 {
 		t.Fatalf("while the lock was held: %d unsent rows (want 3), %d records published (want 0)", n, recs)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "locked orders published", func() bool { return len(c.records()) == 3 })
+	poll.Eventually(t, 5*time.Second, "locked orders published", func() bool { return len(c.records()) == 3 })
 
 	const perCreator = 30
 	var wg sync.WaitGroup
@@ -353,8 +354,8 @@ func TestReplicasPublishInOrder(t *testing.T) {
 	if want := 3 + 2*2*perCreator; len(events) != want {
 		t.Fatalf("outbox has %d events, want %d", len(events), want)
 	}
-	waitFor(t, 15*time.Second, "all events sent", func() bool { return countUnsent(t, reps[2].db) == 0 })
-	waitFor(t, 5*time.Second, "all events consumed", func() bool {
+	poll.Eventually(t, 15*time.Second, "all events sent", func() bool { return countUnsent(t, reps[2].db) == 0 })
+	poll.Eventually(t, 5*time.Second, "all events consumed", func() bool {
 		seen := map[string]bool{}
 		for _, r := range c.records() {
 			seen[header(r, "ce_id")] = true
@@ -418,7 +419,7 @@ func TestReplicasPublishInOrder(t *testing.T) {
 func TestRetentionDeletesOldSentRowsInBatches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	// sentAgo 0 means unsent.
 	insert := func(n int, sentAgo, createdAgo time.Duration) {
 		_, err := db.Pool.Exec(ctx, `
@@ -463,7 +464,7 @@ func TestRetentionDeletesOldSentRowsInBatches(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	k := newKafka(t)
 	svc := newService(db, k.topic)
 	w, reg := newWorker(t, db, newProducer(t, k.Addr()), Config{GaugeInterval: 20 * time.Millisecond})
@@ -482,8 +483,8 @@ func TestMetrics(t *testing.T) {
 	}
 
 	start(t, w)
-	waitFor(t, 5*time.Second, "published_total = 3", func() bool { return testutil.ToFloat64(w.m.published) == 3 })
-	waitFor(t, 5*time.Second, "gauges back to 0", func() bool {
+	poll.Eventually(t, 5*time.Second, "published_total = 3", func() bool { return testutil.ToFloat64(w.m.published) == 3 })
+	poll.Eventually(t, 5*time.Second, "gauges back to 0", func() bool {
 		return testutil.ToFloat64(w.m.unsent) == 0 && testutil.ToFloat64(w.m.oldestAge) == 0
 	})
 	if n := histogramCount(t, reg, "orders_outbox_publish_latency_seconds"); n != 3 {
@@ -521,7 +522,7 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 // connection open for that long on every batch.
 func TestBatchDoesNotWaitForLinger(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t, freshDSN(t))
+	db := pgtest.NewDB(t)
 	k := newKafka(t)
 	svc := newService(db, k.topic)
 	producer, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.ProducerLinger(3*time.Second))
@@ -535,7 +536,7 @@ func TestBatchDoesNotWaitForLinger(t *testing.T) {
 	for i := range 3 {
 		o := createOrder(t, svc, fmt.Sprintf("user-%d", i))
 		committed := time.Now()
-		waitFor(t, 10*time.Second, "row of "+o.ID+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
+		poll.Eventually(t, 10*time.Second, "row of "+o.ID+" marked sent", func() bool { return outboxRows(t, db, "key = $1", o.ID)[0].Sent })
 		if d := time.Since(committed); d > time.Second {
 			t.Fatalf("event %d acknowledged %s after its commit: the batch waited for the 3s linger", i, d)
 		}

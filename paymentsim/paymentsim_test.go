@@ -3,6 +3,7 @@ package paymentsim_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/internal/kafkatest"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/paymentsim"
 )
 
@@ -166,17 +168,10 @@ func TestSimulatorAnswersOrderCreated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Eventually(t, 10*time.Second, fmt.Sprintf("committed offsets at the end %v", ends), func() bool {
 		committed, err := adm.FetchOffsets(ctx, grp)
-		if err == nil && committedAll(committed, ends) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("offsets %v never reached the end %v (err %v)", committed, ends, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && committedAll(committed, ends)
+	})
 }
 
 func committedAll(committed kadm.OffsetResponses, ends kadm.ListedOffsets) bool {

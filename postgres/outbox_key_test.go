@@ -12,23 +12,6 @@ import (
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
-// freshOutbox returns a migrated database of the test's own, so that claims
-// see only the test's rows.
-func freshOutbox(t *testing.T) *postgres.DB {
-	t.Helper()
-	ctx := context.Background()
-	dsn, drop, err := pgtest.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(drop)
-	db := pgtest.Open(t, dsn)
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func keyedMessage(topic string, key []byte) postgres.OutboxMessage {
 	return postgres.OutboxMessage{EventID: uuid.NewString(), EventType: "test", Topic: topic, Key: key, Payload: []byte(`{}`)}
 }
@@ -55,7 +38,7 @@ func claimAll(t *testing.T, db *postgres.DB) []postgres.OutboxRecord {
 // come back as the same bytes.
 func TestOutboxKeepsEveryKey(t *testing.T) {
 	ctx := context.Background()
-	db := freshOutbox(t)
+	db := pgtest.NewDB(t)
 	keys := [][]byte{nil, {}, []byte("order-1"), {0xff, 0x00, 0x01}, []byte("a\x00b"), []byte("zürich")}
 	var msgs []postgres.OutboxMessage
 	for _, k := range keys {
@@ -98,7 +81,7 @@ func TestOutboxKeepsEveryKey(t *testing.T) {
 // back nothing and is re-driven alone.
 func TestParkedNullAndBinaryKeys(t *testing.T) {
 	ctx := context.Background()
-	db := freshOutbox(t)
+	db := pgtest.NewDB(t)
 	binKey, textKey := []byte{0xff, 0x00, 0x01}, []byte("order-1")
 	err := db.InTx(ctx, false, func(tx pgx.Tx) error {
 		return postgres.InsertOutbox(ctx, tx,

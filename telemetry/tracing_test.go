@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/inbox"
 	"github.com/acme/orders-service/internal/kafkatest"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/outbox"
 	"github.com/acme/orders-service/postgres"
@@ -80,27 +80,6 @@ func recordSpans(t *testing.T) *tracetest.SpanRecorder {
 	return sr
 }
 
-// migratedDB opens a fresh, migrated database of t's own. Without a
-// PostgreSQL server the test is skipped, except in CI where it fails.
-func migratedDB(t *testing.T) *postgres.DB {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dsn, drop, err := pgtest.NewDatabase(ctx)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip("no PostgreSQL:", err)
-	}
-	t.Cleanup(drop)
-	db := pgtest.Open(t, dsn)
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 // goUntilCleanup runs f in a goroutine and, when t ends, cancels its context
 // and waits for it to return.
 func goUntilCleanup(t *testing.T, f func(ctx context.Context) error) {
@@ -113,17 +92,6 @@ func goUntilCleanup(t *testing.T, f func(ctx context.Context) error) {
 		}
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // findSpan returns the first ended span with name that matches, if any.
@@ -143,7 +111,7 @@ func findSpan(sr *tracetest.SpanRecorder, name string, match func(sdktrace.ReadO
 // that applies the payment result carrying that header.
 func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	sr := recordSpans(t)
-	db := migratedDB(t)
+	db := pgtest.NewDB(t)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -219,7 +187,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	inTrace := func(s sdktrace.ReadOnlySpan) bool { return s.SpanContext().TraceID() == traceID }
 
 	var rpc, write sdktrace.ReadOnlySpan
-	waitFor(t, 5*time.Second, "the CreateOrder server span", func() bool {
+	poll.Eventually(t, 5*time.Second, "the CreateOrder server span", func() bool {
 		rpc = findSpan(sr, "orders.v1.OrderService/CreateOrder", inTrace)
 		return rpc != nil
 	})
@@ -237,7 +205,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	// The event carries the outbox write's span as its traceparent.
 	wantTP := "00-" + traceID.String() + "-" + write.SpanContext().SpanID().String() + "-01"
 	var publish sdktrace.ReadOnlySpan
-	waitFor(t, 10*time.Second, "an outbox.publish span linked to the trace", func() bool {
+	poll.Eventually(t, 10*time.Second, "an outbox.publish span linked to the trace", func() bool {
 		publish = findSpan(sr, "outbox.publish", func(s sdktrace.ReadOnlySpan) bool {
 			for _, l := range s.Links() {
 				if l.SpanContext.TraceID() == traceID {
@@ -273,7 +241,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	var apply sdktrace.ReadOnlySpan
-	waitFor(t, 10*time.Second, "an inbox.apply span in the trace", func() bool {
+	poll.Eventually(t, 10*time.Second, "an inbox.apply span in the trace", func() bool {
 		apply = findSpan(sr, "inbox.apply", inTrace)
 		return apply != nil
 	})
@@ -283,7 +251,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	}
 	// The span ends when the batch is applied, just before its transaction
 	// commits: poll for the commit.
-	waitFor(t, 10*time.Second, "the order finished by the payment", func() bool {
+	poll.Eventually(t, 10*time.Second, "the order finished by the payment", func() bool {
 		st, err := orderspb.NewOrderServiceClient(conn).GetOrderStatus(ctx, &orderspb.GetOrderStatusRequest{OrderId: orderID})
 		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
 	})

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/poll"
 )
 
 // serviceBin is the orders-service binary built once by TestMain.
@@ -85,7 +86,7 @@ func needCluster(t *testing.T) *cluster {
 			t.Fatalf("node %d of the cluster in %s is not running (pid file); KAFKA_CLUSTER_DIR must name the cluster of KAFKA_TEST_BROKERS", n, c.dir)
 		}
 	}
-	waitFor(t, 60*time.Second, "three brokers in the cluster of KAFKA_TEST_BROKERS="+env, func() bool {
+	poll.Eventually(t, 60*time.Second, "three brokers in the cluster of KAFKA_TEST_BROKERS="+env, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		bs, err := c.adm.ListBrokers(ctx)
@@ -162,7 +163,7 @@ func (c *cluster) restore(t *testing.T) {
 		}
 		c.start(t, n)
 	}
-	waitFor(t, 120*time.Second, "the cluster healthy again (3 brokers, full ISRs)", func() bool {
+	poll.Eventually(t, 120*time.Second, "the cluster healthy again (3 brokers, full ISRs)", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		bs, err := c.adm.ListBrokers(ctx)
@@ -302,7 +303,7 @@ func (c *cluster) readAll(t *testing.T, topic string) []record {
 	defer cancel()
 	var ends map[int32]int64
 	var err error
-	waitFor(t, 60*time.Second, "end offsets of "+topic, func() bool {
+	poll.Eventually(t, 60*time.Second, "end offsets of "+topic, func() bool {
 		ends, err = c.endOffsets(ctx, topic)
 		return err == nil
 	})
@@ -390,15 +391,15 @@ func (c *cluster) replicaEnv(dsn string, names map[string]string) map[string]str
 }
 
 // startReplica runs the orders-service binary with env (on top of settings
-// for tests) and waits until /readyz answers 200.
+// for tests) and waits until /readyz answers 200. Like startInstance, the
+// replica chooses its ports (read from its log) and is a static group member
+// with an id of its own unless env sets KAFKA_GROUP_INSTANCE_ID.
 func startReplica(t *testing.T, name string, env map[string]string) *replica {
 	t.Helper()
 	r := &replica{name: name, exited: make(chan struct{})}
-	gp, hp := freePort(t), freePort(t)
-	r.grpcAddr, r.httpAddr = fmt.Sprintf("127.0.0.1:%d", gp), fmt.Sprintf("127.0.0.1:%d", hp)
 	full := map[string]string{
-		"AUTH_MODE": "none", "GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp),
-		"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": "6", "OUTBOX_POLL_INTERVAL": "100ms",
+		"AUTH_MODE": "none", "GRPC_PORT": "0", "HTTP_PORT": "0", "KAFKA_GROUP_INSTANCE_ID": uniqueInstanceID("replica"),
+		"LOG_LEVEL": "info", "KAFKA_TOPIC_PARTITIONS": "6", "OUTBOX_POLL_INTERVAL": "100ms",
 		"READINESS_INTERVAL": "1s", "SHUTDOWN_TIMEOUT": "20s",
 	}
 	for k, v := range env {
@@ -425,12 +426,16 @@ func startReplica(t *testing.T, name string, env map[string]string) *replica {
 			t.Logf("log of %s (last lines):\n%s", r.name, r.tail(40))
 		}
 	})
-	waitFor(t, 60*time.Second, name+" ready", func() bool {
+	exited := func() {
 		select {
 		case <-r.exited:
 			t.Fatalf("%s exited while starting:\n%s", name, r.tail(20))
 		default:
 		}
+	}
+	r.grpcAddr, r.httpAddr = listenAddrs(t, r.log, exited)
+	poll.Eventually(t, 60*time.Second, name+" ready", func() bool {
+		exited()
 		code, _ := r.readyz()
 		return code == http.StatusOK
 	})
@@ -499,9 +504,21 @@ func (r *replica) terminate(t *testing.T) {
 	}
 }
 
-func (r *replica) tail(n int) string {
+// log returns the replica's log so far.
+func (r *replica) log() string {
 	b, _ := os.ReadFile(r.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return string(b)
+}
+
+// tail returns the last n lines of the replica's log above INFO (the
+// replicas log at INFO only for listenAddrs; every call is an INFO line).
+func (r *replica) tail(n int) string {
+	var lines []string
+	for line := range strings.Lines(r.log()) {
+		if !strings.Contains(line, `"level":"INFO"`) {
+			lines = append(lines, strings.TrimRight(line, "\n"))
+		}
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/internal/kafkatest"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
@@ -32,29 +34,6 @@ import (
 // their own ports) against a fresh PostgreSQL database and a Kafka-protocol
 // broker on TCP: an embedded broker of the test's own, or the real cluster of
 // KAFKA_TEST_BROKERS (see testKafka).
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func freshDSN(t *testing.T) string {
-	t.Helper()
-	dsn, drop, err := pgtest.NewDatabase(context.Background())
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip("no PostgreSQL:", err)
-	}
-	t.Cleanup(drop)
-	return dsn
-}
 
 func startBroker(t *testing.T, addr string, opts ...kafka.EmbeddedOption) *kafka.Embedded {
 	t.Helper()
@@ -121,13 +100,16 @@ type instance struct {
 }
 
 // startInstance runs orders-service with env on top of defaults for tests and
-// waits until /readyz answers 200.
+// waits until /readyz answers 200. The instance listens on ports of its own
+// choosing (GRPC_PORT=0, HTTP_PORT=0), read from its log, and is a static
+// group member with an id of its own, as with the default
+// KAFKA_GROUP_INSTANCE_ID on a fixed port.
 func startInstance(t *testing.T, args []string, env map[string]string) *instance {
 	t.Helper()
-	gp, hp := freePort(t), freePort(t)
 	full := map[string]string{
-		"GRPC_PORT": strconv.Itoa(gp), "HTTP_PORT": strconv.Itoa(hp), "LOG_LEVEL": "info",
-		"KAFKA_TOPIC_PARTITIONS": "3", "OUTBOX_POLL_INTERVAL": "100ms",
+		"GRPC_PORT": "0", "HTTP_PORT": "0", "LOG_LEVEL": "info",
+		"KAFKA_GROUP_INSTANCE_ID": uniqueInstanceID("instance"),
+		"KAFKA_TOPIC_PARTITIONS":  "3", "OUTBOX_POLL_INTERVAL": "100ms",
 	}
 	if !slices.Contains(args, "-dev") {
 		full["AUTH_MODE"] = "none" // required outside -dev
@@ -139,7 +121,7 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, func(k string) string { return full[k] }, logs) }()
-	in := &instance{grpcAddr: fmt.Sprintf("127.0.0.1:%d", gp), httpAddr: fmt.Sprintf("127.0.0.1:%d", hp), logs: logs, signal: cancel}
+	in := &instance{logs: logs, signal: cancel}
 	stopped := false
 	in.stop = func() {
 		if stopped {
@@ -162,12 +144,16 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 			t.Logf("log of instance %s:\n%s", in.grpcAddr, logs)
 		}
 	})
-	waitFor(t, 30*time.Second, "instance ready", func() bool {
+	exited := func() {
 		select {
 		case err := <-done:
 			t.Fatalf("instance exited: %v\n%s", err, logs)
 		default:
 		}
+	}
+	in.grpcAddr, in.httpAddr = listenAddrs(t, logs.String, exited)
+	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
+		exited()
 		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
 		if err != nil {
 			return false
@@ -184,16 +170,53 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 	return in
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// listenAddrs waits until a service's log (so far: logs()) has its "gRPC
+// server listening" and "HTTP server listening" lines, and returns the
+// addresses they name ready to dial: an unspecified host (every interface)
+// becomes 127.0.0.1. It needs LOG_LEVEL info or lower. exited, called on
+// every poll, fails the test when the service has stopped.
+func listenAddrs(t *testing.T, logs func() string, exited func()) (grpcAddr, httpAddr string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	poll.Eventually(t, 60*time.Second, "the service to log its gRPC and HTTP addresses", func() bool {
+		exited()
+		for line := range strings.Lines(logs()) {
+			var l struct{ Msg, Addr string }
+			if !strings.Contains(line, " server listening") || json.Unmarshal([]byte(line), &l) != nil {
+				continue
+			}
+			switch l.Msg {
+			case "gRPC server listening":
+				grpcAddr = dialable(t, l.Addr)
+			case "HTTP server listening":
+				httpAddr = dialable(t, l.Addr)
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return grpcAddr != "" && httpAddr != ""
+	})
+	return grpcAddr, httpAddr
 }
+
+// dialable returns a listener's address with an unspecified host replaced by
+// 127.0.0.1.
+func dialable(t *testing.T, addr string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("logged address %q: %v", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// uniqueInstanceID returns a static group instance id no other process of
+// the test run has, like the default one of a replica on a fixed GRPC_PORT.
+func uniqueInstanceID(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), instanceSeq.Add(1))
+}
+
+var instanceSeq atomic.Int64
 
 // event is one record read back from a topic.
 type event struct {
@@ -258,7 +281,7 @@ func metric(t *testing.T, text, name string) float64 {
 }
 
 func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	k := newKafka(t)
 	// -dev adds the payments simulator (its group is payments-sim in both
 	// modes); the broker is the test's.
@@ -272,7 +295,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := created.GetOrder().GetId()
-	waitFor(t, 15*time.Second, "order finished by the simulated payment", func() bool {
+	poll.Eventually(t, 15*time.Second, "order finished by the simulated payment", func() bool {
 		st, err := in.client.GetOrderStatus(context.Background(), &orderspb.GetOrderStatusRequest{OrderId: id})
 		return err == nil && st.GetStatus() == orderspb.OrderStatus_ORDER_STATUS_FINISHED
 	})
@@ -330,7 +353,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if err := producer.ProduceSync(context.Background(), dup, poison, unknown).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "duplicate, dead and unprocessed counted", func() bool {
+	poll.Eventually(t, 20*time.Second, "duplicate, dead and unprocessed counted", func() bool {
 		text := scrape(t, in)
 		return metric(t, text, "orders_inbox_duplicates_total") >= 1 && metric(t, text, "orders_inbox_dead_total") >= 1 &&
 			metric(t, text, "orders_inbox_unprocessed") >= 1
@@ -353,11 +376,11 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if !strings.Contains(out.String(), "re-queued 1 dead inbox message(s)") {
 		t.Fatalf("redrive printed %q", out.String())
 	}
-	waitFor(t, 10*time.Second, "the re-driven poison record dead again", func() bool {
+	poll.Eventually(t, 10*time.Second, "the re-driven poison record dead again", func() bool {
 		return metric(t, scrape(t, in), "orders_inbox_dead_total") >= 2
 	})
 
-	waitFor(t, 5*time.Second, "both events counted as published", func() bool {
+	poll.Eventually(t, 5*time.Second, "both events counted as published", func() bool {
 		return metric(t, scrape(t, in), "orders_outbox_published_total") >= 2
 	})
 	text := scrape(t, in)
@@ -375,7 +398,7 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 }
 
 func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	in := startInstance(t, nil, newKafka(t).env(dsn))
 	o, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "shutdown", Amount: 1})
 	if err != nil {
@@ -402,7 +425,7 @@ func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
 		}
 		result <- err
 	}()
-	waitFor(t, 10*time.Second, "the call waiting for the row lock", func() bool {
+	poll.Eventually(t, 10*time.Second, "the call waiting for the row lock", func() bool {
 		var waiting bool
 		conn2, err := pgx.Connect(context.Background(), dsn)
 		if err != nil {
@@ -413,7 +436,7 @@ func TestShutdownLetsInFlightCallsFinish(t *testing.T) {
 		return waiting
 	})
 	in.signal()
-	waitFor(t, 10*time.Second, "shutdown to begin", func() bool { return strings.Contains(in.logs.String(), "shutting down") })
+	poll.Eventually(t, 10*time.Second, "shutdown to begin", func() bool { return strings.Contains(in.logs.String(), "shutting down") })
 	if err := tx.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}

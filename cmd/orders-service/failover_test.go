@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
+	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 const (
@@ -185,7 +187,7 @@ func checkOrderEvents(t *testing.T, recs []record, ids []string, want ...string)
 func waitPublishing(t *testing.T, c *cluster, topic string, led []int32, node int, since time.Time, timeout time.Duration) time.Duration {
 	t.Helper()
 	base := map[int32]int64{}
-	waitFor(t, timeout, fmt.Sprintf("records appended again to the partitions %v node %d led", led, node), func() bool {
+	poll.Eventually(t, timeout, fmt.Sprintf("records appended again to the partitions %v node %d led", led, node), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		ls, err := c.tryLeaders(ctx, topic)
@@ -222,7 +224,7 @@ func waitPublishing(t *testing.T, c *cluster, topic string, led []int32, node in
 func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 	const orders = 5000
 	c := needCluster(t)
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	names := uniqueNames("leaderdeath")
 	env := c.replicaEnv(dsn, names)
 	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env), startReplica(t, "replica-3", env)}
@@ -238,7 +240,7 @@ func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 			close(stop)
 		}
 	}()
-	waitFor(t, 120*time.Second, "a third of the orders acknowledged", func() bool { return l.acked.Load() >= orders/3 || l.failed() })
+	poll.Eventually(t, 120*time.Second, "a third of the orders acknowledged", func() bool { return l.acked.Load() >= orders/3 || l.failed() })
 
 	node := c.busiestLeader(t, topic)
 	var led []int32
@@ -254,7 +256,7 @@ func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 	resumed := waitPublishing(t, c, topic, led, node, killedAt, 90*time.Second)
 	t.Logf("kill to the relay publishing again to every partition node %d led: %v", node, resumed.Round(time.Millisecond))
 
-	waitFor(t, 120*time.Second, "two thirds of the orders acknowledged", func() bool { return l.acked.Load() >= 2*orders/3 || l.failed() })
+	poll.Eventually(t, 120*time.Second, "two thirds of the orders acknowledged", func() bool { return l.acked.Load() >= 2*orders/3 || l.failed() })
 	restartAt := time.Since(killedAt)
 	restarted := c.startAsync(node)
 	close(stop)
@@ -266,10 +268,10 @@ func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 		restartAt.Round(time.Millisecond), time.Since(killedAt).Round(time.Millisecond))
 
 	start := time.Now()
-	waitFor(t, 180*time.Second, "every order paid", func() bool {
+	poll.Eventually(t, 180*time.Second, "every order paid", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM orders WHERE status = 'finished'`) == len(ids)
 	})
-	waitFor(t, 60*time.Second, "the outbox empty", func() bool {
+	poll.Eventually(t, 60*time.Second, "the outbox empty", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 	drained := time.Since(start)
@@ -296,7 +298,7 @@ func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 func TestClusterBelowMinISR(t *testing.T) {
 	const during = 600
 	c := needCluster(t)
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	names := uniqueNames("belowisr")
 	env := c.replicaEnv(dsn, names)
 	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
@@ -305,7 +307,7 @@ func TestClusterBelowMinISR(t *testing.T) {
 	stop := make(chan struct{})
 	close(stop)
 	before := startLoad(t, 100, true, stop, rs...).wait(t)
-	waitFor(t, 60*time.Second, "the first orders published", func() bool {
+	poll.Eventually(t, 60*time.Second, "the first orders published", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 
@@ -326,7 +328,7 @@ func TestClusterBelowMinISR(t *testing.T) {
 					t.Logf("%s /readyz with two brokers down: %s", r.name, body)
 				}
 			}()
-			waitFor(t, 60*time.Second, r.name+" showing Kafka unavailable and the backlog", func() bool {
+			poll.Eventually(t, 60*time.Second, r.name+" showing Kafka unavailable and the backlog", func() bool {
 				var code int
 				code, body = r.readyz()
 				text := scrapeReplica(t, r)
@@ -337,7 +339,7 @@ func TestClusterBelowMinISR(t *testing.T) {
 		t.Logf("%s /readyz with two brokers down: %s", r.name, body)
 	}
 	// Held well past the producer's retries: still nothing acknowledged.
-	waitFor(t, 60*time.Second, "publish errors counted", func() bool {
+	poll.Eventually(t, 60*time.Second, "publish errors counted", func() bool {
 		var errs float64
 		for _, r := range rs {
 			errs += metric(t, scrapeReplica(t, r), "orders_outbox_publish_errors_total")
@@ -351,12 +353,12 @@ func TestClusterBelowMinISR(t *testing.T) {
 
 	c.start(t, 2)
 	upAt := time.Now()
-	waitFor(t, 180*time.Second, "the backlog drained", func() bool {
+	poll.Eventually(t, 180*time.Second, "the backlog drained", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 	drain := time.Since(upAt)
 	for _, r := range rs {
-		waitFor(t, 30*time.Second, r.name+" showing the backlog gone", func() bool {
+		poll.Eventually(t, 30*time.Second, r.name+" showing the backlog gone", func() bool {
 			return metric(t, scrapeReplica(t, r), "orders_outbox_unsent") == 0
 		})
 	}
@@ -385,7 +387,7 @@ func TestClusterBelowMinISR(t *testing.T) {
 // OrderFinished.
 func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 	c := needCluster(t)
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	names := uniqueNames("cutoff")
 	env := c.replicaEnv(dsn, names)
 	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
@@ -400,7 +402,7 @@ func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 			close(stop)
 		}
 	}()
-	waitFor(t, 60*time.Second, "orders flowing", func() bool { return l.acked.Load() >= 200 || l.failed() })
+	poll.Eventually(t, 60*time.Second, "orders flowing", func() bool { return l.acked.Load() >= 200 || l.failed() })
 	node := c.busiestLeader(t, topic)
 	var led []int32
 	for p, leader := range c.leaders(t, topic) {
@@ -417,7 +419,7 @@ func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 	close(stop)
 	ids := l.wait(t)
 
-	waitFor(t, 120*time.Second, "the outbox empty", func() bool {
+	poll.Eventually(t, 120*time.Second, "the outbox empty", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 	st := checkOrderEvents(t, c.readAll(t, topic), ids, typeCreated, typeFinished)

@@ -12,7 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/paymentsim"
+	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // TestClusterGroupChanges (issue 9, 3c; issue 11, point 7 on the real
@@ -38,7 +40,7 @@ type offsetSample struct {
 func testGroupChanges(t *testing.T, protocol string) {
 	const orders = 1500
 	c := needCluster(t)
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	names := uniqueNames("groups-" + protocol)
 	env := c.replicaEnv(dsn, names)
 	env["KAFKA_GROUP_PROTOCOL"] = protocol
@@ -55,7 +57,7 @@ func testGroupChanges(t *testing.T, protocol string) {
 	stop := make(chan struct{})
 	close(stop)
 	ids := startLoad(t, orders, false, stop, rs...).wait(t)
-	waitFor(t, 120*time.Second, "every OrderCreated published", func() bool {
+	poll.Eventually(t, 120*time.Second, "every OrderCreated published", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 	sim := paymentsim.Config{OutTopic: payments}
@@ -148,7 +150,7 @@ func testGroupChanges(t *testing.T, protocol string) {
 	}
 	streamEnd := time.Now()
 
-	waitFor(t, 180*time.Second, "every order paid", func() bool {
+	poll.Eventually(t, 180*time.Second, "every order paid", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM orders WHERE status = 'finished'`) == len(ids)
 	})
 	var ends, committed map[int32]int64
@@ -157,7 +159,7 @@ func testGroupChanges(t *testing.T, protocol string) {
 			t.Logf("end offsets %v, committed %v; group: %s", ends, committed, c.describeGroup(group))
 		}
 	}()
-	waitFor(t, 180*time.Second, "committed offsets at the end of every partition", func() bool {
+	poll.Eventually(t, 180*time.Second, "committed offsets at the end of every partition", func() bool {
 		qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer qcancel()
 		ends, err = c.endOffsets(qctx, payments)
@@ -194,7 +196,7 @@ func testGroupChanges(t *testing.T, protocol string) {
 			}
 		}
 	}
-	waitFor(t, 60*time.Second, "the outbox empty", func() bool {
+	poll.Eventually(t, 60*time.Second, "the outbox empty", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 	st := checkOrderEvents(t, c.readAll(t, names["KAFKA_TOPIC"]), ids, typeCreated, typeFinished)

@@ -14,7 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
+	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // brokerMessageMaxBytes is Apache Kafka's default message.max.bytes, which
@@ -38,7 +40,7 @@ func outboxHeaders(id, typ string) string {
 // every other order is created, paid and published.
 func TestClusterSizeLimits(t *testing.T) {
 	c := needCluster(t)
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	names := uniqueNames("limits")
 	env := c.replicaEnv(dsn, names)
 	r := startReplica(t, "replica-1", env)
@@ -89,13 +91,13 @@ func TestClusterSizeLimits(t *testing.T) {
 	}
 	ids = append(ids, startLoad(t, 50, false, stop, r).wait(t)...)
 
-	waitFor(t, 120*time.Second, "every order paid", func() bool {
+	poll.Eventually(t, 120*time.Second, "every order paid", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM orders WHERE status = 'finished'`) == len(ids)
 	})
-	waitFor(t, 60*time.Second, "the oversize payment dead", func() bool {
+	poll.Eventually(t, 60*time.Second, "the oversize payment dead", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM inbox WHERE message_id = $1 AND dead`, bigID) == 1
 	})
-	waitFor(t, 60*time.Second, "the outbox settled: the near-limit event sent, the oversize one parked, nothing else left", func() bool {
+	poll.Eventually(t, 60*time.Second, "the outbox settled: the near-limit event sent, the oversize one parked, nothing else left", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent AND parked_at IS NULL`) == 0
 	})
 	if n := queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE event_id = $1 AND parked_at IS NOT NULL`, overID); n != 1 {
@@ -106,7 +108,7 @@ func TestClusterSizeLimits(t *testing.T) {
 	}
 
 	var dead []record
-	waitFor(t, 60*time.Second, "the dead letter in the DLQ", func() bool {
+	poll.Eventually(t, 60*time.Second, "the dead letter in the DLQ", func() bool {
 		dead = c.readAll(t, dlq)
 		return len(dead) > 0
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acme/orders-service/internal/poll"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -68,7 +69,7 @@ func TestMaxConnectionIdleClosesIdleConnections(t *testing.T) {
 	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the idle connection closed by the server", func() bool {
+	poll.Eventually(t, 10*time.Second, "the idle connection closed by the server", func() bool {
 		return conn.GetState() != connectivity.Ready
 	})
 }
@@ -101,7 +102,7 @@ func TestMaxConnectionsMakesTheNextOneWait(t *testing.T) {
 		t.Fatal("a third connection was served with GRPC_MAX_CONNECTIONS=2")
 	}
 	first.Close()
-	waitFor(t, 10*time.Second, "the third connection served after the first closed", func() bool {
+	poll.Eventually(t, 10*time.Second, "the third connection served after the first closed", func() bool {
 		return check(third, time.Second) == nil
 	})
 }

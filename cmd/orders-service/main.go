@@ -134,8 +134,12 @@ func newLogger(w io.Writer, cfg config) *slog.Logger {
 	return slog.New(telemetry.TraceHandler{Handler: h})
 }
 
-// healthcheck asks the local /readyz and fails unless it answers 200.
+// healthcheck asks the local /readyz and fails unless it answers 200. It
+// needs the port: with HTTP_PORT=0 the server's port is only in its log.
 func healthcheck(ctx context.Context, cfg config) error {
+	if cfg.HTTPPort == 0 {
+		return errors.New("healthcheck: HTTP_PORT=0 leaves the port to the server; set HTTP_PORT to the port it logged")
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	url := "http://" + cfg.healthcheckAddr() + "/readyz"

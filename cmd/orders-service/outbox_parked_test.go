@@ -14,12 +14,9 @@ import (
 // error; outbox-redrive un-parks the named row with its key's other parked
 // rows, and refuses an argument that is not a row id.
 func TestOutboxParkedAndRedrive(t *testing.T) {
-	dsn := freshDSN(t)
+	dsn := pgtest.NewDSN(t)
 	db := pgtest.Open(t, dsn)
 	ctx := context.Background()
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var ids []int64
 	for _, key := range []string{"order-a", "order-a", "order-b"} {
 		var id int64

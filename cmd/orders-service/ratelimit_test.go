@@ -33,11 +33,12 @@ func serveOptions(t *testing.T, env map[string]string) *grpc.ClientConn {
 	return conn
 }
 
-// serveAPI serves the API as serveOptions does and returns its address.
+// serveAPI serves the API as serveOptions does and returns its address
+// (a free port unless env sets GRPC_PORT).
 func serveAPI(t *testing.T, env map[string]string) string {
 	t.Helper()
 	if env["GRPC_PORT"] == "" {
-		env["GRPC_PORT"] = fmt.Sprint(freePort(t))
+		env["GRPC_PORT"] = "0"
 	}
 	cfg, err := loadConfig(envOf(env))
 	if err != nil {
@@ -55,7 +56,7 @@ func serveAPI(t *testing.T, env map[string]string) string {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	return fmt.Sprintf("127.0.0.1:%d", cfg.GRPCPort)
+	return dialable(t, ln.Addr().String())
 }
 
 // TestPeerRateLimit: the per-peer limit applies before authentication, so

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +18,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/internal/tcpproxy"
-	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/postgres/pgtest"
 	"github.com/acme/orders-service/telemetry"
 )
 
@@ -59,20 +62,8 @@ func proxiedDSN(t *testing.T, dsn string) (string, *tcpproxy.Proxy) {
 	return u.String(), p
 }
 
-func openDB(t *testing.T, dsn string) *postgres.DB {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	return db
-}
-
 func TestReadinessWaitsForMigrations(t *testing.T) {
-	db := openDB(t, freshDSN(t))
+	db := pgtest.Open(t, pgtest.NewEmptyDSN(t))
 	r := telemetry.NewReadiness(readinessChecks(db, kafkaOK)...)
 
 	code, body := readyz(t, r)
@@ -91,8 +82,8 @@ func TestReadinessWaitsForMigrations(t *testing.T) {
 }
 
 func TestReadinessFollowsPostgresOutage(t *testing.T) {
-	dsn, proxy := proxiedDSN(t, freshDSN(t))
-	db := openDB(t, dsn)
+	dsn, proxy := proxiedDSN(t, pgtest.NewEmptyDSN(t))
+	db := pgtest.Open(t, dsn)
 	if _, err := db.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +100,7 @@ func TestReadinessFollowsPostgresOutage(t *testing.T) {
 
 	proxy.Restore()
 	// The pool may hand out a connection the cut broke before it notices.
-	waitFor(t, 5*time.Second, "ready again after the restore", func() bool {
+	poll.Eventually(t, 5*time.Second, "ready again after the restore", func() bool {
 		code, _ := readyz(t, r)
 		return code == http.StatusOK
 	})
@@ -121,11 +112,7 @@ func TestReadinessFollowsPostgresOutage(t *testing.T) {
 // TestReadinessIgnoresKafkaOutageButShowsIt runs on an embedded broker in
 // both modes: the test stops it.
 func TestReadinessIgnoresKafkaOutageButShowsIt(t *testing.T) {
-	dsn := freshDSN(t)
-	db := openDB(t, dsn)
-	if _, err := db.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	db := pgtest.NewDB(t)
 	broker := startBroker(t, "127.0.0.1:0")
 	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
 	if err != nil {
@@ -149,7 +136,7 @@ func TestReadinessIgnoresKafkaOutageButShowsIt(t *testing.T) {
 // the order service's gRPC health is NOT_SERVING, while the server's overall
 // health ("") stays SERVING; both come back after the restore.
 func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
-	dsn, proxy := proxiedDSN(t, freshDSN(t))
+	dsn, proxy := proxiedDSN(t, pgtest.NewEmptyDSN(t))
 	env := newKafka(t).env(dsn)
 	env["READINESS_INTERVAL"] = "200ms"
 	in := startInstance(t, nil, env)
@@ -187,10 +174,10 @@ func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
 		code, _ := readyzOf()
 		return code == http.StatusOK && healthOf(svc) == healthpb.HealthCheckResponse_SERVING
 	}
-	waitFor(t, 5*time.Second, "SERVING before the outage", serving)
+	poll.Eventually(t, 5*time.Second, "SERVING before the outage", serving)
 
 	proxy.Cut()
-	waitFor(t, 5*time.Second, "NOT_SERVING while PostgreSQL is cut off", func() bool {
+	poll.Eventually(t, 5*time.Second, "NOT_SERVING while PostgreSQL is cut off", func() bool {
 		return healthOf(svc) == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	code, body := readyzOf()
@@ -202,9 +189,18 @@ func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
 	}
 
 	proxy.Restore()
-	waitFor(t, 5*time.Second, "SERVING and /readyz 200 after the restore", serving)
+	poll.Eventually(t, 5*time.Second, "SERVING and /readyz 200 after the restore", serving)
 	if st := healthOf(""); st != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("overall health after the restore = %v, want SERVING", st)
+	}
+}
+
+// TestHealthcheckNeedsThePort: with HTTP_PORT=0 the healthcheck subcommand
+// cannot know the server's port and says so, instead of asking port 0.
+func TestHealthcheckNeedsThePort(t *testing.T) {
+	err := run(context.Background(), []string{"healthcheck"}, envOf(map[string]string{"HTTP_PORT": "0"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "HTTP_PORT=0") {
+		t.Fatalf("healthcheck with HTTP_PORT=0: %v, want an error naming HTTP_PORT=0", err)
 	}
 }
 
@@ -229,10 +225,10 @@ func TestHTTPHostBindsTheSidePort(t *testing.T) {
 		}
 	}
 
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	broker := startBroker(t, "127.0.0.1:0")
 	in := startInstance(t, nil, map[string]string{"POSTGRES_DSN": dsn, "KAFKA_BROKER": broker.Addr(), "HTTP_HOST": "127.0.0.1"})
-	if want := `"msg":"HTTP server listening","addr":"` + in.httpAddr + `"`; !strings.Contains(in.logs.String(), want) {
+	if want := regexp.MustCompile(`"msg":"HTTP server listening","addr":"127\.0\.0\.1:[1-9][0-9]*"`); !want.MatchString(in.logs.String()) {
 		t.Fatalf("log lacks %s:\n%s", want, in.logs)
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
+	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // runSimulator answers OrderCreated events on k until the test ends.
@@ -99,15 +101,14 @@ func checkEvents(t *testing.T, events []event, ids []string, want ...string) {
 
 func TestThreeReplicasThousandOrdersEachPaid(t *testing.T) {
 	const n = 1000
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	k := newKafka(t)
 	env := k.env(dsn)
-	env["LOG_LEVEL"] = "warn"
 	ins := []*instance{startInstance(t, nil, env), startInstance(t, nil, env), startInstance(t, nil, env)}
 	runSimulator(t, k)
 
 	ids := createOrders(t, n, ins...)
-	waitFor(t, 90*time.Second, "every order paid", func() bool { return countStatus(t, dsn, "finished") == n })
+	poll.Eventually(t, 90*time.Second, "every order paid", func() bool { return countStatus(t, dsn, "finished") == n })
 
 	events := readTopic(t, k.brokers, k.topic, 2*n, 30*time.Second)
 	if len(events) != 2*n {
@@ -120,7 +121,7 @@ func TestThreeReplicasThousandOrdersEachPaid(t *testing.T) {
 // both modes: the test stops and restarts it (the failover suite does this
 // to a real cluster's nodes).
 func TestBrokerRestartMidStreamDeliversEverything(t *testing.T) {
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	dir := t.TempDir()
 	broker := startBroker(t, "127.0.0.1:0", kafka.WithDataDir(dir))
 	addr := broker.Addr()
@@ -130,7 +131,7 @@ func TestBrokerRestartMidStreamDeliversEverything(t *testing.T) {
 	broker.Close()
 	// Orders are still accepted while Kafka is down; their events wait.
 	during := createOrders(t, 50, in)
-	waitFor(t, 20*time.Second, "the outage seen in the metrics", func() bool {
+	poll.Eventually(t, 20*time.Second, "the outage seen in the metrics", func() bool {
 		text := scrape(t, in)
 		return metric(t, text, "orders_outbox_unsent") > 0 && metric(t, text, "orders_outbox_oldest_unsent_age_seconds") > 0 &&
 			metric(t, text, "orders_outbox_publish_errors_total") > 0
@@ -149,7 +150,7 @@ func TestBrokerRestartMidStreamDeliversEverything(t *testing.T) {
 			t.Fatalf("order %s has no event in Kafka after the broker came back (%d events)", id, len(events))
 		}
 	}
-	waitFor(t, 20*time.Second, "every outbox row marked sent", func() bool {
+	poll.Eventually(t, 20*time.Second, "every outbox row marked sent", func() bool {
 		return metric(t, scrape(t, in), "orders_outbox_unsent") == 0
 	})
 }
@@ -164,7 +165,7 @@ func TestKcatReadsEvents(t *testing.T) {
 		}
 		t.Skip("kcat not installed")
 	}
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	k := newKafka(t)
 	in := startInstance(t, nil, k.env(dsn))
 	o, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "kcat", Amount: 99, Description: "read by kcat"})

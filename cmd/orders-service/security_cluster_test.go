@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
+	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // secureListener is the cluster's SASL_SSL listener (KAFKA_CLUSTER_SECURE=true):
@@ -139,7 +141,7 @@ func checkKcatEvents(t *testing.T, out string, ids []string) {
 func TestClusterSecurity(t *testing.T) {
 	c := needCluster(t)
 	s := needSecureListener(t, c)
-	dsn := freshDSN(t)
+	dsn := pgtest.NewEmptyDSN(t)
 	names := uniqueNames("secure")
 	env := s.env(s.password)
 	env["POSTGRES_DSN"] = dsn
@@ -169,17 +171,17 @@ func TestClusterSecurity(t *testing.T) {
 	stop := make(chan struct{})
 	close(stop)
 	ids := startLoad(t, 20, false, stop, r).wait(t)
-	waitFor(t, 90*time.Second, "every order paid over SASL_SSL", func() bool {
+	poll.Eventually(t, 90*time.Second, "every order paid over SASL_SSL", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM orders WHERE status = 'finished'`) == len(ids)
 	})
-	waitFor(t, 60*time.Second, "the outbox empty", func() bool {
+	poll.Eventually(t, 60*time.Second, "the outbox empty", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
 
 	// A wrong password: the service stops at start with one clear line.
 	bad := s.env("not-" + s.password)
 	bad["POSTGRES_DSN"], bad["AUTH_MODE"] = dsn, "none"
-	bad["GRPC_PORT"], bad["HTTP_PORT"] = strconv.Itoa(freePort(t)), strconv.Itoa(freePort(t))
+	bad["GRPC_PORT"], bad["HTTP_PORT"] = "0", "0"
 	for k, v := range names {
 		bad[k] = v
 	}

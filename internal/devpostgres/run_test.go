@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -194,16 +195,10 @@ func TestRunForwardsSIGTERM(t *testing.T) {
 		}
 		res <- code
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(started); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("command did not start within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Eventually(t, 30*time.Second, "the command started", func() bool {
+		_, err := os.Stat(started)
+		return err == nil
+	})
 	// Run is listening for signals: the command has started after it did.
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	select {

@@ -277,13 +277,15 @@ func orDerived[T any](parse func(string) (T, error), derive func(*Config) T, fie
 // member, else an id of at most 249 letters, digits, '.', '_' or '-'. The
 // default is the host name and the gRPC port, stable across restarts of one
 // replica (a Kubernetes pod keeps its name) and distinct for replicas on one
-// host.
+// host. With GRPC_PORT=0 the port is a new one at every start, so an id made
+// from it would not survive a restart and a crashed replica's partitions
+// would wait for the session timeout: the default is then a dynamic member.
 func groupInstanceID(c *Config, v string) error {
-	switch v {
-	case "none":
+	switch {
+	case v == "none", v == "" && c.GRPCPort == 0:
 		c.KafkaGroupInstanceID = ""
 		return nil
-	case "":
+	case v == "":
 		host, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("no host name to default to (%v); set it, or none", err)
@@ -354,16 +356,16 @@ var service = []Setting{
 		set: orDerived(integer(1, math.MaxInt16), func(*Config) int { return -1 }, func(c *Config) *int { return &c.TopicReplicas }),
 		log: func(c *Config) slog.Value { return slog.IntValue(c.TopicReplicas) },
 	},
-	value("GRPC_PORT", "50051", "gRPC listen port",
-		integer(1, 65535), func(c *Config) *int { return &c.GRPCPort }),
+	value("GRPC_PORT", "50051", "gRPC listen port; 0: a free port, logged at start",
+		integer(0, 65535), func(c *Config) *int { return &c.GRPCPort }),
 	{
-		Name: "KAFKA_GROUP_INSTANCE_ID", Doc: "static group member id of this replica; none: a dynamic member; empty: the host name and GRPC_PORT",
+		Name: "KAFKA_GROUP_INSTANCE_ID", Doc: "static group member id of this replica; none: a dynamic member; empty: the host name and GRPC_PORT (with GRPC_PORT=0: a dynamic member)",
 		set: groupInstanceID,
 		log: func(c *Config) slog.Value { return slog.StringValue(c.KafkaGroupInstanceID) },
 	},
 	value("KAFKA_GROUP_PROTOCOL", "classic", "inbox consumer group protocol: classic, or consumer (KIP-848, Kafka 4.0+)",
 		oneOf("classic", "consumer"), func(c *Config) *string { return &c.KafkaGroupProtocol }),
-	value("HTTP_PORT", "8080", "/metrics, /healthz and /readyz listen port",
+	value("HTTP_PORT", "8080", "/metrics, /healthz and /readyz listen port; 0: a free port, logged at start",
 		integer(0, 65535), func(c *Config) *int { return &c.HTTPPort }),
 	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface",
 		host, func(c *Config) *string { return &c.HTTPHost }),
@@ -538,7 +540,7 @@ func Load(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("GRPC_TLS_CERT_FILE: set together with GRPC_TLS_KEY_FILE, or neither")
 	case c.TLSClientCAFile != "" && c.TLSCertFile == "":
 		return c, fmt.Errorf("GRPC_TLS_CLIENT_CA_FILE: needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
-	case c.HTTPPort == c.GRPCPort:
+	case c.HTTPPort == c.GRPCPort && c.HTTPPort != 0:
 		return c, fmt.Errorf("HTTP_PORT: must differ from GRPC_PORT (%d)", c.GRPCPort)
 	}
 	return c, nil

@@ -194,3 +194,32 @@ func TestAuthRead(t *testing.T) {
 		t.Fatalf("Auth = %#v, want %#v", c.Auth, want)
 	}
 }
+
+// TestPortZero: GRPC_PORT and HTTP_PORT accept 0 (a free port, logged at
+// start), alone or both; two equal non-zero ports are refused; with
+// GRPC_PORT=0 the default KAFKA_GROUP_INSTANCE_ID is a dynamic member, not
+// one id ("host-0") shared by every replica on the host.
+func TestPortZero(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"GRPC_PORT": "0"}, {"HTTP_PORT": "0"}, {"GRPC_PORT": "0", "HTTP_PORT": "0"},
+	} {
+		c, err := Load(envOf(env))
+		if err != nil {
+			t.Errorf("%v: %v", env, err)
+			continue
+		}
+		if env["GRPC_PORT"] == "0" && c.KafkaGroupInstanceID != "" {
+			t.Errorf("%v: group instance id %q, want a dynamic member", env, c.KafkaGroupInstanceID)
+		}
+	}
+	if _, err := Load(envOf(map[string]string{"GRPC_PORT": "9000", "HTTP_PORT": "9000"})); err == nil || !strings.HasPrefix(err.Error(), "HTTP_PORT: must differ from GRPC_PORT") {
+		t.Errorf("equal ports: err = %v, want HTTP_PORT: must differ from GRPC_PORT", err)
+	}
+	c, err := Load(envOf(map[string]string{"GRPC_PORT": "0", "KAFKA_GROUP_INSTANCE_ID": "orders-0"}))
+	if err != nil || c.KafkaGroupInstanceID != "orders-0" {
+		t.Errorf("GRPC_PORT=0 with KAFKA_GROUP_INSTANCE_ID=orders-0: %q, %v; want orders-0", c.KafkaGroupInstanceID, err)
+	}
+	if c, err := Load(envOf(map[string]string{"GRPC_PORT": "50052"})); err != nil || !strings.HasSuffix(c.KafkaGroupInstanceID, "-50052") {
+		t.Errorf("GRPC_PORT=50052: group instance id %q, %v; want the host name and -50052", c.KafkaGroupInstanceID, err)
+	}
+}
