@@ -169,7 +169,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), health.NewServer(), grpcapi.Options{
+	srv := grpcapi.NewServer(grpcapi.NewHandler(svc, pageKey, log), health.NewServer(), grpcapi.Options{
 		Log:           log,
 		ServerOptions: []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())},
 	})
