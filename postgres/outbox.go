@@ -92,16 +92,17 @@ func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	return nil
 }
 
-// DeleteSentOutbox deletes up to limit rows sent before cutoff, oldest first,
-// and reports how many it deleted. Unsent rows are never deleted.
-func (db *DB) DeleteSentOutbox(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+// DeleteSentOutbox deletes up to limit rows sent more than olderThan ago by
+// the database clock, which stamped sent_at, oldest first, and reports how
+// many it deleted. Unsent rows are never deleted.
+func (db *DB) DeleteSentOutbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
 	tag, err := db.Pool.Exec(ctx, `
 		DELETE FROM outbox
 		WHERE id IN (
 			SELECT id FROM outbox
-			WHERE sent AND sent_at < $1
+			WHERE sent AND sent_at < now() - $1::bigint * interval '1 microsecond'
 			ORDER BY sent_at
-			LIMIT $2)`, cutoff, limit)
+			LIMIT $2)`, olderThan.Microseconds(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("delete sent outbox rows: %w", classify(err))
 	}
