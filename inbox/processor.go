@@ -31,13 +31,12 @@ import (
 // ECONFLICT for a transition the order's state refuses, at the first that
 // does not apply.
 type PaymentApplier interface {
-	// ApplyPayments takes the Processor's tx: a payment and the mark of its
-	// inbox row commit together, and the row-by-row pass gives each a savepoint.
+	// tx is the Processor's: a payment must commit with its inbox row's mark.
 	ApplyPayments(ctx context.Context, tx pgx.Tx, ps []orders.Payment) error
 }
 
 // ProcessorStore is the inbox table as the Processor uses it
-// (*postgres.DB). Its transactions are pgx's for the reason PaymentApplier's are.
+// (*postgres.DB). InTx yields a pgx.Tx because PaymentApplier needs one.
 type ProcessorStore interface {
 	InTx(ctx context.Context, wroteOutbox bool, fn func(pgx.Tx) error) error
 	DeleteProcessedInbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)

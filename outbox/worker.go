@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
@@ -27,11 +26,13 @@ import (
 	"github.com/acme/orders-service/telemetry"
 )
 
-// Store is the outbox table as the relay uses it (*postgres.DB). A batch is
-// a pgx transaction because the claim is one: the advisory lock and the
-// claimed rows are held across the Kafka produce and the marks commit with it.
+// Store is the outbox table as the relay uses it (*postgres.DB).
 type Store interface {
-	InTx(ctx context.Context, wroteOutbox bool, fn func(pgx.Tx) error) error
+	// PublishOutbox claims a batch under the outbox lock, calls publish
+	// with it while holding the claim, and parks and marks the rows as
+	// publish says, in one transaction; busy: another replica holds the lock.
+	PublishOutbox(ctx context.Context, limit int, idle time.Duration,
+		publish func(recs []postgres.OutboxRecord, parkedKeys map[string]bool) (postgres.OutboxMarks, error)) (busy bool, err error)
 	DeleteSentOutbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
 	CountUnsentOutbox(ctx context.Context, limit int) (int64, error)
 	OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error)
@@ -362,31 +363,9 @@ func (w *Relay) publishBatch(ctx context.Context) (batchResult, error) {
 	var recs []postgres.OutboxRecord
 	var outs []outcome
 	var retryErr error
-	err := w.db.InTx(bctx, false, func(tx pgx.Tx) error {
-		if err := postgres.SetIdleTimeout(bctx, tx, idle); err != nil {
-			return err
-		}
-		locked, err := postgres.TryLockOutbox(bctx, tx)
-		if err != nil {
-			return err
-		}
-		if !locked {
-			res.busy = true
-			w.lockBusy.Add(1)
-			return nil
-		}
-		recs, err = postgres.ClaimOutbox(bctx, tx, w.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
+	busy, err := w.db.PublishOutbox(bctx, w.cfg.BatchSize, idle, func(claimed []postgres.OutboxRecord, parkedKeys map[string]bool) (postgres.OutboxMarks, error) {
+		recs = claimed
 		res.rows = len(recs)
-		if len(recs) == 0 {
-			return nil
-		}
-		parkedKeys, err := postgres.ParkedKeys(bctx, tx, recs)
-		if err != nil {
-			return err
-		}
 		krecs := make([]*kgo.Record, len(recs))
 		for i, r := range recs {
 			krecs[i] = record(r)
@@ -398,32 +377,27 @@ func (w *Relay) publishBatch(ctx context.Context) (batchResult, error) {
 			res.noAnswer = true
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "produce failed")
-			return err
+			return postgres.OutboxMarks{}, err
 		}
 		retryErr = w.settle(recs, outs)
 		res.noAnswer = retryErr != nil && !kafkaAnswered(retryErr)
-		var sent, parkIDs []int64
-		var parkErrs []string
+		var marks postgres.OutboxMarks
 		for i, o := range outs {
 			switch {
 			case o.parkErr != "":
-				parkIDs = append(parkIDs, recs[i].ID)
-				parkErrs = append(parkErrs, o.parkErr)
+				marks.Parked = append(marks.Parked, recs[i].ID)
+				marks.ParkErrs = append(marks.ParkErrs, o.parkErr)
 			case !o.unsettled:
-				sent = append(sent, recs[i].ID)
+				marks.Sent = append(marks.Sent, recs[i].ID)
 			}
 		}
-		if len(parkIDs) > 0 {
-			if err := postgres.ParkOutbox(bctx, tx, parkIDs, parkErrs); err != nil {
-				return err
-			}
-		}
-		res.parked = len(parkIDs)
-		if len(sent) > 0 {
-			return postgres.MarkOutboxSent(bctx, tx, sent)
-		}
-		return nil
+		res.parked = len(marks.Parked)
+		return marks, nil
 	})
+	if busy {
+		res.busy = true
+		w.lockBusy.Add(1)
+	}
 	if err != nil {
 		return res, err
 	}
