@@ -134,10 +134,10 @@ const (
 
 // Relay is the outbox relay (the design's OutboxWorker). Any number of
 // replicas may run one on the same database: a PostgreSQL advisory lock lets
-// one batch at a time be published, so one order's events reach Kafka in the order they were
-// written. Delivery is at least once: a row is marked sent only after Kafka
-// acknowledged it, and a failure before the mark commits republishes it
-// later with the same ce_id.
+// one batch at a time be published, so one order's events reach Kafka in
+// the order they were written. Delivery is at least once: a row is marked
+// sent only after Kafka acknowledged it, and a failure before the mark
+// commits republishes it later with the same ce_id.
 type Relay struct {
 	db       Store
 	producer Producer
