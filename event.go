@@ -77,3 +77,14 @@ type PaymentResult struct {
 	PaymentID string `json:"payment_id"`
 	Reason    string `json:"reason,omitempty"`
 }
+
+// Payment is one payment result to apply to its order: a
+// payments.v1.PaymentSucceeded when Succeeded, else a
+// payments.v1.PaymentFailed.
+type Payment struct {
+	Succeeded bool
+	Result    PaymentResult
+	// TraceParent, when set, is the trace the resulting event continues
+	// (its traceparent header); otherwise the event takes the caller's.
+	TraceParent string
+}

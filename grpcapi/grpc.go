@@ -47,10 +47,10 @@ type Options struct {
 	ServerOptions    []grpc.ServerOption            // credentials, stats handlers
 }
 
-// NewGRPCServer returns a gRPC server serving api, the health service hs and,
+// NewServer returns the transport: a gRPC server serving api (a Handler), the health service hs and,
 // when enabled, reflection. Every call is logged, bounded by CallTimeout, and
 // a panicking handler answers INTERNAL while the process lives on.
-func NewGRPCServer(api orderspb.OrderServiceServer, hs *health.Server, o Options) *grpc.Server {
+func NewServer(api orderspb.OrderServiceServer, hs *health.Server, o Options) *grpc.Server {
 	if o.MaxRecvMsgSize == 0 {
 		o.MaxRecvMsgSize = 1 << 20
 	}

@@ -23,22 +23,23 @@ type OrderService interface {
 	MarkOrderFinished(ctx context.Context, id string) (*orders.Order, error)
 }
 
-// Server implements orderspb.OrderServiceServer.
-type Server struct {
+// Handler implements orderspb.OrderServiceServer: the OrderService API
+// behind the transport NewServer builds.
+type Handler struct {
 	orderspb.UnimplementedOrderServiceServer
 	orders  OrderService
 	pageKey []byte
 	log     *slog.Logger
 }
 
-// NewServer returns the API over svc; pageKey signs page tokens and must be
+// NewHandler returns the API over svc; pageKey signs page tokens and must be
 // the same on every replica.
-func NewServer(svc OrderService, pageKey []byte, log *slog.Logger) *Server {
-	return &Server{orders: svc, pageKey: pageKey, log: log}
+func NewHandler(svc OrderService, pageKey []byte, log *slog.Logger) *Handler {
+	return &Handler{orders: svc, pageKey: pageKey, log: log}
 }
 
 // CreateOrder implements orderspb.OrderServiceServer.
-func (s *Server) CreateOrder(ctx context.Context, req *orderspb.CreateOrderRequest) (*orderspb.CreateOrderResponse, error) {
+func (s *Handler) CreateOrder(ctx context.Context, req *orderspb.CreateOrderRequest) (*orderspb.CreateOrderResponse, error) {
 	userID, err := auth.ResolveUser(ctx, req.GetUserId())
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
@@ -57,7 +58,7 @@ func (s *Server) CreateOrder(ctx context.Context, req *orderspb.CreateOrderReque
 }
 
 // GetOrders implements orderspb.OrderServiceServer.
-func (s *Server) GetOrders(ctx context.Context, req *orderspb.GetOrdersRequest) (*orderspb.GetOrdersResponse, error) {
+func (s *Handler) GetOrders(ctx context.Context, req *orderspb.GetOrdersRequest) (*orderspb.GetOrdersResponse, error) {
 	userID, err := auth.ResolveUser(ctx, req.GetUserId())
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
@@ -101,7 +102,7 @@ func (s *Server) GetOrders(ctx context.Context, req *orderspb.GetOrdersRequest) 
 
 // GetOrderStatus implements orderspb.OrderServiceServer. Another user's
 // order is NOT_FOUND, as if it did not exist.
-func (s *Server) GetOrderStatus(ctx context.Context, req *orderspb.GetOrderStatusRequest) (*orderspb.GetOrderStatusResponse, error) {
+func (s *Handler) GetOrderStatus(ctx context.Context, req *orderspb.GetOrderStatusRequest) (*orderspb.GetOrderStatusResponse, error) {
 	id := req.GetOrderId()
 	if err := validateOrderID(id); err != nil {
 		return nil, toStatus(ctx, s.log, err)
@@ -117,7 +118,7 @@ func (s *Server) GetOrderStatus(ctx context.Context, req *orderspb.GetOrderStatu
 }
 
 // MarkOrderFinished implements orderspb.OrderServiceServer.
-func (s *Server) MarkOrderFinished(ctx context.Context, req *orderspb.MarkOrderFinishedRequest) (*orderspb.MarkOrderFinishedResponse, error) {
+func (s *Handler) MarkOrderFinished(ctx context.Context, req *orderspb.MarkOrderFinishedRequest) (*orderspb.MarkOrderFinishedResponse, error) {
 	if err := auth.RequirePrivileged(ctx); err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}

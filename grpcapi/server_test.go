@@ -44,8 +44,8 @@ func serve(t *testing.T, svc grpcapi.OrderService) (orderspb.OrderServiceClient,
 
 func serveWith(t *testing.T, svc grpcapi.OrderService, opts grpcapi.Options) (orderspb.OrderServiceClient, *grpc.ClientConn) {
 	t.Helper()
-	api := grpcapi.NewServer(svc, []byte("test page key"), quiet)
-	srv := grpcapi.NewGRPCServer(api, health.NewServer(), opts)
+	api := grpcapi.NewHandler(svc, []byte("test page key"), quiet)
+	srv := grpcapi.NewServer(api, health.NewServer(), opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

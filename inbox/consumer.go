@@ -1,11 +1,13 @@
 // Package inbox receives payment results from Kafka and applies them to
-// orders exactly once. InboxConsumer stores every record in the inbox table
-// (deduplicated on its ce_id) and commits Kafka offsets only after the rows
-// are durable; InboxProcessor applies stored messages, retrying those that may
-// apply later and dead-lettering those that never can.
+// orders exactly once. The Consumer (the design's InboxConsumer) stores every
+// record in the inbox table (deduplicated on its ce_id) and commits Kafka
+// offsets only after the rows are durable; the Processor (InboxProcessor)
+// applies stored messages, retrying those that may apply later and
+// dead-lettering those that never can.
 package inbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -27,23 +29,39 @@ import (
 // record is identified by its position instead.
 const MaxMessageIDLen = 255
 
-// ConsumerOptions returns the kgo options an InboxConsumer's client needs on
+// ClientOptions returns the kgo options a Consumer's client needs on
 // top of the connection options: membership of group, consuming topic from
 // its start when the group has no offsets, offsets committed only by the
 // consumer, rebalances held while a polled batch is being stored, and only
 // committed records of transactional producers.
-func ConsumerOptions(group, topic string) []kgo.Opt {
+func ClientOptions(group, topic string) []kgo.Opt {
 	return kafka.CommitAfterWorkOptions(group, topic)
 }
 
-// ConsumerConfig tunes an InboxConsumer; zero values take the defaults.
-type ConsumerConfig struct {
+// ConsumerStore is the inbox table as the Consumer uses it (*postgres.DB).
+type ConsumerStore interface {
+	// InsertInbox stores msgs durably, skipping those already stored, and
+	// returns how many were new.
+	InsertInbox(ctx context.Context, msgs []postgres.InboxMessage) (int64, error)
+}
+
+// ConsumerDeps are what a Consumer works with. Client and Store are
+// required.
+type ConsumerDeps struct {
+	Client  *kgo.Client // built with ClientOptions; the caller owns and closes it after Run returns
+	Store   ConsumerStore
+	Metrics *Metrics // from NewMetrics, shared with the Processor; nil: unregistered ones
+	Logger  *slog.Logger
+}
+
+// ConsumerOptions tune a Consumer; zero values take the defaults.
+type ConsumerOptions struct {
 	MaxPollRecords int           // records per poll and per INSERT; default 500
 	RetryMin       time.Duration // first wait after a database error; default 100ms
 	RetryMax       time.Duration // longest wait between insert attempts; default 5s
 }
 
-func (c *ConsumerConfig) setDefaults() {
+func (c ConsumerOptions) withDefaults() ConsumerOptions {
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 500
 	}
@@ -53,18 +71,19 @@ func (c *ConsumerConfig) setDefaults() {
 	if c.RetryMax < c.RetryMin {
 		c.RetryMax = max(5*time.Second, c.RetryMin)
 	}
+	return c
 }
 
-// InboxConsumer copies records of the inbox topic into the inbox table. Per
+// Consumer copies records of the inbox topic into the inbox table. Per
 // poll it inserts all records in one statement, then commits their offsets,
 // then allows rebalances: a crash or rebalance at any point leads at worst
 // to redelivery, which the inbox deduplicates on the message id.
-type InboxConsumer struct {
+type Consumer struct {
 	client  *kgo.Client
-	db      *postgres.DB
+	db      ConsumerStore
 	metrics *Metrics
 	log     *slog.Logger
-	cfg     ConsumerConfig
+	cfg     ConsumerOptions
 	stored  chan struct{}
 	// uncommitted is set while a commit of stored records failed: the next
 	// commit takes every polled offset, and a poll waits at most RetryMax
@@ -77,20 +96,28 @@ type InboxConsumer struct {
 	beforeCommit func() error
 }
 
-// NewInboxConsumer returns a consumer reading through client, which the
-// caller builds with ConsumerOptions, owns and closes after Run returns.
-func NewInboxConsumer(client *kgo.Client, db *postgres.DB, m *Metrics, log *slog.Logger, cfg ConsumerConfig) *InboxConsumer {
-	cfg.setDefaults()
-	return &InboxConsumer{client: client, db: db, metrics: m, log: log, cfg: cfg, stored: make(chan struct{}, 1)}
+// InboxConsumer is the name the design gives the Consumer.
+type InboxConsumer = Consumer
+
+// NewConsumer returns a consumer reading through d.Client into d.Store. A
+// nil d.Logger logs to slog.Default().
+func NewConsumer(d ConsumerDeps, o ConsumerOptions) *Consumer {
+	m := d.Metrics
+	if m == nil {
+		m = newMetrics()
+	}
+	return &Consumer{client: d.Client, db: d.Store, metrics: m,
+		log: cmp.Or(d.Logger, slog.Default()).With("component", "inbox-consumer"),
+		cfg: o.withDefaults(), stored: make(chan struct{}, 1)}
 }
 
 // Stored delivers a value after new rows were committed to the inbox; pass
-// it to InboxProcessor as its wake-up. Signals coalesce.
-func (c *InboxConsumer) Stored() <-chan struct{} { return c.stored }
+// it to the Processor as its ProcessorOptions.Wake. Signals coalesce.
+func (c *Consumer) Stored() <-chan struct{} { return c.stored }
 
 // Run consumes until ctx ends, then returns nil. Records whose rows were not
 // yet committed are left uncommitted in Kafka and will be delivered again.
-func (c *InboxConsumer) Run(ctx context.Context) error {
+func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Info("inbox consumer started", "max_poll_records", c.cfg.MaxPollRecords)
 	defer c.log.Info("inbox consumer stopped")
 	for {
@@ -145,7 +172,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // handle stores records durably, then commits their offsets. It returns nil
 // when ctx ends before the rows are stored: nothing is committed then.
-func (c *InboxConsumer) handle(ctx context.Context, records []*kgo.Record) error {
+func (c *Consumer) handle(ctx context.Context, records []*kgo.Record) error {
 	if len(records) == 0 {
 		return nil
 	}
@@ -178,7 +205,7 @@ func (c *InboxConsumer) handle(ctx context.Context, records []*kgo.Record) error
 // failed commit, every offset polled so far (all of them stored: a poll is
 // stored before the next). It commits even when ctx has just ended, so a
 // clean shutdown does not cause redelivery.
-func (c *InboxConsumer) commit(ctx context.Context, records []*kgo.Record) {
+func (c *Consumer) commit(ctx context.Context, records []*kgo.Record) {
 	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var err error
@@ -196,10 +223,10 @@ func (c *InboxConsumer) commit(ctx context.Context, records []*kgo.Record) {
 
 // store inserts msgs, retrying with capped backoff until it succeeds or ctx
 // ends (ok=false).
-func (c *InboxConsumer) store(ctx context.Context, msgs []postgres.InboxMessage) (inserted int64, ok bool) {
+func (c *Consumer) store(ctx context.Context, msgs []postgres.InboxMessage) (inserted int64, ok bool) {
 	wait := c.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
-		inserted, err := postgres.InsertInbox(ctx, c.db, msgs)
+		inserted, err := c.db.InsertInbox(ctx, msgs)
 		if err == nil {
 			return inserted, true
 		}
@@ -264,7 +291,7 @@ func validText(s string) string {
 }
 
 // CloseClient ends the membership of a consumer client built with
-// ConsumerOptions and closes it, within timeout whatever the group is doing
+// ClientOptions and closes it, within timeout whatever the group is doing
 // (kgo's Close waits for an in-flight join without a deadline). A static
 // member (instanceID set; kgo.InstanceID) leaves the group explicitly, so
 // that its partitions move at once instead of after the session timeout; a

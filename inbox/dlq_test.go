@@ -24,10 +24,8 @@ func (e *env) startRelay() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	relay, err := outbox.NewWorker(e.db, producer, outbox.Config{PollInterval: 50 * time.Millisecond}, nil, e.log)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	relay := outbox.New(outbox.Deps{Store: e.db, Producer: producer, Logger: e.log},
+		outbox.Options{Wake: e.db.OutboxWritten(), PollInterval: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); relay.Run(ctx) }()
@@ -90,8 +88,8 @@ func TestOversizeDeadLetterCutToFit(t *testing.T) {
 		}
 		cl.Close()
 	}
-	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "two dead", func() bool { return testutil.ToFloat64(m.Dead) == 2 })
 	e.startRelay()
 
@@ -140,8 +138,8 @@ func TestDeadLetterKeepsNullAndBinaryKeys(t *testing.T) {
 		recs = append(recs, rec)
 	}
 	e.produce(recs...)
-	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "four dead", func() bool { return testutil.ToFloat64(m.Dead) == 4 })
 	e.startRelay()
 

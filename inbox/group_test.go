@@ -36,7 +36,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 	e := newEnv(t)
 	m := newMetrics(t)
 	e.produce(succeeded(e.createOrder(100)))
-	_, a := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
+	_, a := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
 	poll.Eventually(t, waitLong, "the first consumer stores a record", func() bool { return testutil.ToFloat64(m.Received) == 1 })
 
 	consumerClient := a.cl
@@ -44,7 +44,7 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 	newMember := func() *kgo.Client {
 		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond),
 			kgo.RebalanceTimeout(10 * time.Second)},
-			inbox.ConsumerOptions(e.group, e.inboxTopic)...)...)
+			inbox.ClientOptions(e.group, e.inboxTopic)...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,12 +87,12 @@ func TestConsumerCloseDuringRebalanceIsBounded(t *testing.T) {
 func (e *env) startStaticConsumer(m *inbox.Metrics, instanceID string) *running {
 	e.t.Helper()
 	opts := append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)},
-		inbox.ConsumerOptions(e.group, e.inboxTopic)...)
+		inbox.ClientOptions(e.group, e.inboxTopic)...)
 	cl, err := kgo.NewClient(append(opts, kgo.InstanceID(instanceID))...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := inbox.NewInboxConsumer(cl, e.db, m, e.log, inbox.ConsumerConfig{})
+	c := inbox.NewConsumer(inbox.ConsumerDeps{Client: cl, Store: e.db, Metrics: m, Logger: e.log}, inbox.ConsumerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1), cl: cl}
 	go func() { r.done <- c.Run(ctx) }()

@@ -170,15 +170,15 @@ func (r *running) stop() error {
 	return r.err
 }
 
-func (e *env) startConsumer(m *inbox.Metrics, cfg inbox.ConsumerConfig, setup func(*inbox.InboxConsumer, context.CancelFunc)) (*inbox.InboxConsumer, *running) {
+func (e *env) startConsumer(m *inbox.Metrics, cfg inbox.ConsumerOptions, setup func(*inbox.Consumer, context.CancelFunc)) (*inbox.Consumer, *running) {
 	e.t.Helper()
 	opts := append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(200 * time.Millisecond)},
-		inbox.ConsumerOptions(e.group, e.inboxTopic)...)
+		inbox.ClientOptions(e.group, e.inboxTopic)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := inbox.NewInboxConsumer(cl, e.db, m, e.log, cfg)
+	c := inbox.NewConsumer(inbox.ConsumerDeps{Client: cl, Store: e.db, Metrics: m, Logger: e.log}, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	if setup != nil {
 		setup(c, cancel)
@@ -189,7 +189,7 @@ func (e *env) startConsumer(m *inbox.Metrics, cfg inbox.ConsumerConfig, setup fu
 	return c, r
 }
 
-func (e *env) startProcessor(m *inbox.Metrics, cfg inbox.ProcessorConfig) (*inbox.InboxProcessor, *running) {
+func (e *env) startProcessor(m *inbox.Metrics, cfg inbox.ProcessorOptions) (*inbox.Processor, *running) {
 	e.t.Helper()
 	if cfg.DLQTopic == "" {
 		cfg.DLQTopic = e.dlqTopic
@@ -197,7 +197,7 @@ func (e *env) startProcessor(m *inbox.Metrics, cfg inbox.ProcessorConfig) (*inbo
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 20 * time.Millisecond
 	}
-	p := inbox.NewInboxProcessor(e.db, e.svc, m, e.log, cfg)
+	p := inbox.NewProcessor(inbox.ProcessorDeps{Store: e.db, Applier: e.svc, Metrics: m, Logger: e.log}, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(ctx) }()
@@ -256,7 +256,7 @@ func (e *env) store(msgs ...postgres.InboxMessage) {
 			msgs[i].Topic = e.inboxTopic
 		}
 	}
-	if _, err := postgres.InsertInbox(context.Background(), e.db, msgs); err != nil {
+	if _, err := e.db.InsertInbox(context.Background(), msgs); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -33,8 +33,8 @@ func TestSameCeIDStoredOnceAppliedOnce(t *testing.T) {
 	again := paymentRecord(orderID, string(rec.Headers[len(rec.Headers)-1].Value), orders.TypePaymentSucceeded)
 	e.produce(rec, again)
 
-	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "both records received and one processed", func() bool {
 		return testutil.ToFloat64(m.Received) == 2 && testutil.ToFloat64(m.Processed) == 1
 	})
@@ -67,7 +67,7 @@ func TestRedeliveryAfterCrashBeforeCommitAppliesOnce(t *testing.T) {
 	// committing the offsets.
 	crash := errors.New("crash before commit")
 	first := newMetrics(t)
-	_, r1 := e.startConsumer(first, inbox.ConsumerConfig{}, func(c *inbox.InboxConsumer, _ context.CancelFunc) {
+	_, r1 := e.startConsumer(first, inbox.ConsumerOptions{}, func(c *inbox.Consumer, _ context.CancelFunc) {
 		inbox.SetBeforeCommit(c, func() error { return crash })
 	})
 	var runErr error
@@ -90,8 +90,8 @@ func TestRedeliveryAfterCrashBeforeCommitAppliesOnce(t *testing.T) {
 	}
 
 	second := newMetrics(t)
-	c, _ := e.startConsumer(second, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(second, inbox.ProcessorConfig{Wake: c.Stored()})
+	c, _ := e.startConsumer(second, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(second, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "all payments applied", func() bool {
 		return testutil.ToFloat64(second.Processed) == float64(len(ids)) &&
 			testutil.ToFloat64(second.Received) == float64(len(ids))
@@ -120,7 +120,7 @@ func TestConsumerRetriesWhileDatabaseFailsAndCommitsAfter(t *testing.T) {
 	if _, err := e.db.Pool.Exec(ctx, `ALTER TABLE inbox RENAME TO inbox_away`); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := e.startConsumer(m, inbox.ConsumerConfig{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, nil)
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, nil)
 	poll.Eventually(t, waitLong, "failed inserts", func() bool { return failures.Load() >= 3 })
 
 	admClient, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
@@ -139,7 +139,7 @@ func TestConsumerRetriesWhileDatabaseFailsAndCommitsAfter(t *testing.T) {
 	if _, err := e.db.Pool.Exec(ctx, `ALTER TABLE inbox_away RENAME TO inbox`); err != nil {
 		t.Fatal(err)
 	}
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "the payment applied", func() bool { return testutil.ToFloat64(m.Processed) == 1 })
 	poll.Eventually(t, waitLong, "the offset committed", func() bool {
 		offsets, err := adm.FetchOffsets(ctx, e.group)
@@ -169,8 +169,8 @@ func TestPoisonRecordsDeadLetteredAtOnceOthersApplied(t *testing.T) {
 	conflict := paymentRecord(a, "conflict", orders.TypePaymentFailed) // a is finished by then
 
 	recs := e.produce(succeeded(a), badJSON, unknownType, noOrderID, notObject, badText, conflict, succeeded(b))
-	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "two applied, six dead", func() bool {
 		return testutil.ToFloat64(m.Processed) == 2 && testutil.ToFloat64(m.Dead) == 6
 	})
@@ -238,7 +238,7 @@ func TestUnknownOrderRetriedThenDead(t *testing.T) {
 	m := newMetrics(t)
 	msg := paymentMessage(uuid.NewString())
 	e.store(msg)
-	e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 4, RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond})
+	e.startProcessor(m, inbox.ProcessorOptions{MaxAttempts: 4, RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond})
 	poll.Eventually(t, waitLong, "dead after max attempts", func() bool {
 		row, _ := e.row(msg.MessageID)
 		return row.dead
@@ -262,7 +262,7 @@ func TestUnknownOrderAppliedWhenItAppears(t *testing.T) {
 	orderID := uuid.NewString()
 	msg := paymentMessage(orderID)
 	e.store(msg)
-	e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 1000, RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond})
+	e.startProcessor(m, inbox.ProcessorOptions{MaxAttempts: 1000, RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond})
 	poll.Eventually(t, waitLong, "two failed attempts", func() bool {
 		row, _ := e.row(msg.MessageID)
 		return row.attempts >= 2
@@ -297,8 +297,8 @@ func TestRecordIdentifiedByPositionWithoutUsableCeID(t *testing.T) {
 	exact := paymentRecord(e.createOrder(100), longest, orders.TypePaymentSucceeded)
 	recs := e.produce(noID, tooLong, notText, exact)
 
-	cons, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: cons.Stored()})
+	cons, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: cons.Stored()})
 	poll.Eventually(t, waitLong, "four applied", func() bool { return testutil.ToFloat64(m.Processed) == 4 })
 	for _, r := range recs[:3] {
 		id := fmt.Sprintf("%s/%d/%d", e.inboxTopic, r.Partition, r.Offset)
@@ -345,7 +345,7 @@ func TestConsumerAndProcessorKilledMidBatch(t *testing.T) {
 	// it works through small batches.
 	killed := errors.New("killed")
 	var polls atomic.Int32
-	_, r1 := e.startConsumer(m, inbox.ConsumerConfig{MaxPollRecords: 4}, func(c *inbox.InboxConsumer, cancel context.CancelFunc) {
+	_, r1 := e.startConsumer(m, inbox.ConsumerOptions{MaxPollRecords: 4}, func(c *inbox.Consumer, cancel context.CancelFunc) {
 		inbox.SetBeforeCommit(c, func() error {
 			if polls.Add(1) == 3 {
 				cancel()
@@ -354,7 +354,7 @@ func TestConsumerAndProcessorKilledMidBatch(t *testing.T) {
 			return nil
 		})
 	})
-	_, p1 := e.startProcessor(m, inbox.ProcessorConfig{BatchSize: 3})
+	_, p1 := e.startProcessor(m, inbox.ProcessorOptions{BatchSize: 3})
 	poll.Eventually(t, waitLong, "first consumer killed", func() bool { return polls.Load() >= 3 })
 	if err := r1.stop(); !errors.Is(err, killed) {
 		t.Fatalf("first consumer returned %v, want it killed", err)
@@ -364,8 +364,8 @@ func TestConsumerAndProcessorKilledMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c2, _ := e.startConsumer(m, inbox.ConsumerConfig{MaxPollRecords: 7}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c2.Stored(), BatchSize: 5})
+	c2, _ := e.startConsumer(m, inbox.ConsumerOptions{MaxPollRecords: 7}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c2.Stored(), BatchSize: 5})
 	poll.Eventually(t, waitLong, "every payment applied", func() bool { return testutil.ToFloat64(m.Processed) == n })
 	if got := testutil.ToFloat64(m.Received) - testutil.ToFloat64(m.Duplicates); got != n {
 		t.Errorf("received - duplicates = %v, want %d", got, n)
@@ -387,7 +387,7 @@ func TestRedriveRequeuesDeadRows(t *testing.T) {
 	first, second := uuid.NewString(), uuid.NewString()
 	m1, m2 := paymentMessage(first), paymentMessage(second)
 	e.store(m1, m2)
-	_, p := e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 1})
+	_, p := e.startProcessor(m, inbox.ProcessorOptions{MaxAttempts: 1})
 	poll.Eventually(t, waitLong, "both dead", func() bool { return testutil.ToFloat64(m.Dead) == 2 })
 	p.stop()
 
@@ -407,7 +407,7 @@ func TestRedriveRequeuesDeadRows(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("redrive all = %d, %v; want 1", n, err)
 	}
-	e.startProcessor(m, inbox.ProcessorConfig{MaxAttempts: 1})
+	e.startProcessor(m, inbox.ProcessorOptions{MaxAttempts: 1})
 	poll.Eventually(t, waitLong, "both applied", func() bool { return testutil.ToFloat64(m.Processed) == 2 })
 	for _, id := range []string{first, second} {
 		if e.status(id) != orders.StatusFinished || e.events(id, orders.TypeOrderFinished) != 1 {
@@ -434,7 +434,7 @@ func TestMetricsRegisteredAndMoving(t *testing.T) {
 		e.store(paymentMessage(id))
 	}
 	// Unknown orders: all three stay pending, rescheduled far ahead.
-	_, p := e.startProcessor(m, inbox.ProcessorConfig{RetryBase: time.Hour, GaugeInterval: time.Millisecond})
+	_, p := e.startProcessor(m, inbox.ProcessorOptions{RetryBase: time.Hour, GaugeInterval: time.Millisecond})
 	poll.Eventually(t, waitLong, "gauge at 3", func() bool { return testutil.ToFloat64(m.Unprocessed) == 3 })
 	p.stop()
 	for _, id := range ids {
@@ -443,7 +443,7 @@ func TestMetricsRegisteredAndMoving(t *testing.T) {
 	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE inbox SET next_attempt_at = now()`); err != nil {
 		t.Fatal(err)
 	}
-	e.startProcessor(m, inbox.ProcessorConfig{GaugeInterval: time.Millisecond})
+	e.startProcessor(m, inbox.ProcessorOptions{GaugeInterval: time.Millisecond})
 	poll.Eventually(t, waitLong, "three processed and gauge at 0", func() bool {
 		return testutil.ToFloat64(m.Processed) == 3 && testutil.ToFloat64(m.Unprocessed) == 0
 	})
@@ -469,8 +469,8 @@ func TestRetentionDeletesOnlyOldProcessedRows(t *testing.T) {
 	e.db.Pool.Exec(ctx, `UPDATE inbox SET processed = true, processed_at = now() - interval '1 hour' WHERE message_id = $1`, recent.MessageID)
 	e.db.Pool.Exec(ctx, `UPDATE inbox SET dead = true, created_at = now() - interval '400 hours' WHERE message_id = $1`, dead.MessageID)
 
-	p := inbox.NewInboxProcessor(e.db, e.svc, newMetrics(t), testLogger(t), inbox.ProcessorConfig{DLQTopic: e.dlqTopic, RetentionBatch: 2})
-	n, err := p.DeleteExpired(ctx)
+	p := inbox.NewProcessor(inbox.ProcessorDeps{Store: e.db, Applier: e.svc, Metrics: newMetrics(t), Logger: testLogger(t)}, inbox.ProcessorOptions{DLQTopic: e.dlqTopic, RetentionBatch: 2})
+	n, _, err := p.DeleteExpired(ctx)
 	if err != nil || n != 5 {
 		t.Fatalf("deleted %d, %v; want 5", n, err)
 	}
@@ -532,7 +532,7 @@ func TestFailingRowRedoesBatchRowByRow(t *testing.T) {
 	var redone atomic.Int32
 	e.log = slog.New(counting{e.log.Handler(), "inbox batch redone row by row", &redone})
 	m := newMetrics(t)
-	p := inbox.NewInboxProcessor(e.db, e.svc, m, e.log, inbox.ProcessorConfig{DLQTopic: e.dlqTopic})
+	p := inbox.NewProcessor(inbox.ProcessorDeps{Store: e.db, Applier: e.svc, Metrics: m, Logger: e.log}, inbox.ProcessorOptions{DLQTopic: e.dlqTopic})
 	ctx := context.Background()
 
 	a, b := e.createOrder(100), e.createOrder(200)

@@ -30,8 +30,8 @@ type gatedApplier struct {
 	t       *testing.T
 }
 
-func (g *gatedApplier) ApplyPayment(ctx context.Context, tx pgx.Tx, ok bool, p orders.PaymentResult) error {
-	err := g.PaymentApplier.ApplyPayment(ctx, tx, ok, p)
+func (g *gatedApplier) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []orders.Payment) error {
+	err := g.PaymentApplier.ApplyPayments(ctx, tx, ps)
 	name := ctx.Value(txName{}).(string)
 	select {
 	case <-g.reached[name]:
@@ -84,7 +84,7 @@ func TestRowByRowPassCannotDeadlock(t *testing.T) {
 			reached: map[string]chan struct{}{"A": make(chan struct{}), "B": make(chan struct{})},
 			pid:     map[string]*int32{"A": new(int32), "B": new(int32)},
 			other:   map[string]string{"A": "B", "B": "A"}}
-		p := inbox.NewInboxProcessor(e.db, g, m, e.log, inbox.ProcessorConfig{DLQTopic: e.dlqTopic})
+		p := inbox.NewProcessor(inbox.ProcessorDeps{Store: e.db, Applier: g, Metrics: m, Logger: e.log}, inbox.ProcessorOptions{DLQTopic: e.dlqTopic})
 		txs := map[string]pgx.Tx{}
 		for _, name := range []string{"A", "B"} {
 			tx, err := e.db.Pool.Begin(context.Background())

@@ -29,8 +29,8 @@ func TestCeIDEqualToAnotherRecordsPositionIsNoDuplicate(t *testing.T) {
 		t.Fatalf("record without ce_id at offset %d, want 1", recs[1].Offset)
 	}
 
-	c, _ := e.startConsumer(m, inbox.ConsumerConfig{}, nil)
-	e.startProcessor(m, inbox.ProcessorConfig{Wake: c.Stored()})
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
 	poll.Eventually(t, waitLong, "both records received", func() bool { return testutil.ToFloat64(m.Received) == 2 })
 	poll.Eventually(t, waitLong, "both records applied", func() bool { return testutil.ToFloat64(m.Processed) == 2 })
 	if got := testutil.ToFloat64(m.Duplicates); got != 0 {
@@ -53,11 +53,11 @@ func TestRowStoredBeforeUpgradeStaysDuplicate(t *testing.T) {
 	rec := e.produce(paymentRecord(a, "payments/42", orders.TypePaymentSucceeded))[0]
 	old := paymentMessage(a)
 	old.MessageID, old.Topic, old.Partition, old.Offset = "payments/42", rec.Topic, rec.Partition, rec.Offset
-	if _, err := postgres.InsertInbox(context.Background(), e.db, []postgres.InboxMessage{old}); err != nil {
+	if _, err := e.db.InsertInbox(context.Background(), []postgres.InboxMessage{old}); err != nil {
 		t.Fatal(err)
 	}
 
-	e.startConsumer(m, inbox.ConsumerConfig{}, nil)
+	e.startConsumer(m, inbox.ConsumerOptions{}, nil)
 	poll.Eventually(t, waitLong, "the record received", func() bool { return testutil.ToFloat64(m.Received) == 1 })
 	if got := testutil.ToFloat64(m.Duplicates); got != 1 {
 		t.Errorf("duplicates = %v, want 1", got)

@@ -6,8 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the inbox's Prometheus metrics, shared by InboxConsumer and
-// InboxProcessor.
+// Metrics are the inbox's Prometheus metrics, shared by the Consumer and
+// the Processor.
 type Metrics struct {
 	Received    prometheus.Counter // records polled from Kafka
 	Duplicates  prometheus.Counter // records already in the inbox
@@ -19,7 +19,20 @@ type Metrics struct {
 // NewMetrics creates the inbox metrics and registers them on reg; with a nil
 // reg they are created but not registered.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
+	m := newMetrics()
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.Received, m.Duplicates, m.Processed, m.Dead, m.Unprocessed} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register inbox metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func newMetrics() *Metrics {
+	return &Metrics{
 		Received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orders_inbox_received_total",
 			Help: "Records received from the inbox topic, duplicates included.",
@@ -41,13 +54,4 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Inbox messages neither processed nor dead (counted up to a bound).",
 		}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.Received, m.Duplicates, m.Processed, m.Dead, m.Unprocessed} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register inbox metrics: %w", err)
-		}
-	}
-	return m, nil
 }

@@ -1,12 +1,14 @@
 package inbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -17,19 +19,37 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/periodic"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/telemetry"
 )
 
-// PaymentApplier applies payment results to their orders inside tx; it is
-// implemented by postgres.OrderService. ApplyPayment returns ENOTFOUND for
-// an unknown order, ECONFLICT for a transition the order's state refuses,
-// and nil for an applied result or a no-op. ApplyPayments applies several in
-// turn, failing as ApplyPayment at the first that does not apply.
+// PaymentApplier applies payment results to their orders
+// (postgres.OrderService). ApplyPayments applies ps in turn and returns nil
+// when each applied or was a no-op, else ENOTFOUND for an unknown order or
+// ECONFLICT for a transition the order's state refuses, at the first that
+// does not apply.
 type PaymentApplier interface {
-	ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bool, p orders.PaymentResult) error
-	ApplyPayments(ctx context.Context, tx pgx.Tx, ps []postgres.Payment) error
+	// tx is the Processor's: a payment must commit with its inbox row's mark.
+	ApplyPayments(ctx context.Context, tx pgx.Tx, ps []orders.Payment) error
+}
+
+// ProcessorStore is the inbox table as the Processor uses it
+// (*postgres.DB). InTx yields a pgx.Tx because PaymentApplier needs one.
+type ProcessorStore interface {
+	InTx(ctx context.Context, wroteOutbox bool, fn func(pgx.Tx) error) error
+	DeleteProcessedInbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
+	CountPendingInbox(ctx context.Context, limit int) (int64, error)
+}
+
+// ProcessorDeps are what a Processor works with. Store and Applier are
+// required.
+type ProcessorDeps struct {
+	Store   ProcessorStore
+	Applier PaymentApplier
+	Metrics *Metrics // from NewMetrics, shared with the Consumer; nil: unregistered ones
+	Logger  *slog.Logger
 }
 
 // Headers added to a dead-lettered record, after its original headers.
@@ -43,10 +63,10 @@ const (
 	HeaderDLQTruncated = "dlq_truncated"
 )
 
-// ProcessorConfig tunes an InboxProcessor; zero values take the defaults.
-type ProcessorConfig struct {
+// ProcessorOptions tune a Processor; zero values take the defaults.
+type ProcessorOptions struct {
 	DLQTopic          string          // KAFKA_DLQ_TOPIC; required
-	Wake              <-chan struct{} // InboxConsumer.Stored: process at once instead of waiting for the poll
+	Wake              <-chan struct{} // Consumer.Stored: process at once instead of waiting for the poll; nil: poll only
 	BatchSize         int             // rows per transaction; default 50 (when a row fails, each gets a savepoint, and PostgreSQL caches 64 subtransactions)
 	PollInterval      time.Duration   // wait between polls when idle; default 500ms
 	MaxAttempts       int             // INBOX_MAX_ATTEMPTS; default 10
@@ -59,7 +79,7 @@ type ProcessorConfig struct {
 	GaugeLimit        int             // bound of the pending count; default 100000
 }
 
-func (c *ProcessorConfig) setDefaults() {
+func (c ProcessorOptions) withDefaults() ProcessorOptions {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -80,6 +100,7 @@ func (c *ProcessorConfig) setDefaults() {
 	defInt(&c.RetentionBatch, 1000)
 	def(&c.GaugeInterval, 5*time.Second)
 	defInt(&c.GaugeLimit, 100_000)
+	return c
 }
 
 // Backoff returns the wait after the n-th failed attempt (n >= 1): base,
@@ -93,37 +114,64 @@ func Backoff(n int, base, limit time.Duration) time.Duration {
 	return min(d, limit)
 }
 
-// InboxProcessor applies stored inbox messages to their orders. It claims a
+// Processor applies stored inbox messages to their orders. It claims a
 // batch of due rows in one transaction and applies them; when one fails, it
 // handles the batch again with each row in a savepoint, so a failing row is
 // rolled back alone: applied rows are marked processed in the same
 // transaction that changed the order; rows that may apply later are
 // rescheduled with backoff; rows that never can, or ran out of attempts, are
 // marked dead and copied to the dead-letter topic through the outbox.
-type InboxProcessor struct {
-	db      *postgres.DB
+type Processor struct {
+	db      ProcessorStore
 	app     PaymentApplier
 	metrics *Metrics
 	log     *slog.Logger
-	cfg     ProcessorConfig
-
-	lastGauge, lastRetention time.Time
+	cfg     ProcessorOptions
 }
 
-// NewInboxProcessor returns a processor applying messages through app.
-func NewInboxProcessor(db *postgres.DB, app PaymentApplier, m *Metrics, log *slog.Logger, cfg ProcessorConfig) *InboxProcessor {
-	cfg.setDefaults()
-	return &InboxProcessor{db: db, app: app, metrics: m, log: log, cfg: cfg}
+// InboxProcessor is the name the design gives the Processor.
+type InboxProcessor = Processor
+
+// NewProcessor returns a processor applying d.Store's messages through
+// d.Applier. A nil d.Logger logs to slog.Default().
+func NewProcessor(d ProcessorDeps, o ProcessorOptions) *Processor {
+	m := d.Metrics
+	if m == nil {
+		m = newMetrics()
+	}
+	return &Processor{db: d.Store, app: d.Applier, metrics: m,
+		log: cmp.Or(d.Logger, slog.Default()).With("component", "inbox-processor"), cfg: o.withDefaults()}
 }
 
 // Run processes until ctx ends, then returns nil. It runs batches back to
 // back while they are full, otherwise waits for a wake-up or the poll
 // interval. A failing transaction (database down) marks nothing and is
-// retried with capped backoff.
-func (p *InboxProcessor) Run(ctx context.Context) error {
+// retried with capped backoff. Beside it, it refreshes the pending gauge
+// every GaugeInterval and applies retention every RetentionInterval.
+func (p *Processor) Run(ctx context.Context) error {
 	p.log.Info("inbox processor started", "batch_size", p.cfg.BatchSize, "max_attempts", p.cfg.MaxAttempts,
 		"dlq_topic", p.cfg.DLQTopic)
 	defer p.log.Info("inbox processor stopped")
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		periodic.Run(ctx, p.cfg.RetentionInterval, p.retention, func(err error) {
+			p.log.Warn("inbox retention failed", "error", err)
+		})
+	})
+	wg.Go(func() {
+		periodic.Run(ctx, p.cfg.GaugeInterval, p.refreshGauge, func(err error) {
+			p.log.Warn("count pending inbox rows failed", "error", err)
+		})
+	})
+	p.process(ctx)
+	return nil
+}
+
+// process runs batches until ctx ends.
+func (p *Processor) process(ctx context.Context) {
 	var failWait time.Duration
 	for {
 		// A batch in flight when ctx ends is finished, not abandoned at its
@@ -132,7 +180,7 @@ func (p *InboxProcessor) Run(ctx context.Context) error {
 		n, err := p.ProcessBatch(bctx)
 		cancel()
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		wait := p.cfg.PollInterval
 		if err != nil {
@@ -141,7 +189,6 @@ func (p *InboxProcessor) Run(ctx context.Context) error {
 			p.log.Warn("inbox batch failed; nothing was marked, retrying", "retry_in", wait, "error", err)
 		} else {
 			failWait = 0
-			p.housekeeping(ctx)
 			if n == p.cfg.BatchSize {
 				continue
 			}
@@ -150,7 +197,7 @@ func (p *InboxProcessor) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-p.cfg.Wake:
 		case <-t.C:
 		}
@@ -183,7 +230,7 @@ var errRowFailed = errors.New("an inbox row did not apply")
 // row, each in a savepoint, so that the failing row is rolled back,
 // rescheduled or dead-lettered alone. An error means the transaction rolled
 // back.
-func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
+func (p *Processor) ProcessBatch(ctx context.Context) (int, error) {
 	claimed, counts, err := p.processBatch(ctx, p.applyAll)
 	if errors.Is(err, errRowFailed) {
 		p.log.Debug("inbox batch redone row by row", "rows", claimed)
@@ -201,7 +248,7 @@ func (p *InboxProcessor) ProcessBatch(ctx context.Context) (int, error) {
 }
 
 // processBatch claims a batch and handles it with apply in one transaction.
-func (p *InboxProcessor) processBatch(ctx context.Context, apply func(context.Context, pgx.Tx, []postgres.InboxMessage) ([3]int, error)) (claimed int, counts [3]int, err error) {
+func (p *Processor) processBatch(ctx context.Context, apply func(context.Context, pgx.Tx, []postgres.InboxMessage) ([3]int, error)) (claimed int, counts [3]int, err error) {
 	err = p.db.InTx(ctx, true, func(tx pgx.Tx) error {
 		claimed, counts = 0, [3]int{}
 		msgs, err := postgres.ClaimInbox(ctx, tx, p.cfg.BatchSize)
@@ -222,9 +269,9 @@ func (p *InboxProcessor) processBatch(ctx context.Context, apply func(context.Co
 // the whole batch, dead-letters those that never can apply, and marks the
 // applied ones processed in one statement. It fails with errRowFailed when a
 // row does not apply: tx may then hold partial writes and must roll back.
-func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
+func (p *Processor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
 	var counts [3]int
-	payments := make([]postgres.Payment, 0, len(msgs))
+	payments := make([]orders.Payment, 0, len(msgs))
 	applied := make([]string, 0, len(msgs))
 	for _, m := range msgs {
 		// Each row's span covers the batch it is applied in, and the event
@@ -239,7 +286,7 @@ func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgre
 			counts[outcomeDead]++
 			continue
 		}
-		payments = append(payments, postgres.Payment{Succeeded: succeeded, Result: result, TraceParent: telemetry.TraceParent(sctx)})
+		payments = append(payments, orders.Payment{Succeeded: succeeded, Result: result, TraceParent: telemetry.TraceParent(sctx)})
 		applied = append(applied, m.MessageID)
 	}
 	if err := p.app.ApplyPayments(ctx, tx, payments); err != nil {
@@ -258,7 +305,7 @@ func (p *InboxProcessor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgre
 // applyEach handles msgs in tx one by one, each in a savepoint. It first
 // locks all their orders in id order, as ApplyPayments does, so that it
 // cannot deadlock with another batch holding some of the same orders.
-func (p *InboxProcessor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
+func (p *Processor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.InboxMessage) ([3]int, error) {
 	var counts [3]int
 	ids := make([]string, 0, len(msgs))
 	for _, m := range msgs {
@@ -281,7 +328,7 @@ func (p *InboxProcessor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgr
 
 // handle applies one row inside a savepoint of tx and records the outcome.
 // An error means tx itself is unusable and must roll back.
-func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
+func (p *Processor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
 	ctx, span := applySpan(ctx, m)
 	defer span.End()
 	result, succeeded, err := decode(m)
@@ -292,7 +339,7 @@ func (p *InboxProcessor) handle(ctx context.Context, tx pgx.Tx, m postgres.Inbox
 	if err != nil {
 		return 0, fmt.Errorf("savepoint: %w", err)
 	}
-	applyErr := p.app.ApplyPayment(ctx, sp, succeeded, result)
+	applyErr := p.app.ApplyPayments(ctx, sp, []orders.Payment{{Succeeded: succeeded, Result: result}})
 	if applyErr == nil {
 		applyErr = postgres.MarkInboxProcessed(ctx, sp, m.MessageID)
 	}
@@ -366,7 +413,7 @@ func decode(m postgres.InboxMessage) (orders.PaymentResult, bool, error) {
 // deadLetter marks m dead with cause and, in the same transaction, queues a
 // copy of it for the dead-letter topic: the original key (null, text or
 // any bytes, as it was), headers and payload, plus the dlq_* headers.
-func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage, orderID string, cause error) error {
+func (p *Processor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage, orderID string, cause error) error {
 	text := errorText(cause)
 	if err := postgres.MarkInboxDead(ctx, tx, m.MessageID, text); err != nil {
 		return err
@@ -429,38 +476,35 @@ func errorText(err error) string {
 	return s
 }
 
-// housekeeping refreshes the pending gauge and deletes old processed rows,
-// each at most once per its interval.
-func (p *InboxProcessor) housekeeping(ctx context.Context) {
-	now := time.Now()
-	if now.Sub(p.lastGauge) >= p.cfg.GaugeInterval {
-		p.lastGauge = now
-		if n, err := postgres.CountPendingInbox(ctx, p.db, p.cfg.GaugeLimit); err != nil {
-			p.log.Warn("count pending inbox rows failed", "error", err)
-		} else {
-			p.metrics.Unprocessed.Set(float64(n))
-		}
+// refreshGauge sets the pending gauge. Run calls it every GaugeInterval.
+func (p *Processor) refreshGauge(ctx context.Context) error {
+	n, err := p.db.CountPendingInbox(ctx, p.cfg.GaugeLimit)
+	if err != nil {
+		return err
 	}
-	if now.Sub(p.lastRetention) >= p.cfg.RetentionInterval {
-		p.lastRetention = now
-		deleted, err := p.DeleteExpired(ctx)
-		if err != nil {
-			p.log.Warn("inbox retention failed", "error", err)
-		} else if deleted > 0 {
-			p.log.Info("inbox retention deleted processed rows", "rows", deleted)
-		}
-	}
+	p.metrics.Unprocessed.Set(float64(n))
+	return nil
 }
 
-// DeleteExpired deletes rows processed longer than the retention ago, in
-// batches of RetentionBatch, and returns how many it deleted.
-func (p *InboxProcessor) DeleteExpired(ctx context.Context) (int64, error) {
-	var total int64
+// retention runs DeleteExpired and logs what it deleted.
+func (p *Processor) retention(ctx context.Context) error {
+	n, _, err := p.DeleteExpired(ctx)
+	if err == nil && n > 0 {
+		p.log.Info("inbox retention deleted processed rows", "rows", n)
+	}
+	return err
+}
+
+// DeleteExpired deletes rows processed more than Retention ago by the
+// database clock, RetentionBatch at a time, until a statement deletes fewer
+// than that. Run calls it every RetentionInterval.
+func (p *Processor) DeleteExpired(ctx context.Context) (deleted int64, statements int, err error) {
 	for {
-		n, err := postgres.DeleteProcessedInbox(ctx, p.db, p.cfg.Retention, p.cfg.RetentionBatch)
-		total += n
+		n, err := p.db.DeleteProcessedInbox(ctx, p.cfg.Retention, p.cfg.RetentionBatch)
+		statements++
+		deleted += n
 		if err != nil || n < int64(p.cfg.RetentionBatch) {
-			return total, err
+			return deleted, statements, err
 		}
 	}
 }

@@ -61,19 +61,24 @@ func newProducer(t *testing.T, addr string) *kgo.Client {
 	return cl
 }
 
-func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Config) (*OutboxWorker, *prometheus.Registry) {
+func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Options) (*Relay, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w, err := NewWorker(db, p, cfg, reg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.Wake == nil {
+		cfg.Wake = db.OutboxWritten()
+	}
+	w := New(Deps{Store: db, Producer: p, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))}, cfg)
 	return w, reg
 }
 
 // start runs w until the returned stop is called (or the test ends) and
 // fails the test if Run does not return promptly after that.
-func start(t *testing.T, w *OutboxWorker) (stop func()) {
+func start(t *testing.T, w *Relay) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

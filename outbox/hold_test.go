@@ -77,7 +77,7 @@ func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 	addr := cluster.ListenAddrs()[0]
 	held, release := holdFirstProduce(t, cluster)
 	c := collect(t, addr, topic)
-	cfg := Config{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second}
+	cfg := Options{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second}
 
 	db1, db2 := pgtest.Open(t, dsn), pgtest.Open(t, dsn)
 	svc := newService(db1, topic)
@@ -132,7 +132,7 @@ func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 // kfake in both modes: the test holds a produce request (ControlKey).
 func TestUnresolvedPastResolveTimeout(t *testing.T) {
 	t.Parallel()
-	cfg := Config{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 300 * time.Millisecond}
+	cfg := Options{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 300 * time.Millisecond}
 	t.Run("new producer", func(t *testing.T) {
 		t.Parallel()
 		db := pgtest.NewDB(t)

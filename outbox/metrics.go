@@ -1,8 +1,13 @@
 package outbox
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
 
-type metrics struct {
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the relay's Prometheus metrics.
+type Metrics struct {
 	published prometheus.Counter
 	latency   prometheus.Histogram
 	errors    prometheus.Counter
@@ -12,8 +17,23 @@ type metrics struct {
 	parkedNow prometheus.Gauge
 }
 
-func newMetrics() metrics {
-	return metrics{
+// NewMetrics creates the relay's metrics and registers them on reg; with a
+// nil reg they are created but not registered.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := newMetrics()
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge, m.parked, m.parkedNow} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register outbox metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func newMetrics() *Metrics {
+	return &Metrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orders_outbox_published_total",
 			Help: "Outbox rows acknowledged by Kafka and marked sent.",
@@ -44,13 +64,4 @@ func newMetrics() metrics {
 			Help: "Parked outbox rows waiting for a re-drive (counted up to 100000, refreshed every few seconds).",
 		}),
 	}
-}
-
-func (m metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge, m.parked, m.parkedNow} {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
 }

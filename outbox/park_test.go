@@ -41,7 +41,7 @@ func TestOversizeRowIsParked(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	w, _ := newWorker(t, db, producer, Config{PollInterval: 100 * time.Millisecond})
+	w, _ := newWorker(t, db, producer, Options{PollInterval: 100 * time.Millisecond})
 	c := collectWith(t, k.Addr(), kgo.ConsumeTopics(k.topic, dlqTopic))
 
 	before := createOrder(t, svc, "before")
@@ -117,7 +117,7 @@ func TestUnauthorizedTopicIsParked(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	w, _ := newWorker(t, db, producer, Config{PollInterval: 100 * time.Millisecond})
+	w, _ := newWorker(t, db, producer, Options{PollInterval: 100 * time.Millisecond})
 	c := collectWith(t, addr, kgo.ConsumeTopics(topic, forbidden), kgo.SASL(plain.Auth{User: "admin", Pass: "admin-secret"}.AsMechanism()))
 
 	before := createOrder(t, svc, "before")
@@ -163,7 +163,7 @@ func TestNullAndBinaryKeysPublishedAndParked(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	w, _ := newWorker(t, db, producer, Config{PollInterval: 100 * time.Millisecond})
+	w, _ := newWorker(t, db, producer, Options{PollInterval: 100 * time.Millisecond})
 	c := collectWith(t, addr, kgo.ConsumeTopics(dlqTopic))
 
 	big, small := bytes.Repeat([]byte("x"), 1_000_100), []byte(`{}`)

@@ -25,16 +25,16 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
-		cfg  Config
+		cfg  Options
 		// until reports, once the broker is down, when the outage has
 		// lasted long enough.
-		until func(w *OutboxWorker, downFor time.Duration) bool
+		until func(w *Relay, downFor time.Duration) bool
 	}{{
 		// The batch's ProduceTimeout (10 s) outlasts the outage: the
 		// records wait in the client, whose retries would by now wait
 		// 4 to 5 s with franz-go's defaults.
 		name: "waiting for acknowledgements",
-		until: func(_ *OutboxWorker, downFor time.Duration) bool {
+		until: func(_ *Relay, downFor time.Duration) bool {
 			return downFor >= 8*time.Second
 		},
 	}, {
@@ -42,8 +42,8 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 		// before the cut); the relay's backoff doubles from 100 ms with
 		// each failure.
 		name: "backing off after failed batches",
-		cfg:  Config{ProduceTimeout: 300 * time.Millisecond},
-		until: func(w *OutboxWorker, _ time.Duration) bool {
+		cfg:  Options{ProduceTimeout: 300 * time.Millisecond},
+		until: func(w *Relay, _ time.Duration) bool {
 			return w.backingOff.Load() >= int64(3*time.Second)
 		},
 	}}
@@ -105,7 +105,7 @@ func TestBackOffEndsOnlyWhenKafkaReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	w, _ := newWorker(t, db, producer, Config{})
+	w, _ := newWorker(t, db, producer, Options{})
 	const d = 1500 * time.Millisecond
 	timed := func(noAnswer bool) time.Duration {
 		start := time.Now()

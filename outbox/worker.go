@@ -1,9 +1,10 @@
-// Package outbox relays the transactional outbox to Kafka: OutboxWorker
+// Package outbox relays the transactional outbox to Kafka: the Relay
 // publishes unsent rows in id order, marks them sent only after Kafka
 // acknowledged them, and deletes sent rows after a retention period.
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,20 +14,32 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/acme/orders-service/internal/periodic"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/telemetry"
 )
 
-// Producer is what the worker needs of *kgo.Client: asynchronous produce
+// Store is the outbox table as the relay uses it (*postgres.DB).
+type Store interface {
+	// PublishOutbox claims a batch under the outbox lock, calls publish
+	// with it while holding the claim, and parks and marks the rows as
+	// publish says, in one transaction; busy: another replica holds the lock.
+	PublishOutbox(ctx context.Context, limit int, idle time.Duration,
+		publish func(recs []postgres.OutboxRecord, parkedKeys map[string]bool) (postgres.OutboxMarks, error)) (busy bool, err error)
+	DeleteSentOutbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
+	CountUnsentOutbox(ctx context.Context, limit int) (int64, error)
+	OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error)
+	CountParkedOutbox(ctx context.Context, limit int) (int64, error)
+}
+
+// Producer is what the relay needs of *kgo.Client: asynchronous produce
 // with a promise called once per record, Flush, which sends buffered
 // records at once instead of after the client's linger and returns when
 // they all have an outcome or ctx ends, and Close, which abandons records
@@ -39,26 +52,38 @@ type Producer interface {
 }
 
 // ErrStalled is returned by Run when records stayed without an outcome for
-// ResolveTimeout past ProduceTimeout and the worker has no NewProducer to
+// ResolveTimeout past ProduceTimeout and the relay has no NewProducer to
 // replace its producer with: it stopped publishing for good.
 var ErrStalled = errors.New("outbox relay stopped: Kafka gave no outcome for produced records")
 
-// Config tunes an OutboxWorker. Zero values take the defaults shown.
-type Config struct {
+// Deps are what a Relay works with. Store and Producer are required.
+type Deps struct {
+	Store    Store
+	Producer Producer // normally a *kgo.Client
+	Metrics  *Metrics // from NewMetrics; nil: unregistered ones
+	Logger   *slog.Logger
+}
+
+// Options tune a Relay. Zero values take the defaults shown.
+type Options struct {
+	// Wake delivers a value after local commits that wrote outbox rows
+	// (postgres.DB.OutboxWritten), so the relay publishes at once instead of
+	// after PollInterval. Nil: the relay polls only.
+	Wake           <-chan struct{}
 	BatchSize      int           // rows per publishing transaction (1000)
-	PollInterval   time.Duration // wait for other replicas' commits (500ms); local commits wake the worker at once
+	PollInterval   time.Duration // wait for other replicas' commits (500ms)
 	BatchDelay     time.Duration // after a batch with rows, wait this long after the next commit for more to join (2ms)
 	ProduceTimeout time.Duration // bound on one batch's acknowledgements (10s)
-	// ResolveTimeout is how much longer than ProduceTimeout the worker keeps
+	// ResolveTimeout is how much longer than ProduceTimeout the relay keeps
 	// its claim (transaction and outbox lock) while records it sent have no
 	// outcome, so no other replica publishes behind them (3 x ProduceTimeout).
-	// After it, the worker closes its producer, whose records then can never
+	// After it, the relay closes its producer, whose records then can never
 	// be sent again, releases the claim, and goes on with a producer from
 	// NewProducer; without NewProducer, Run returns ErrStalled.
 	ResolveTimeout time.Duration
-	// NewProducer makes a replacement producer. When it is set the worker
+	// NewProducer makes a replacement producer. When it is set the relay
 	// owns its producers: it closes the one it gives up on and, when Run
-	// returns, the one in use, the one given to NewWorker included. Nil:
+	// returns, the one in use, the one given in Deps included. Nil:
 	// see ResolveTimeout.
 	NewProducer func() (Producer, error)
 	// MaxRecordBytes is the producer's limit on one record batch
@@ -71,7 +96,7 @@ type Config struct {
 	GaugeInterval     time.Duration // refresh of the unsent and oldest-age gauges (5s)
 }
 
-func (c Config) withDefaults() Config {
+func (c Options) withDefaults() Options {
 	setDur := func(d *time.Duration, def time.Duration) {
 		if *d <= 0 {
 			*d = def
@@ -97,7 +122,7 @@ func (c Config) withDefaults() Config {
 }
 
 const (
-	// failGrace is how long past ProduceTimeout the worker waits for the
+	// failGrace is how long past ProduceTimeout the relay waits for the
 	// client to fail the records it timed out, for an accurate error.
 	failGrace = 250 * time.Millisecond
 	// idleGrace is how long past ProduceTimeout the server lets a publishing
@@ -107,18 +132,18 @@ const (
 	gaugeCountCap = 100000
 )
 
-// OutboxWorker is the outbox relay. Any number of replicas may run one on the
-// same database: a PostgreSQL advisory lock lets one batch at a time be
-// published, so one order's events reach Kafka in the order they were
-// written. Delivery is at least once: a row is marked sent only after Kafka
-// acknowledged it, and a failure before the mark commits republishes it
-// later with the same ce_id.
-type OutboxWorker struct {
-	db       *postgres.DB
+// Relay is the outbox relay (the design's OutboxWorker). Any number of
+// replicas may run one on the same database: a PostgreSQL advisory lock lets
+// one batch at a time be published, so one order's events reach Kafka in
+// the order they were written. Delivery is at least once: a row is marked
+// sent only after Kafka acknowledged it, and a failure before the mark
+// commits republishes it later with the same ce_id.
+type Relay struct {
+	db       Store
 	producer Producer
-	cfg      Config
+	cfg      Options
 	log      *slog.Logger
-	m        metrics
+	m        *Metrics
 
 	minBackoff, maxBackoff time.Duration
 	probeInterval          time.Duration // how often a backoff after a Kafka failure asks whether the broker answers
@@ -128,28 +153,27 @@ type OutboxWorker struct {
 	stalled                atomic.Bool   // gave up on a producer with no way to replace it
 }
 
-// NewWorker returns a worker publishing db's outbox through producer
-// (normally a *kgo.Client) and registers its metrics on reg (nil: none).
-func NewWorker(db *postgres.DB, producer Producer, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*OutboxWorker, error) {
-	if log == nil {
-		log = slog.Default()
+// OutboxWorker is the name the design gives the Relay.
+type OutboxWorker = Relay
+
+// New returns a relay publishing d.Store's outbox through d.Producer. A nil
+// d.Logger logs to slog.Default().
+func New(d Deps, o Options) *Relay {
+	log := cmp.Or(d.Logger, slog.Default())
+	m := d.Metrics
+	if m == nil {
+		m = newMetrics()
 	}
-	m := newMetrics()
-	if reg != nil {
-		if err := m.register(reg); err != nil {
-			return nil, fmt.Errorf("register outbox metrics: %w", err)
-		}
-	}
-	return &OutboxWorker{
-		db:            db,
-		producer:      producer,
-		cfg:           cfg.withDefaults(),
+	return &Relay{
+		db:            d.Store,
+		producer:      d.Producer,
+		cfg:           o.withDefaults(),
 		log:           log.With("component", "outbox"),
 		m:             m,
 		minBackoff:    100 * time.Millisecond,
 		maxBackoff:    5 * time.Second,
 		probeInterval: 100 * time.Millisecond,
-	}, nil
+	}
 }
 
 // Run publishes the outbox, applies retention and refreshes the gauges until
@@ -157,7 +181,7 @@ func NewWorker(db *postgres.DB, producer Producer, cfg Config, reg prometheus.Re
 // ProduceTimeout plus ResolveTimeout plus a few seconds. Failures are logged
 // and retried; Run returns nil once stopped, or ErrStalled (see
 // ResolveTimeout).
-func (w *OutboxWorker) Run(ctx context.Context) error {
+func (w *Relay) Run(ctx context.Context) error {
 	w.log.Info("outbox worker starting",
 		"batch_size", w.cfg.BatchSize, "poll_interval", w.cfg.PollInterval,
 		"produce_timeout", w.cfg.ProduceTimeout, "resolve_timeout", w.cfg.ResolveTimeout, "retention", w.cfg.Retention)
@@ -167,8 +191,16 @@ func (w *OutboxWorker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Go(func() { w.retentionLoop(ctx) })
-	wg.Go(func() { w.gaugeLoop(ctx) })
+	wg.Go(func() {
+		periodic.Run(ctx, w.cfg.RetentionInterval, w.retention, func(err error) {
+			w.log.Warn("outbox retention failed, will retry", "error", err)
+		})
+	})
+	wg.Go(func() {
+		periodic.Run(ctx, w.cfg.GaugeInterval, w.refreshGauges, func(err error) {
+			w.log.Warn("outbox gauges not refreshed", "error", err)
+		})
+	})
 	err := w.publishLoop(ctx)
 	cancel()
 	wg.Wait()
@@ -185,8 +217,8 @@ func (w *OutboxWorker) Run(ctx context.Context) error {
 // exponentially, but a broker that answers again ends the backoff (see
 // backOff); finding another replica publishing retries shortly, since
 // that replica may have claimed its batch before our latest commit. It
-// returns ErrStalled when the worker can no longer publish.
-func (w *OutboxWorker) publishLoop(ctx context.Context) error {
+// returns ErrStalled when the relay can no longer publish.
+func (w *Relay) publishLoop(ctx context.Context) error {
 	busyWait := min(max(w.cfg.PollInterval/5, time.Millisecond), 100*time.Millisecond)
 	timer := time.NewTimer(w.cfg.PollInterval)
 	defer timer.Stop()
@@ -225,7 +257,7 @@ func (w *OutboxWorker) publishLoop(ctx context.Context) error {
 		timer.Reset(w.cfg.PollInterval)
 		select {
 		case <-ctx.Done():
-		case <-w.db.OutboxWritten():
+		case <-w.cfg.Wake:
 			if res.rows > 0 {
 				// Commits keep coming: let a few more join the next batch
 				// rather than paying a transaction per commit.
@@ -261,7 +293,7 @@ type pinger interface {
 // returning broker is noticed within probeInterval, not at the end of a
 // backoff of up to maxBackoff. Failures elsewhere (PostgreSQL, an error
 // Kafka returned) with the broker answering throughout wait the whole d.
-func (w *OutboxWorker) backOff(ctx context.Context, d time.Duration, noAnswer bool) {
+func (w *Relay) backOff(ctx context.Context, d time.Duration, noAnswer bool) {
 	deadline := time.Now().Add(d)
 	p, ok := w.producer.(pinger)
 	if !ok || d <= w.probeInterval {
@@ -320,7 +352,7 @@ type outcome struct {
 // refused for good. Rows that failed otherwise stay unsent, with the later
 // rows of their keys, and the batch reports the error so the loop backs off.
 // The claim is kept until every record has an outcome (see ResolveTimeout).
-func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
+func (w *Relay) publishBatch(ctx context.Context) (batchResult, error) {
 	// Finish the batch even when ctx ends meanwhile: records Kafka already
 	// acknowledged are then marked, not republished after a restart.
 	idle := w.cfg.ProduceTimeout + w.cfg.ResolveTimeout + idleGrace
@@ -331,31 +363,9 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 	var recs []postgres.OutboxRecord
 	var outs []outcome
 	var retryErr error
-	err := w.db.InTx(bctx, false, func(tx pgx.Tx) error {
-		if err := postgres.SetIdleTimeout(bctx, tx, idle); err != nil {
-			return err
-		}
-		locked, err := postgres.TryLockOutbox(bctx, tx)
-		if err != nil {
-			return err
-		}
-		if !locked {
-			res.busy = true
-			w.lockBusy.Add(1)
-			return nil
-		}
-		recs, err = postgres.ClaimOutbox(bctx, tx, w.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
+	busy, err := w.db.PublishOutbox(bctx, w.cfg.BatchSize, idle, func(claimed []postgres.OutboxRecord, parkedKeys map[string]bool) (postgres.OutboxMarks, error) {
+		recs = claimed
 		res.rows = len(recs)
-		if len(recs) == 0 {
-			return nil
-		}
-		parkedKeys, err := postgres.ParkedKeys(bctx, tx, recs)
-		if err != nil {
-			return err
-		}
 		krecs := make([]*kgo.Record, len(recs))
 		for i, r := range recs {
 			krecs[i] = record(r)
@@ -367,32 +377,27 @@ func (w *OutboxWorker) publishBatch(ctx context.Context) (batchResult, error) {
 			res.noAnswer = true
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "produce failed")
-			return err
+			return postgres.OutboxMarks{}, err
 		}
 		retryErr = w.settle(recs, outs)
 		res.noAnswer = retryErr != nil && !kafkaAnswered(retryErr)
-		var sent, parkIDs []int64
-		var parkErrs []string
+		var marks postgres.OutboxMarks
 		for i, o := range outs {
 			switch {
 			case o.parkErr != "":
-				parkIDs = append(parkIDs, recs[i].ID)
-				parkErrs = append(parkErrs, o.parkErr)
+				marks.Parked = append(marks.Parked, recs[i].ID)
+				marks.ParkErrs = append(marks.ParkErrs, o.parkErr)
 			case !o.unsettled:
-				sent = append(sent, recs[i].ID)
+				marks.Sent = append(marks.Sent, recs[i].ID)
 			}
 		}
-		if len(parkIDs) > 0 {
-			if err := postgres.ParkOutbox(bctx, tx, parkIDs, parkErrs); err != nil {
-				return err
-			}
-		}
-		res.parked = len(parkIDs)
-		if len(sent) > 0 {
-			return postgres.MarkOutboxSent(bctx, tx, sent)
-		}
-		return nil
+		res.parked = len(marks.Parked)
+		return marks, nil
 	})
+	if busy {
+		res.busy = true
+		w.lockBusy.Add(1)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -428,7 +433,7 @@ func keyOf(r postgres.OutboxRecord) string {
 // prePark decides, before producing, which rows to park: rows of a topic
 // and key that already has a parked row, and rows whose record could never
 // fit the producer's limit, with the later rows of their keys.
-func (w *OutboxWorker) prePark(recs []postgres.OutboxRecord, krecs []*kgo.Record, parkedKeys map[string]bool) []outcome {
+func (w *Relay) prePark(recs []postgres.OutboxRecord, krecs []*kgo.Record, parkedKeys map[string]bool) []outcome {
 	outs := make([]outcome, len(recs))
 	root := map[string]int64{}
 	for i, r := range recs {
@@ -463,7 +468,7 @@ func record(r postgres.OutboxRecord) *kgo.Record {
 // acknowledged them, and rows that failed otherwise stay unsent with every
 // later row of their key (republished after them, in order). It returns the
 // first error that leaves rows unsent.
-func (w *OutboxWorker) settle(recs []postgres.OutboxRecord, outs []outcome) error {
+func (w *Relay) settle(recs []postgres.OutboxRecord, outs []outcome) error {
 	parkedRoot := map[string]int64{}
 	retry := map[string]bool{}
 	var first error
@@ -531,7 +536,7 @@ func permanent(err error) bool {
 // caller's claim stays held meanwhile. When even that passes, it closes the
 // producer, so those records are never sent again, replaces it, and returns
 // an error: the caller then rolls back and the rows are claimed again.
-func (w *OutboxWorker) produce(ctx context.Context, recs []*kgo.Record, outs []outcome) error {
+func (w *Relay) produce(ctx context.Context, recs []*kgo.Record, outs []outcome) error {
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
 	defer cancel()
 
@@ -614,9 +619,9 @@ var errUnresolved = errors.New("records unresolved")
 
 // replaceProducer closes the producer whose records stayed without an
 // outcome, while the caller still holds the claim, and installs a new one
-// from NewProducer. Without NewProducer the worker stops: Run returns
+// from NewProducer. Without NewProducer the relay stops: Run returns
 // ErrStalled.
-func (w *OutboxWorker) replaceProducer(cause error) error {
+func (w *Relay) replaceProducer(cause error) error {
 	w.log.Error("outbox closing its Kafka producer: records stayed without an outcome; they will never be sent again", "error", cause)
 	if w.cfg.NewProducer == nil {
 		w.stalled.Store(true)
@@ -632,34 +637,21 @@ func (w *OutboxWorker) replaceProducer(cause error) error {
 	return cause
 }
 
-// retentionLoop deletes expired sent rows at start and every RetentionInterval.
-func (w *OutboxWorker) retentionLoop(ctx context.Context) {
-	ticker := time.NewTicker(w.cfg.RetentionInterval)
-	defer ticker.Stop()
-	for {
-		n, _, err := w.deleteExpired(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			w.log.Warn("outbox retention failed, will retry", "error", err, "deleted", n)
-		case n > 0:
-			w.log.Info("outbox retention deleted sent rows", "deleted", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
+// retention runs DeleteExpired and logs what it deleted.
+func (w *Relay) retention(ctx context.Context) error {
+	n, _, err := w.DeleteExpired(ctx)
+	if err == nil && n > 0 {
+		w.log.Info("outbox retention deleted sent rows", "deleted", n)
 	}
+	return err
 }
 
-// deleteExpired deletes rows sent more than Retention ago, RetentionBatch at
-// a time, until a statement deletes fewer than that.
-func (w *OutboxWorker) deleteExpired(ctx context.Context) (deleted int64, statements int, err error) {
-	cutoff := time.Now().Add(-w.cfg.Retention)
+// DeleteExpired deletes rows sent more than Retention ago by the database
+// clock, RetentionBatch at a time, until a statement deletes fewer than
+// that. Run calls it every RetentionInterval.
+func (w *Relay) DeleteExpired(ctx context.Context) (deleted int64, statements int, err error) {
 	for {
-		n, err := w.db.DeleteSentOutbox(ctx, cutoff, w.cfg.RetentionBatch)
+		n, err := w.db.DeleteSentOutbox(ctx, w.cfg.Retention, w.cfg.RetentionBatch)
 		statements++
 		deleted += n
 		if err != nil || n < int64(w.cfg.RetentionBatch) {
@@ -668,23 +660,8 @@ func (w *OutboxWorker) deleteExpired(ctx context.Context) (deleted int64, statem
 	}
 }
 
-// gaugeLoop refreshes the backlog gauges at start and every GaugeInterval.
-func (w *OutboxWorker) gaugeLoop(ctx context.Context) {
-	ticker := time.NewTicker(w.cfg.GaugeInterval)
-	defer ticker.Stop()
-	for {
-		if err := w.refreshGauges(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("outbox gauges not refreshed", "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
-}
-
-func (w *OutboxWorker) refreshGauges(ctx context.Context) error {
+// refreshGauges sets the backlog gauges. Run calls it every GaugeInterval.
+func (w *Relay) refreshGauges(ctx context.Context) error {
 	n, err := w.db.CountUnsentOutbox(ctx, gaugeCountCap)
 	if err != nil {
 		return err
@@ -709,7 +686,7 @@ const maxSpanLinks = 128
 
 // publishSpan starts the span of one batch's publication, linked to the
 // trace of each event (its traceparent header) that has one.
-func (w *OutboxWorker) publishSpan(ctx context.Context, recs []postgres.OutboxRecord) (context.Context, trace.Span) {
+func (w *Relay) publishSpan(ctx context.Context, recs []postgres.OutboxRecord) (context.Context, trace.Span) {
 	var links []trace.Link
 	for _, r := range recs {
 		if len(links) == maxSpanLinks {

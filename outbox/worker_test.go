@@ -38,7 +38,7 @@ func TestPublishesCreatedOrderPromptly(t *testing.T) {
 	k := newKafka(t)
 	svc := newService(db, k.topic)
 	addr := k.Addr()
-	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 10 * time.Second})
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 10 * time.Second})
 	start(t, w)
 	c := collect(t, addr, k.topic)
 
@@ -104,7 +104,7 @@ func TestKafkaDownThenBack(t *testing.T) {
 	ln := &switchListener{conns: map[net.Conn]struct{}{}}
 	cluster := newFakeCluster(t, kfake.ListenFn(ln.listen))
 	addr := cluster.ListenAddrs()[0]
-	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 300 * time.Millisecond, ResolveTimeout: 30 * time.Second})
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 100 * time.Millisecond, ProduceTimeout: 300 * time.Millisecond, ResolveTimeout: 30 * time.Second})
 	w.maxBackoff = 300 * time.Millisecond
 	start(t, w)
 	c := collect(t, addr, topic)
@@ -195,7 +195,7 @@ func TestUnansweredBatchKeepsItsClaim(t *testing.T) {
 	cluster := newFakeCluster(t)
 	addr := cluster.ListenAddrs()[0]
 	held, release := holdFirstProduce(t, cluster)
-	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second})
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 100 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second})
 	c := collect(t, addr, topic)
 	o := createOrder(t, svc, "stalled")
 	row := outboxRows(t, db, "key = $1", o.ID)[0]
@@ -242,7 +242,7 @@ func TestMarkFailureRedelivers(t *testing.T) {
 	k := newKafka(t)
 	svc := newService(db, k.topic)
 	addr := k.Addr()
-	w, _ := newWorker(t, db, newProducer(t, addr), Config{PollInterval: 100 * time.Millisecond})
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 100 * time.Millisecond})
 	c := collect(t, addr, k.topic)
 
 	o := createOrder(t, svc, "crash")
@@ -269,7 +269,7 @@ func TestMarkFailureRedelivers(t *testing.T) {
 type replica struct {
 	db   *postgres.DB
 	svc  *postgres.OrderService
-	w    *OutboxWorker
+	w    *Relay
 	stop func()
 }
 
@@ -288,7 +288,7 @@ func TestReplicasPublishInOrder(t *testing.T) {
 	reps := make([]*replica, 3)
 	for i := range reps {
 		db := pgtest.Open(t, dsn)
-		w, _ := newWorker(t, db, newProducer(t, addr), Config{BatchSize: 4, PollInterval: 200 * time.Millisecond})
+		w, _ := newWorker(t, db, newProducer(t, addr), Options{BatchSize: 4, PollInterval: 200 * time.Millisecond})
 		reps[i] = &replica{db: db, svc: newService(db, k.topic), w: w}
 		reps[i].stop = start(t, w)
 	}
@@ -438,8 +438,8 @@ func TestRetentionDeletesOldSentRowsInBatches(t *testing.T) {
 	insert(2, 10*time.Minute, time.Hour) // sent recently
 	insert(3, 0, 5*time.Hour)            // old but unsent
 
-	w, _ := newWorker(t, db, nil, Config{Retention: time.Hour, RetentionBatch: 2})
-	deleted, statements, err := w.deleteExpired(ctx)
+	w, _ := newWorker(t, db, nil, Options{Retention: time.Hour, RetentionBatch: 2})
+	deleted, statements, err := w.DeleteExpired(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func TestRetentionDeletesOldSentRowsInBatches(t *testing.T) {
 	if sentLeft != 2 || unsentLeft != 3 {
 		t.Errorf("left %d sent and %d unsent rows, want 2 and 3", sentLeft, unsentLeft)
 	}
-	if deleted, _, err := w.deleteExpired(ctx); err != nil || deleted != 0 {
+	if deleted, _, err := w.DeleteExpired(ctx); err != nil || deleted != 0 {
 		t.Errorf("second run deleted %d, %v; want 0", deleted, err)
 	}
 }
@@ -467,7 +467,7 @@ func TestMetrics(t *testing.T) {
 	db := pgtest.NewDB(t)
 	k := newKafka(t)
 	svc := newService(db, k.topic)
-	w, reg := newWorker(t, db, newProducer(t, k.Addr()), Config{GaugeInterval: 20 * time.Millisecond})
+	w, reg := newWorker(t, db, newProducer(t, k.Addr()), Options{GaugeInterval: 20 * time.Millisecond})
 
 	for i := range 3 {
 		createOrder(t, svc, fmt.Sprintf("m%d", i))
@@ -530,7 +530,7 @@ func TestBatchDoesNotWaitForLinger(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	w, _ := newWorker(t, db, producer, Config{PollInterval: 10 * time.Second})
+	w, _ := newWorker(t, db, producer, Options{PollInterval: 10 * time.Second})
 	start(t, w)
 
 	for i := range 3 {

@@ -31,7 +31,7 @@ type InboxMessage struct {
 // the inbox (or repeated within msgs), and records stored under their
 // AliasID at the same position, and returns how many rows were new. It
 // commits on its own: once it returns nil the rows are durable.
-func InsertInbox(ctx context.Context, db *DB, msgs []InboxMessage) (inserted int64, err error) {
+func (db *DB) InsertInbox(ctx context.Context, msgs []InboxMessage) (inserted int64, err error) {
 	n := len(msgs)
 	ids, topics, eventTypes, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	aliases := make([]string, n)
@@ -171,8 +171,9 @@ func Redrive(ctx context.Context, db *DB, ids []string) (int64, error) {
 }
 
 // DeleteProcessedInbox deletes up to limit rows processed more than olderThan
-// ago and returns how many it deleted. Dead and pending rows are never deleted.
-func DeleteProcessedInbox(ctx context.Context, db *DB, olderThan time.Duration, limit int) (int64, error) {
+// ago by the database clock, which stamped processed_at, and returns how many
+// it deleted. Dead and pending rows are never deleted.
+func (db *DB) DeleteProcessedInbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
 	tag, err := db.Pool.Exec(ctx, `
 		DELETE FROM inbox WHERE message_id IN (
 			SELECT message_id FROM inbox
@@ -187,7 +188,7 @@ func DeleteProcessedInbox(ctx context.Context, db *DB, olderThan time.Duration, 
 
 // CountPendingInbox counts rows neither processed nor dead, reading at most
 // limit entries of the pending index so the cost stays bounded.
-func CountPendingInbox(ctx context.Context, db *DB, limit int) (int64, error) {
+func (db *DB) CountPendingInbox(ctx context.Context, limit int) (int64, error) {
 	var n int64
 	err := db.Pool.QueryRow(ctx, `
 		SELECT count(*) FROM (

@@ -232,31 +232,17 @@ func (s *OrderService) MarkOrderFinished(ctx context.Context, id string) (*order
 	return o, nil
 }
 
-// ApplyPayment applies a payment result to its order inside tx: success
-// finishes the order, failure cancels it, each writing its event. A result
-// for an order already in that final state changes nothing.
-func (s *OrderService) ApplyPayment(ctx context.Context, tx pgx.Tx, succeeded bool, p orders.PaymentResult) error {
-	return s.ApplyPayments(ctx, tx, []Payment{{Succeeded: succeeded, Result: p}})
-}
-
-// Payment is one payment result to apply: a payments.v1.PaymentSucceeded
-// when Succeeded, else a payments.v1.PaymentFailed.
-type Payment struct {
-	Succeeded bool
-	Result    orders.PaymentResult
-	// TraceParent, when set, is the trace the resulting event continues
-	// (its traceparent header); otherwise the event takes ctx's trace.
-	TraceParent string
-}
-
-// ApplyPayments applies ps inside tx with the effect of ApplyPayment called
-// for each in turn, in a fixed number of statements whatever their number:
+// ApplyPayments applies ps inside tx, each in turn: success finishes its
+// order, failure cancels it, each writing its event; a result for an order
+// already in that final state changes nothing. It takes a fixed number of
+// statements whatever their number:
 // it locks all their orders at once, in id order so that concurrent callers
 // cannot deadlock, applies the transitions in order, then updates the
 // changed orders and writes their events, in the order they happened. The
-// first payment that cannot apply fails the call with ApplyPayment's error
-// (ENOTFOUND, ECONFLICT); tx must then be rolled back.
-func (s *OrderService) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []Payment) error {
+// first payment that cannot apply fails the call with ENOTFOUND (unknown
+// order) or ECONFLICT (a transition the order's state refuses); tx must then
+// be rolled back.
+func (s *OrderService) ApplyPayments(ctx context.Context, tx pgx.Tx, ps []orders.Payment) error {
 	ids := make([]string, 0, len(ps))
 	keys := make([]string, len(ps))
 	seen := make(map[string]bool, len(ps))

@@ -185,7 +185,7 @@ func TestTransitions(t *testing.T) {
 	db, svc := newService(t)
 	o, _ := svc.CreateOrder(ctx, orders.NewOrder{UserID: uniqueUser(t), Amount: 100})
 	err := db.InTx(ctx, true, func(tx pgx.Tx) error {
-		return svc.ApplyPayment(ctx, tx, false, orders.PaymentResult{OrderID: o.ID, Reason: "card declined"})
+		return svc.ApplyPayments(ctx, tx, []orders.Payment{{Result: orders.PaymentResult{OrderID: o.ID, Reason: "card declined"}}})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -290,16 +290,16 @@ func TestApplyPaymentsLikeApplyPaymentInTurn(t *testing.T) {
 		ids = append(ids, o.ID)
 	}
 	a, b, c := ids[0], ids[1], ids[2]
-	ok := func(id string) postgres.Payment {
-		return postgres.Payment{Succeeded: true, Result: orders.PaymentResult{OrderID: id}}
+	ok := func(id string) orders.Payment {
+		return orders.Payment{Succeeded: true, Result: orders.PaymentResult{OrderID: id}}
 	}
-	failed := func(id string) postgres.Payment {
-		return postgres.Payment{Result: orders.PaymentResult{OrderID: id, Reason: "card declined"}}
+	failed := func(id string) orders.Payment {
+		return orders.Payment{Result: orders.PaymentResult{OrderID: id, Reason: "card declined"}}
 	}
 	err := db.InTx(ctx, true, func(tx pgx.Tx) error {
 		// b is cancelled, a finished, a's duplicate result is a no-op; the
 		// upper-case id names a as well.
-		return svc.ApplyPayments(ctx, tx, []postgres.Payment{failed(b), ok(a), ok(strings.ToUpper(a))})
+		return svc.ApplyPayments(ctx, tx, []orders.Payment{failed(b), ok(a), ok(strings.ToUpper(a))})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -327,12 +327,12 @@ func TestApplyPaymentsLikeApplyPaymentInTurn(t *testing.T) {
 	}
 
 	for name, tc := range map[string]struct {
-		ps   []postgres.Payment
+		ps   []orders.Payment
 		want orders.Code
 	}{
-		"unknown order":                  {[]postgres.Payment{ok(c), ok("0190f5e4-8c1a-7b3e-9f00-1234567890ab")}, orders.ENOTFOUND},
-		"cancel a finished order":        {[]postgres.Payment{ok(c), failed(a)}, orders.ECONFLICT},
-		"finish and cancel in one batch": {[]postgres.Payment{ok(c), failed(c)}, orders.ECONFLICT},
+		"unknown order":                  {[]orders.Payment{ok(c), ok("0190f5e4-8c1a-7b3e-9f00-1234567890ab")}, orders.ENOTFOUND},
+		"cancel a finished order":        {[]orders.Payment{ok(c), failed(a)}, orders.ECONFLICT},
+		"finish and cancel in one batch": {[]orders.Payment{ok(c), failed(c)}, orders.ECONFLICT},
 	} {
 		err := db.InTx(ctx, true, func(tx pgx.Tx) error { return svc.ApplyPayments(ctx, tx, tc.ps) })
 		if orders.ErrorCode(err) != tc.want {

@@ -92,16 +92,72 @@ func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	return nil
 }
 
-// DeleteSentOutbox deletes up to limit rows sent before cutoff, oldest first,
-// and reports how many it deleted. Unsent rows are never deleted.
-func (db *DB) DeleteSentOutbox(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+// OutboxMarks is what became of a claimed batch: the rows to mark sent and
+// the rows to park, each with its error.
+type OutboxMarks struct {
+	Sent     []int64
+	Parked   []int64
+	ParkErrs []string // ParkErrs[i] is the error of Parked[i]
+}
+
+// PublishOutbox runs one publishing transaction. It bounds how long the
+// session may sit idle in it by idle, takes the outbox lock (busy, without
+// waiting, when another session holds it), claims up to limit rows neither
+// sent nor parked and, when there are any, calls publish with them and
+// which of their topics and keys have a parked row (see ParkedKeys). It
+// parks and marks sent the rows publish names, then commits; an error of
+// publish rolls the transaction back. The lock and the claim are held while
+// publish runs, so no other relay publishes meanwhile.
+func (db *DB) PublishOutbox(ctx context.Context, limit int, idle time.Duration,
+	publish func(recs []OutboxRecord, parkedKeys map[string]bool) (OutboxMarks, error)) (busy bool, err error) {
+	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
+		if err := SetIdleTimeout(ctx, tx, idle); err != nil {
+			return err
+		}
+		locked, err := TryLockOutbox(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if !locked {
+			busy = true
+			return nil
+		}
+		recs, err := ClaimOutbox(ctx, tx, limit)
+		if err != nil || len(recs) == 0 {
+			return err
+		}
+		parkedKeys, err := ParkedKeys(ctx, tx, recs)
+		if err != nil {
+			return err
+		}
+		marks, err := publish(recs, parkedKeys)
+		if err != nil {
+			return err
+		}
+		if len(marks.Parked) > 0 {
+			if err := ParkOutbox(ctx, tx, marks.Parked, marks.ParkErrs); err != nil {
+				return err
+			}
+		}
+		if len(marks.Sent) > 0 {
+			return MarkOutboxSent(ctx, tx, marks.Sent)
+		}
+		return nil
+	})
+	return busy, err
+}
+
+// DeleteSentOutbox deletes up to limit rows sent more than olderThan ago by
+// the database clock, which stamped sent_at, oldest first, and reports how
+// many it deleted. Unsent rows are never deleted.
+func (db *DB) DeleteSentOutbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
 	tag, err := db.Pool.Exec(ctx, `
 		DELETE FROM outbox
 		WHERE id IN (
 			SELECT id FROM outbox
-			WHERE sent AND sent_at < $1
+			WHERE sent AND sent_at < now() - $1::bigint * interval '1 microsecond'
 			ORDER BY sent_at
-			LIMIT $2)`, cutoff, limit)
+			LIMIT $2)`, olderThan.Microseconds(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("delete sent outbox rows: %w", classify(err))
 	}

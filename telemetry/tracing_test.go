@@ -137,7 +137,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), health.NewServer(), grpcapi.Options{
+	srv := grpcapi.NewServer(grpcapi.NewHandler(svc, pageKey, log), health.NewServer(), grpcapi.Options{
 		Log:           log,
 		ServerOptions: []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())},
 	})
@@ -148,13 +148,11 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 
-	relay, err := outbox.NewWorker(db, producer, outbox.Config{PollInterval: 50 * time.Millisecond}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	relay := outbox.New(outbox.Deps{Store: db, Producer: producer, Logger: log},
+		outbox.Options{Wake: db.OutboxWritten(), PollInterval: 50 * time.Millisecond})
 	goUntilCleanup(t, relay.Run)
 	consumerClient, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.brokers...)},
-		inbox.ConsumerOptions(k.group, k.paymentsTopic)...)...)
+		inbox.ClientOptions(k.group, k.paymentsTopic)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +161,8 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	consumer := inbox.NewInboxConsumer(consumerClient, db, m, log, inbox.ConsumerConfig{})
-	processor := inbox.NewInboxProcessor(db, svc, m, log, inbox.ProcessorConfig{
+	consumer := inbox.NewConsumer(inbox.ConsumerDeps{Client: consumerClient, Store: db, Metrics: m, Logger: log}, inbox.ConsumerOptions{})
+	processor := inbox.NewProcessor(inbox.ProcessorDeps{Store: db, Applier: svc, Metrics: m, Logger: log}, inbox.ProcessorOptions{
 		DLQTopic: k.dlqTopic, Wake: consumer.Stored(), PollInterval: 50 * time.Millisecond,
 	})
 	goUntilCleanup(t, consumer.Run)

@@ -49,7 +49,7 @@ func serveAPI(t *testing.T, env map[string]string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcapi.NewGRPCServer(grpcapi.NewServer(nil, []byte("page key"), quiet), health.NewServer(), opts)
+	srv := grpcapi.NewServer(grpcapi.NewHandler(nil, []byte("page key"), quiet), health.NewServer(), opts)
 	ln, err := grpcListener(cfg)
 	if err != nil {
 		t.Fatal(err)

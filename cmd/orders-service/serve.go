@@ -86,7 +86,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	opts.Observers = append(opts.Observers, grpcMetrics.UnaryServerInterceptor())
 	opts.ServerOptions = append(opts.ServerOptions,
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))))
-	grpcServer := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, pageKey, log), hs, opts)
+	grpcServer := grpcapi.NewServer(grpcapi.NewHandler(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
 	ready := telemetry.NewReadiness(readinessChecks(db, func(ctx context.Context) error {

@@ -39,7 +39,11 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inbox metrics: %w", err)
 	}
-	consumerOpts := inbox.ConsumerOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)
+	outboxMetrics, err := outbox.NewMetrics(w.reg)
+	if err != nil {
+		return fmt.Errorf("outbox metrics: %w", err)
+	}
+	consumerOpts := inbox.ClientOptions(w.cfg.KafkaGroupID, w.cfg.KafkaInboxTopic)
 	if w.cfg.KafkaGroupInstanceID != "" {
 		consumerOpts = append(consumerOpts, kgo.InstanceID(w.cfg.KafkaGroupInstanceID))
 	}
@@ -53,13 +57,15 @@ func (w workers) run(ctx context.Context) error {
 		return fmt.Errorf("inbox consumer client: %w", err)
 	}
 	defer inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.cfg.ShutdownTimeout, w.log)
-	consumer := inbox.NewInboxConsumer(consumerClient, w.db, inboxMetrics, w.log.With("component", "inbox-consumer"), inbox.ConsumerConfig{})
-	processor := inbox.NewInboxProcessor(w.db, w.orders, inboxMetrics, w.log.With("component", "inbox-processor"), inbox.ProcessorConfig{
-		DLQTopic:    w.cfg.KafkaDLQTopic,
-		Wake:        consumer.Stored(),
-		MaxAttempts: w.cfg.InboxMaxAttempts,
-		Retention:   w.cfg.InboxRetention,
-	})
+	consumer := inbox.NewConsumer(inbox.ConsumerDeps{Client: consumerClient, Store: w.db, Metrics: inboxMetrics, Logger: w.log},
+		inbox.ConsumerOptions{})
+	processor := inbox.NewProcessor(inbox.ProcessorDeps{Store: w.db, Applier: w.orders, Metrics: inboxMetrics, Logger: w.log},
+		inbox.ProcessorOptions{
+			DLQTopic:    w.cfg.KafkaDLQTopic,
+			Wake:        consumer.Stored(),
+			MaxAttempts: w.cfg.InboxMaxAttempts,
+			Retention:   w.cfg.InboxRetention,
+		})
 
 	// The relay has producers of its own: it closes one whose records stay
 	// without an outcome and goes on with a new one.
@@ -68,17 +74,14 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("outbox producer: %w", err)
 	}
-	relay, err := outbox.NewWorker(w.db, relayProducer, outbox.Config{
+	relay := outbox.New(outbox.Deps{Store: w.db, Producer: relayProducer, Metrics: outboxMetrics, Logger: w.log}, outbox.Options{
+		Wake:           w.db.OutboxWritten(),
 		BatchSize:      w.cfg.OutboxBatchSize,
 		PollInterval:   w.cfg.OutboxPollInterval,
 		Retention:      w.cfg.OutboxRetention,
 		NewProducer:    newRelayProducer,
 		MaxRecordBytes: kafka.ProducerBatchMaxBytes,
-	}, w.reg, w.log)
-	if err != nil {
-		relayProducer.Close()
-		return fmt.Errorf("outbox worker: %w", err)
-	}
+	})
 
 	g, ctx := errgroup.WithContext(ctx)
 	// The relay and the processor need no topic to make progress in

@@ -104,10 +104,11 @@ func (b *bench) drainPhase(ctx context.Context) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	w, err := outbox.NewWorker(db, producer, outbox.Config{}, reg, b.log)
+	om, err := outbox.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
+	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, outbox.Options{Wake: db.OutboxWritten()})
 	snap = b.cpuSnap()
 	stopProfile := b.profileSelf("drain")
 	wctx, stop := context.WithCancel(ctx)

@@ -108,7 +108,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	if err := producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("produce payment records: %w", err)
 	}
-	consumerClient, err := kafka.NewClient(kcfg, inbox.ConsumerOptions("ordersbench-inbox", paymentsTopic)...)
+	consumerClient, err := kafka.NewClient(kcfg, inbox.ClientOptions("ordersbench-inbox", paymentsTopic)...)
 	if err != nil {
 		return err
 	}
@@ -118,12 +118,14 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	consumer := inbox.NewInboxConsumer(consumerClient, db, m, b.log, inbox.ConsumerConfig{})
-	processor := inbox.NewInboxProcessor(db, svc, m, b.log, inbox.ProcessorConfig{DLQTopic: dlqTopic, Wake: consumer.Stored()})
-	relay, err := outbox.NewWorker(db, producer, outbox.Config{}, reg, b.log)
+	om, err := outbox.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
+	consumer := inbox.NewConsumer(inbox.ConsumerDeps{Client: consumerClient, Store: db, Metrics: m, Logger: b.log}, inbox.ConsumerOptions{})
+	processor := inbox.NewProcessor(inbox.ProcessorDeps{Store: db, Applier: svc, Metrics: m, Logger: b.log},
+		inbox.ProcessorOptions{DLQTopic: dlqTopic, Wake: consumer.Stored()})
+	relay := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, outbox.Options{Wake: db.OutboxWritten()})
 
 	snap = b.cpuSnap()
 	stopProfile := b.profileSelf("inbox")
@@ -193,7 +195,7 @@ func inboxSQLAlone(ctx context.Context, db *postgres.DB, svc *postgres.OrderServ
 	start := time.Now()
 	g.Go(func() error {
 		for i := 0; i < len(msgs); i += 500 {
-			if _, err := postgres.InsertInbox(gctx, db, msgs[i:min(i+500, len(msgs))]); err != nil {
+			if _, err := db.InsertInbox(gctx, msgs[i:min(i+500, len(msgs))]); err != nil {
 				return err
 			}
 			select {
@@ -214,10 +216,10 @@ func inboxSQLAlone(ctx context.Context, db *postgres.DB, svc *postgres.OrderServ
 				}
 				claimed = len(batch)
 				ids := make([]string, len(batch))
-				payments := make([]postgres.Payment, len(batch))
+				payments := make([]orders.Payment, len(batch))
 				for i, m := range batch {
 					ids[i] = m.MessageID
-					payments[i] = postgres.Payment{Succeeded: true, Result: orders.PaymentResult{OrderID: orderOf[m.MessageID]}}
+					payments[i] = orders.Payment{Succeeded: true, Result: orders.PaymentResult{OrderID: orderOf[m.MessageID]}}
 				}
 				if err := svc.ApplyPayments(gctx, tx, payments); err != nil {
 					return err

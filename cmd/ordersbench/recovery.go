@@ -149,11 +149,13 @@ func startRelay(ctx context.Context, db *postgres.DB, kcfg kafka.Config, b *benc
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	w, err := outbox.NewWorker(db, producer, outbox.Config{NewProducer: newProducer}, reg, b.log)
+	om, err := outbox.NewMetrics(reg)
 	if err != nil {
 		producer.Close()
 		return nil, err
 	}
+	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log},
+		outbox.Options{Wake: db.OutboxWritten(), NewProducer: newProducer})
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { w.Run(wctx); close(done) }()

@@ -109,7 +109,7 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 	type relay struct {
 		db       *postgres.DB
 		producer *kgo.Client
-		w        *outbox.OutboxWorker
+		w        *outbox.Relay
 		reg      *prometheus.Registry
 		done     chan struct{}
 	}
@@ -135,9 +135,12 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 		if err := r.producer.Ping(ctx); err != nil {
 			return res, err
 		}
-		if r.w, err = outbox.NewWorker(r.db, r.producer, outbox.Config{}, r.reg, b.log.With("relay", cfg.ClientID)); err != nil {
+		m, err := outbox.NewMetrics(r.reg)
+		if err != nil {
 			return res, err
 		}
+		r.w = outbox.New(outbox.Deps{Store: r.db, Producer: r.producer, Metrics: m, Logger: b.log.With("relay", cfg.ClientID)},
+			outbox.Options{Wake: r.db.OutboxWritten()})
 	}
 	snap := b.cpuSnap()
 	wctx, stop := context.WithCancel(ctx)

@@ -30,7 +30,7 @@ func startServer(t *testing.T, opts grpcapi.Options) string {
 	db := pgtest.Open(t, testDSN)
 	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD")
 	opts.Log = quiet
-	srv := grpcapi.NewGRPCServer(grpcapi.NewServer(svc, []byte("test page key"), quiet), health.NewServer(), opts)
+	srv := grpcapi.NewServer(grpcapi.NewHandler(svc, []byte("test page key"), quiet), health.NewServer(), opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,26 @@
+// Package periodic runs housekeeping jobs (retention, gauges) on a fixed
+// interval beside a worker's main loop.
+package periodic
+
+import (
+	"context"
+	"time"
+)
+
+// Run calls job at once and then every interval until ctx ends. An error
+// of job, unless ctx has ended, goes to onErr (nil: dropped) and the next
+// call comes at the next tick as usual.
+func Run(ctx context.Context, every time.Duration, job func(context.Context) error, onErr func(error)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := job(ctx); err != nil && ctx.Err() == nil && onErr != nil {
+			onErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

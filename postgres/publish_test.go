@@ -1,0 +1,95 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+// TestPublishOutbox: one publishing transaction claims the unsent rows in id
+// order, holds the outbox lock while publish runs (another caller finds it
+// busy and publishes nothing), and commits the marks publish returns; an
+// error of publish leaves every row as it was.
+func TestPublishOutbox(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, err := db.Pool.Exec(ctx, `
+		INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
+		SELECT gen_random_uuid(), 'test', 'orders.events', 'k' || i, '[]', '\x7b7d'
+		FROM generate_series(1, 3) AS i`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		sent    bool
+		parked  bool
+		lastErr string
+	}
+	rows := func() []row {
+		t.Helper()
+		r, err := db.Pool.Query(ctx, `SELECT sent, parked_at IS NOT NULL, coalesce(last_error, '') FROM outbox ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []row
+		for r.Next() {
+			var x row
+			if err := r.Scan(&x.sent, &x.parked, &x.lastErr); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, x)
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	failed := errors.New("produce failed")
+	busy, err := db.PublishOutbox(ctx, 10, 10*time.Second, func(recs []postgres.OutboxRecord, _ map[string]bool) (postgres.OutboxMarks, error) {
+		return postgres.OutboxMarks{Sent: []int64{recs[0].ID}}, failed
+	})
+	if busy || !errors.Is(err, failed) {
+		t.Fatalf("PublishOutbox = busy %v, %v; want the error of publish", busy, err)
+	}
+	for i, r := range rows() {
+		if r.sent || r.parked {
+			t.Errorf("after a failed publish row %d = %+v, want unsent", i, r)
+		}
+	}
+
+	var claimed int
+	busy, err = db.PublishOutbox(ctx, 2, 10*time.Second, func(recs []postgres.OutboxRecord, _ map[string]bool) (postgres.OutboxMarks, error) {
+		claimed = len(recs)
+		otherBusy, err := db.PublishOutbox(ctx, 10, 10*time.Second, func([]postgres.OutboxRecord, map[string]bool) (postgres.OutboxMarks, error) {
+			t.Error("a second publisher claimed rows while the first held the lock")
+			return postgres.OutboxMarks{}, nil
+		})
+		if !otherBusy || err != nil {
+			t.Errorf("second PublishOutbox = busy %v, %v; want busy", otherBusy, err)
+		}
+		return postgres.OutboxMarks{Sent: []int64{recs[0].ID}, Parked: []int64{recs[1].ID}, ParkErrs: []string{"too large"}}, nil
+	})
+	if busy || err != nil || claimed != 2 {
+		t.Fatalf("PublishOutbox = busy %v, %v, claimed %d; want 2 rows claimed", busy, err, claimed)
+	}
+	want := []row{{sent: true}, {parked: true, lastErr: "too large"}, {}}
+	got := rows()
+	for i := range want {
+		if i >= len(got) || got[i] != want[i] {
+			t.Fatalf("rows = %+v, want %+v", got, want)
+		}
+	}
+
+	claimed = 0
+	if _, err := db.PublishOutbox(ctx, 10, 10*time.Second, func(recs []postgres.OutboxRecord, _ map[string]bool) (postgres.OutboxMarks, error) {
+		claimed = len(recs)
+		return postgres.OutboxMarks{}, nil
+	}); err != nil || claimed != 1 {
+		t.Errorf("next PublishOutbox claimed %d rows, %v; want only the row neither sent nor parked", claimed, err)
+	}
+}
