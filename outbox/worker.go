@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/telemetry"
@@ -715,12 +716,10 @@ func (w *OutboxWorker) publishSpan(ctx context.Context, recs []postgres.OutboxRe
 		if len(links) == maxSpanLinks {
 			break
 		}
-		for _, h := range r.Headers {
-			if h.Key == "traceparent" {
-				sc := trace.SpanContextFromContext(telemetry.ContextWithTraceParent(ctx, string(h.Value)))
-				if sc.IsValid() {
-					links = append(links, trace.Link{SpanContext: sc})
-				}
+		if tp, ok := cloudevents.Lookup(r.Headers, cloudevents.HeaderTraceParent); ok {
+			sc := trace.SpanContextFromContext(telemetry.ContextWithTraceParent(ctx, tp))
+			if sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
 			}
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/telemetry"
 )
 
@@ -338,14 +339,16 @@ func (w *OrderWriter) messages(ctx context.Context, events []orders.Event, trace
 		if err != nil {
 			return nil, fmt.Errorf("new event id: %w", err)
 		}
-		headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, now)
-		if traceparents != nil && traceparents[i] != "" {
-			headers = append(headers, Header{Key: "traceparent", Value: []byte(traceparents[i])})
-		} else {
+		ce := cloudevents.Event{ID: id.String(), Type: ev.EventType(), Source: w.Source, Time: now}
+		if traceparents != nil {
+			ce.TraceParent = traceparents[i]
+		}
+		headers := cloudevents.AppendHeaders(make([]Header, 0, 7), ce)
+		if ce.TraceParent == "" {
 			headers = append(headers, fromContext...)
 		}
 		msgs[i] = OutboxMessage{
-			EventID:   id.String(),
+			EventID:   ce.ID,
 			EventType: ev.EventType(),
 			Topic:     w.Topic,
 			Key:       []byte(ev.EventOrderID()),
@@ -354,16 +357,4 @@ func (w *OrderWriter) messages(ctx context.Context, events []orders.Event, trace
 		}
 	}
 	return msgs, nil
-}
-
-// CloudEventHeaders returns the CloudEvents binary-mode headers of one event.
-func CloudEventHeaders(id, typ, source string, t time.Time) []Header {
-	return []Header{
-		{Key: "ce_specversion", Value: []byte("1.0")},
-		{Key: "ce_id", Value: []byte(id)},
-		{Key: "ce_type", Value: []byte(typ)},
-		{Key: "ce_source", Value: []byte(source)},
-		{Key: "ce_time", Value: []byte(t.UTC().Format(time.RFC3339Nano))},
-		{Key: "content-type", Value: []byte("application/json")},
-	}
 }

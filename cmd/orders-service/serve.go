@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/internal/settings"
@@ -219,7 +220,7 @@ func withPprof(h http.Handler) http.Handler {
 // traceHeaders carries the caller's trace into the event's traceparent.
 func traceHeaders(ctx context.Context) []postgres.Header {
 	if tp := telemetry.TraceParent(ctx); tp != "" {
-		return []postgres.Header{{Key: kafka.HeaderTraceParent, Value: []byte(tp)}}
+		return []postgres.Header{{Key: cloudevents.HeaderTraceParent, Value: []byte(tp)}}
 	}
 	return nil
 }

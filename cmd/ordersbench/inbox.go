@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/inbox"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/outbox"
@@ -179,9 +180,9 @@ func inboxSQLAlone(ctx context.Context, db *postgres.DB, svc *postgres.OrderServ
 		for _, h := range r.Headers {
 			m.Headers = append(m.Headers, postgres.Header{Key: h.Key, Value: h.Value})
 			switch h.Key {
-			case "ce_id":
+			case cloudevents.HeaderID:
 				m.MessageID = string(h.Value)
-			case "ce_type":
+			case cloudevents.HeaderType:
 				m.EventType = string(h.Value)
 			}
 		}
