@@ -1,7 +1,8 @@
 // Package cloudevents is the CloudEvents Kafka protocol binding in binary
 // mode as the service writes and reads it: the header names and fixed
 // values, building and reading an event's headers, the message id the inbox
-// deduplicates on, and the dead-letter copy of a record.
+// deduplicates on, the dead-letter copy of a record, and the encoding of the
+// domain's events (Encoder) that the outbox stores.
 //
 // Its functions take any header type shaped as struct{Key string; Value
 // []byte}, such as franz-go's kgo.RecordHeader or postgres.Header, so it

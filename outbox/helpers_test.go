@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
@@ -48,7 +49,7 @@ func freshDSN(t *testing.T) string {
 
 // newService returns an OrderService whose events go to topic.
 func newService(db *postgres.DB, topic string) *postgres.OrderService {
-	return postgres.NewOrderService(db, postgres.NewOrderWriter(topic, "orders-service/test", nil), "USD")
+	return postgres.NewOrderService(db, postgres.NewOrderWriter(topic, cloudevents.Encoder[postgres.Header]{Source: "orders-service/test"}), "USD")
 }
 
 // testKafka is one test's Kafka: the real cluster of KAFKA_TEST_BROKERS or a

@@ -159,12 +159,8 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	writer := postgres.NewOrderWriter(k.ordersTopic, "orders-service/test", func(ctx context.Context) []postgres.Header {
-		if tp := telemetry.TraceParent(ctx); tp != "" {
-			return []postgres.Header{{Key: cloudevents.HeaderTraceParent, Value: []byte(tp)}}
-		}
-		return nil
-	})
+	writer := postgres.NewOrderWriter(k.ordersTopic,
+		cloudevents.Encoder[postgres.Header]{Source: "orders-service/test", TraceParent: telemetry.TraceParent})
 	svc := postgres.NewOrderService(db, writer, "USD")
 	pageKey, err := db.PageTokenKey(ctx)
 	if err != nil {

@@ -78,7 +78,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	}
 	defer db.Close()
 	kcfg := b.kafkaConfig()
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter(eventsTopic, "orders-service", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter(eventsTopic, cloudevents.Encoder[postgres.Header]{Source: "orders-service"}), "USD")
 	recs, err := paymentRecords(paymentsTopic, n)
 	if err != nil {
 		return err
