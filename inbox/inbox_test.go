@@ -499,21 +499,13 @@ func TestBackoffSchedule(t *testing.T) {
 }
 
 func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := cloudevents.Lookup(r.Headers, key)
+	return v
 }
 
 func headerValue(hs []postgres.Header, key string) string {
-	for _, h := range hs {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := cloudevents.Lookup(hs, key)
+	return v
 }
 
 func deref(s *string) string {

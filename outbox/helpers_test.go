@@ -195,12 +195,8 @@ func (c *collector) byEventID(id string) []*kgo.Record {
 }
 
 func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := cloudevents.Lookup(r.Headers, key)
+	return v
 }
 
 type outboxRow struct {
