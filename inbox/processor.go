@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -369,11 +368,7 @@ func (p *InboxProcessor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.I
 	}
 	pos := cloudevents.Position{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
 	payload, headers := cloudevents.DeadLetter(pos, m.Payload, m.Headers, text, func(hs []postgres.Header) int {
-		khs := make([]kgo.RecordHeader, len(hs))
-		for i, h := range hs {
-			khs[i] = kgo.RecordHeader(h)
-		}
-		return kafka.MaxValueLen(m.Key, khs)
+		return kafka.MaxValueLen(m.Key, hs)
 	})
 	id, err := uuid.NewV7()
 	if err != nil {
