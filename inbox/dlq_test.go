@@ -160,10 +160,11 @@ func TestDeadLetterKeepsNullAndBinaryKeys(t *testing.T) {
 	}
 }
 
-// TestDeadLetteredAgainCarriesOneDLQSet: a DLQ copy replayed onto the inbox
-// topic that fails again is dead-lettered with only the current dlq_* set:
-// the earlier dlq_error, dlq_original_* and dlq_truncated headers are
-// replaced, every other header is kept.
+// TestDeadLetteredAgainCarriesOneDLQSet: a record that already carries
+// dlq_* headers (a DLQ copy published to the inbox topic again) and fails is
+// dead-lettered with only the current set: the earlier dlq_error,
+// dlq_original_* and dlq_truncated headers are replaced, every other header
+// is kept.
 func TestDeadLetteredAgainCarriesOneDLQSet(t *testing.T) {
 	e := newEnv(t)
 	m := newMetrics(t)
