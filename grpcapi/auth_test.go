@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/postgres"
@@ -36,7 +37,7 @@ func jwtClient(t *testing.T, extra ...grpc.UnaryServerInterceptor) (orderspb.Ord
 		t.Fatal(err)
 	}
 	db := pgtest.Open(t, testDSN)
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "test"}), "USD")
 	return serveWith(t, svc, grpcapi.Options{
 		Log:          quiet,
 		Reflection:   true,

@@ -15,6 +15,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/postgres"
@@ -187,7 +188,7 @@ func TestHugeFieldsDoNotFloodTheLog(t *testing.T) {
 	var logs lockedBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	db := pgtest.Open(t, testDSN)
-	c, _ := serveWith(t, postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD"), grpcapi.Options{Log: log})
+	c, _ := serveWith(t, postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "test"}), "USD"), grpcapi.Options{Log: log})
 	huge := strings.Repeat("u", 900_000)
 	ctx := context.Background()
 	for range 5 {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/internal/tcpproxy"
@@ -62,7 +63,7 @@ func serveWith(t *testing.T, svc grpcapi.OrderService, opts grpcapi.Options) (or
 
 func newClient(t *testing.T, dsn string) (orderspb.OrderServiceClient, *postgres.DB) {
 	db := pgtest.Open(t, dsn)
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "test"}), "USD")
 	c, _ := serve(t, svc)
 	return c, db
 }
@@ -136,7 +137,7 @@ func TestHappyPath(t *testing.T) {
 func TestValidation(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.Open(t, testDSN)
-	c, conn := serve(t, postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD"))
+	c, conn := serve(t, postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "test"}), "USD"))
 	long := func(n int) string { return strings.Repeat("x", n) }
 	cases := []struct {
 		name   string

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/postgres"
@@ -38,7 +39,7 @@ func TestHostileTokensAreUnauthenticated(t *testing.T) {
 	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 
 	db := pgtest.Open(t, testDSN)
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "test"}), "USD")
 	client := func(cfg auth.Config) orderspb.OrderServiceClient {
 		v, err := auth.NewVerifier(cfg)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -20,14 +19,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
 )
-
-// MaxMessageIDLen is the longest ce_id accepted as a message id; a longer
-// one (or one that is not valid text, or contains '/') is ignored and the
-// record is identified by its position instead.
-const MaxMessageIDLen = 255
 
 // ClientOptions returns the kgo options a Consumer's client needs on
 // top of the connection options: membership of group, consuming topic from
@@ -243,14 +238,9 @@ func (c *Consumer) store(ctx context.Context, msgs []postgres.InboxMessage) (ins
 }
 
 // messageFromRecord maps a record to its inbox row. Text columns are made
-// valid text so that no record can make the batch insert fail.
-//
-// The message id is the ce_id, or the record's <topic>/<partition>/<offset>.
-// Every such position contains '/', so a ce_id containing '/' is not used:
-// it could equal another record's position and make that record a
-// duplicate. Versions before this rule stored such a ce_id as the id; it is
-// kept as AliasID so that a redelivery of a record stored then is still
-// recognised.
+// valid text so that no record can make the batch insert fail. The message
+// id follows cloudevents.MessageID; its alias keeps a record stored by a
+// version before that rule recognised when it is delivered again.
 func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 	m := postgres.InboxMessage{
 		Topic:     r.Topic,
@@ -260,24 +250,12 @@ func messageFromRecord(r *kgo.Record) postgres.InboxMessage {
 		Payload:   r.Value,
 		Headers:   make([]postgres.Header, 0, len(r.Headers)),
 	}
-	var ceID string
 	for _, h := range r.Headers {
 		m.Headers = append(m.Headers, postgres.Header{Key: validText(h.Key), Value: h.Value})
-		switch h.Key {
-		case kafka.HeaderID:
-			ceID = string(h.Value)
-		case kafka.HeaderType:
-			m.EventType = validText(string(h.Value))
-		}
 	}
-	m.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-	if ceID != "" && len(ceID) <= MaxMessageIDLen && validText(ceID) == ceID {
-		if !strings.Contains(ceID, "/") {
-			m.MessageID = ceID
-		} else {
-			m.AliasID = ceID
-		}
-	}
+	typ, _ := cloudevents.Lookup(r.Headers, cloudevents.HeaderType)
+	m.EventType = validText(typ)
+	m.MessageID, m.AliasID = cloudevents.MessageID(cloudevents.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}, r.Headers)
 	return m
 }
 

@@ -158,3 +158,55 @@ func TestDeadLetterKeepsNullAndBinaryKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadLetteredAgainCarriesOneDLQSet: a record that already carries
+// dlq_* headers (a DLQ copy published to the inbox topic again) and fails is
+// dead-lettered with only the current set: the earlier dlq_error,
+// dlq_original_* and dlq_truncated headers are replaced, every other header
+// is kept.
+func TestDeadLetteredAgainCarriesOneDLQSet(t *testing.T) {
+	e := newEnv(t)
+	m := newMetrics(t)
+	rec := paymentRecord(e.createOrder(100), "replayed-1", "payments.v1.PaymentRefunded")
+	rec.Headers = append(rec.Headers,
+		kgo.RecordHeader{Key: "dlq_error", Value: []byte("an earlier failure")},
+		kgo.RecordHeader{Key: "dlq_original_topic", Value: []byte("elsewhere")},
+		kgo.RecordHeader{Key: "dlq_original_partition", Value: []byte("9")},
+		kgo.RecordHeader{Key: "dlq_original_offset", Value: []byte("99")},
+		kgo.RecordHeader{Key: "dlq_truncated", Value: []byte("123")},
+		kgo.RecordHeader{Key: "x-keep", Value: []byte("kept")},
+	)
+	rec = e.produce(rec)[0]
+	c, _ := e.startConsumer(m, inbox.ConsumerOptions{}, nil)
+	e.startProcessor(m, inbox.ProcessorOptions{Wake: c.Stored()})
+	poll.Eventually(t, waitLong, "the record dead", func() bool { return testutil.ToFloat64(m.Dead) == 1 })
+	e.startRelay()
+
+	r := e.readDLQ(1, 30*time.Second)[0]
+	count := map[string]int{}
+	for _, h := range r.Headers {
+		count[h.Key]++
+	}
+	for _, k := range []string{"dlq_error", "dlq_original_topic", "dlq_original_partition", "dlq_original_offset", "x-keep", "ce_id"} {
+		if count[k] != 1 {
+			t.Errorf("DLQ copy has %d %s headers, want 1: %q", count[k], k, r.Headers)
+		}
+	}
+	if count["dlq_truncated"] != 0 {
+		t.Errorf("DLQ copy keeps the earlier dlq_truncated: %q", r.Headers)
+	}
+	want := map[string]string{
+		"dlq_original_topic":     rec.Topic,
+		"dlq_original_partition": strconv.Itoa(int(rec.Partition)),
+		"dlq_original_offset":    strconv.FormatInt(rec.Offset, 10),
+		"x-keep":                 "kept",
+	}
+	for k, v := range want {
+		if got := header(r, k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if got := header(r, "dlq_error"); got == "an earlier failure" || got == "" {
+		t.Errorf("dlq_error = %q, want this failure's", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -33,7 +34,7 @@ func FuzzRecordDecoding(f *testing.F) {
 			}}
 		m := messageFromRecord(r)
 		if m.MessageID == "" || !utf8.ValidString(m.MessageID) || strings.ContainsRune(m.MessageID, 0) ||
-			len(m.MessageID) > MaxMessageIDLen {
+			len(m.MessageID) > cloudevents.MaxMessageIDLen {
 			t.Fatalf("unusable message id %q", m.MessageID)
 		}
 		if strings.Contains(m.MessageID, "/") && m.MessageID != "payments.events/2/42" {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/inbox"
 	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/postgres"
@@ -50,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, db: db, brokers: cluster.Brokers, log: testLogger(t),
 		inboxTopic: cluster.Name(inboxTopic), dlqTopic: cluster.Name(dlqTopic), group: cluster.Name(group)}
 	cluster.CreateTopics(3, e.inboxTopic, e.dlqTopic)
-	e.svc = postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "orders-service/test", nil), "USD")
+	e.svc = postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "orders-service/test"}), "USD")
 	return e
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/inbox"
 	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres"
@@ -290,10 +291,10 @@ func TestRecordIdentifiedByPositionWithoutUsableCeID(t *testing.T) {
 	a, b, c := e.createOrder(100), e.createOrder(100), e.createOrder(100)
 	noID := paymentRecord(a, "", orders.TypePaymentSucceeded)
 	noID.Partition = 2
-	tooLong := paymentRecord(b, strings.Repeat("x", inbox.MaxMessageIDLen+1), orders.TypePaymentSucceeded)
+	tooLong := paymentRecord(b, strings.Repeat("x", cloudevents.MaxMessageIDLen+1), orders.TypePaymentSucceeded)
 	tooLong.Partition = 1
 	notText := paymentRecord(c, "\xff\xfe", orders.TypePaymentSucceeded)
-	longest := strings.Repeat("y", inbox.MaxMessageIDLen)
+	longest := strings.Repeat("y", cloudevents.MaxMessageIDLen)
 	exact := paymentRecord(e.createOrder(100), longest, orders.TypePaymentSucceeded)
 	recs := e.produce(noID, tooLong, notText, exact)
 
@@ -307,7 +308,7 @@ func TestRecordIdentifiedByPositionWithoutUsableCeID(t *testing.T) {
 		}
 	}
 	if _, ok := e.row(longest); !ok {
-		t.Errorf("a ce_id of exactly %d bytes was not used as message id", inbox.MaxMessageIDLen)
+		t.Errorf("a ce_id of exactly %d bytes was not used as message id", cloudevents.MaxMessageIDLen)
 	}
 	var headers []postgres.Header
 	e.db.Pool.QueryRow(context.Background(), `SELECT headers FROM inbox WHERE message_id = $1`,
@@ -499,21 +500,13 @@ func TestBackoffSchedule(t *testing.T) {
 }
 
 func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := cloudevents.Lookup(r.Headers, key)
+	return v
 }
 
 func headerValue(hs []postgres.Header, key string) string {
-	for _, h := range hs {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := cloudevents.Lookup(hs, key)
+	return v
 }
 
 func deref(s *string) string {

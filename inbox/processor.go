@@ -7,18 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/periodic"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
@@ -51,17 +50,6 @@ type ProcessorDeps struct {
 	Metrics *Metrics // from NewMetrics, shared with the Consumer; nil: unregistered ones
 	Logger  *slog.Logger
 }
-
-// Headers added to a dead-lettered record, after its original headers.
-const (
-	HeaderDLQError             = kafka.HeaderDLQError
-	HeaderDLQOriginalTopic     = kafka.HeaderDLQOriginalTopic
-	HeaderDLQOriginalPartition = kafka.HeaderDLQOriginalPartition
-	HeaderDLQOriginalOffset    = kafka.HeaderDLQOriginalOffset
-	// HeaderDLQTruncated is set when the record's value was too large for
-	// the dead-letter topic and was cut: its original length in bytes.
-	HeaderDLQTruncated = "dlq_truncated"
-)
 
 // ProcessorOptions tune a Processor; zero values take the defaults.
 type ProcessorOptions struct {
@@ -372,7 +360,7 @@ func (p *Processor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessa
 // applySpan starts the span that applies m, parented by the record's
 // traceparent, so the payment's trace continues into its application.
 func applySpan(ctx context.Context, m postgres.InboxMessage) (context.Context, trace.Span) {
-	return telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, headerValue(m.Headers, kafka.HeaderTraceParent)),
+	return telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, traceParent(m.Headers)),
 		"inbox.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 			attribute.String("messaging.message.id", m.MessageID), attribute.String("cloudevents.event_type", m.EventType)))
 }
@@ -410,21 +398,25 @@ func decode(m postgres.InboxMessage) (orders.PaymentResult, bool, error) {
 	return r, succeeded, nil
 }
 
+// traceParent returns the traceparent header of hs, or "".
+func traceParent(hs []postgres.Header) string {
+	tp, _ := cloudevents.Lookup(hs, cloudevents.HeaderTraceParent)
+	return tp
+}
+
 // deadLetter marks m dead with cause and, in the same transaction, queues a
 // copy of it for the dead-letter topic: the original key (null, text or
-// any bytes, as it was), headers and payload, plus the dlq_* headers.
+// any bytes, as it was), headers and payload, plus the dlq_* headers
+// (cloudevents.DeadLetter).
 func (p *Processor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage, orderID string, cause error) error {
 	text := errorText(cause)
 	if err := postgres.MarkInboxDead(ctx, tx, m.MessageID, text); err != nil {
 		return err
 	}
-	headers := append(append([]postgres.Header(nil), m.Headers...),
-		postgres.Header{Key: HeaderDLQError, Value: []byte(text)},
-		postgres.Header{Key: HeaderDLQOriginalTopic, Value: []byte(m.Topic)},
-		postgres.Header{Key: HeaderDLQOriginalPartition, Value: []byte(strconv.Itoa(int(m.Partition)))},
-		postgres.Header{Key: HeaderDLQOriginalOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-	)
-	payload, headers := fitDeadLetter(m.Key, m.Payload, headers)
+	pos := cloudevents.Position{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
+	payload, headers := cloudevents.DeadLetter(pos, m.Payload, m.Headers, text, func(hs []postgres.Header) int {
+		return kafka.MaxValueLen(m.Key, hs)
+	})
 	id, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("new dead-letter event id: %w", err)
@@ -443,23 +435,6 @@ func (p *Processor) deadLetter(ctx context.Context, tx pgx.Tx, m postgres.InboxM
 	p.log.Warn("inbox message dead-lettered", "message_id", m.MessageID, "order_id", orderID,
 		"dlq_topic", p.cfg.DLQTopic, "error", text)
 	return nil
-}
-
-// fitDeadLetter returns the value and headers of a dead-letter record with
-// key: payload and headers as they are when the record fits the producer's
-// limit, else payload cut to fit and a dlq_truncated header giving its
-// original length. The inbox row keeps the whole payload.
-func fitDeadLetter(key, payload []byte, headers []postgres.Header) ([]byte, []postgres.Header) {
-	khs := make([]kgo.RecordHeader, len(headers), len(headers)+1)
-	for i, h := range headers {
-		khs[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
-	}
-	if len(payload) <= kafka.MaxValueLen(key, khs) {
-		return payload, headers
-	}
-	truncated := postgres.Header{Key: HeaderDLQTruncated, Value: []byte(strconv.Itoa(len(payload)))}
-	n := kafka.MaxValueLen(key, append(khs, kgo.RecordHeader{Key: truncated.Key, Value: truncated.Value}))
-	return payload[:max(n, 0)], append(headers, truncated)
 }
 
 // errorText bounds an error's text for last_error and the dlq_error header.
@@ -507,13 +482,4 @@ func (p *Processor) DeleteExpired(ctx context.Context) (deleted int64, statement
 			return deleted, statements, err
 		}
 	}
-}
-
-func headerValue(hs []postgres.Header, key string) string {
-	for _, h := range hs {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
 }

@@ -1,6 +1,7 @@
 // Package kafka builds franz-go clients from the service's Kafka settings,
-// ensures topics exist, runs an embedded kfake development broker, and names
-// the CloudEvents headers that the outbox and the inbox share.
+// ensures topics exist, runs an embedded kfake development broker, and
+// computes the producer's record size limits. The CloudEvents headers the
+// outbox and the inbox share are package cloudevents'.
 package kafka
 
 import (

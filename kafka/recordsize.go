@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service/cloudevents"
 )
 
 // recordBatchOverhead is a record batch's header (61 bytes, magic 2) plus
@@ -14,14 +16,15 @@ const recordBatchOverhead = 61 + binary.MaxVarintLen32
 // key, a value of valueLen bytes and headers, as the producer measures it
 // against ProducerBatchMaxBytes: a larger one fails with MESSAGE_TOO_LARGE
 // before it reaches a broker. A nil key is a null key.
-func RecordBatchBytes(key []byte, valueLen int, headers []kgo.RecordHeader) int {
+func RecordBatchBytes[H cloudevents.Header](key []byte, valueLen int, headers []H) int {
 	return recordBatchOverhead + recordWireLen(recordBase(key, headers), valueLen)
 }
 
 // MaxValueLen returns the longest value a record with key and headers may
 // have to fit in one batch of ProducerBatchMaxBytes alone, or -1 when even
-// an empty value does not fit. A nil key is a null key.
-func MaxValueLen(key []byte, headers []kgo.RecordHeader) int {
+// an empty value does not fit. A nil key is a null key. The headers may be
+// kgo.RecordHeader or any type of that shape, such as postgres.Header.
+func MaxValueLen[H cloudevents.Header](key []byte, headers []H) int {
 	base := recordBase(key, headers)
 	budget := ProducerBatchMaxBytes - recordBatchOverhead
 	if recordWireLen(base, 0) > budget {
@@ -36,7 +39,7 @@ func MaxValueLen(key []byte, headers []kgo.RecordHeader) int {
 
 // recordBase is the length of a batch's first record's fields other than
 // its value.
-func recordBase(key []byte, headers []kgo.RecordHeader) int {
+func recordBase[H cloudevents.Header](key []byte, headers []H) int {
 	base := 3 + varintLen(len(headers)) // attributes, timestamp and offset deltas of a batch's first record
 	if key == nil {
 		base += varintLen(-1)
@@ -44,6 +47,7 @@ func recordBase(key []byte, headers []kgo.RecordHeader) int {
 		base += varintLen(len(key)) + len(key)
 	}
 	for _, h := range headers {
+		h := kgo.RecordHeader(h)
 		base += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)
 	}
 	return base

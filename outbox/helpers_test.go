@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/postgres"
 )
@@ -21,7 +22,7 @@ const topic = "orders.events"
 
 // newService returns an OrderService whose events go to topic.
 func newService(db *postgres.DB, topic string) *postgres.OrderService {
-	return postgres.NewOrderService(db, postgres.NewOrderWriter(topic, "orders-service/test", nil), "USD")
+	return postgres.NewOrderService(db, postgres.NewOrderWriter(topic, cloudevents.Encoder[postgres.Header]{Source: "orders-service/test"}), "USD")
 }
 
 // testKafka is one test's Kafka: the real cluster of KAFKA_TEST_BROKERS or a
@@ -160,12 +161,8 @@ func (c *collector) byEventID(id string) []*kgo.Record {
 }
 
 func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := cloudevents.Lookup(r.Headers, key)
+	return v
 }
 
 type outboxRow struct {

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/periodic"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
@@ -692,12 +693,10 @@ func (w *Relay) publishSpan(ctx context.Context, recs []postgres.OutboxRecord) (
 		if len(links) == maxSpanLinks {
 			break
 		}
-		for _, h := range r.Headers {
-			if h.Key == "traceparent" {
-				sc := trace.SpanContextFromContext(telemetry.ContextWithTraceParent(ctx, string(h.Value)))
-				if sc.IsValid() {
-					links = append(links, trace.Link{SpanContext: sc})
-				}
+		if tp, ok := cloudevents.Lookup(r.Headers, cloudevents.HeaderTraceParent); ok {
+			sc := trace.SpanContextFromContext(telemetry.ContextWithTraceParent(ctx, tp))
+			if sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
 			}
 		}
 	}

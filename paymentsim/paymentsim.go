@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -81,7 +82,7 @@ func (c Config) answer(ctx context.Context, cl *kgo.Client, log *slog.Logger, in
 	}
 	var out []*kgo.Record
 	for _, r := range in {
-		if header(r, kafka.HeaderType) != orders.TypeOrderCreated {
+		if cloudevents.Parse(r.Headers).Type != orders.TypeOrderCreated {
 			continue
 		}
 		res, err := c.Answer(r, time.Now())
@@ -131,16 +132,7 @@ func (c Config) Answer(r *kgo.Record, now time.Time) (*kgo.Record, error) {
 		Key:   []byte(created.OrderID),
 		Value: data,
 		// The payment continues the order's trace, as payments-service would.
-		Headers: kafka.CloudEvent{ID: id, Type: typ, Source: Source, Time: now,
-			TraceParent: header(r, kafka.HeaderTraceParent)}.Headers(),
+		Headers: cloudevents.AppendHeaders([]kgo.RecordHeader(nil), cloudevents.Event{ID: id, Type: typ, Source: Source,
+			Time: now, TraceParent: cloudevents.Parse(r.Headers).TraceParent}),
 	}, nil
-}
-
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
@@ -26,7 +27,7 @@ import (
 func BenchmarkCreateOrder(b *testing.B) {
 	ctx := context.Background()
 	db := pgtest.Open(b, testDSN)
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "orders-service", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "orders-service"}), "USD")
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
@@ -44,7 +45,7 @@ func BenchmarkCreateOrder(b *testing.B) {
 func BenchmarkWriteOrder(b *testing.B) {
 	ctx := context.Background()
 	db := pgtest.Open(b, testDSN)
-	w := postgres.NewOrderWriter("orders.events", "orders-service", nil)
+	w := postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "orders-service"})
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		b.Fatal(err)

@@ -6,12 +6,13 @@ import (
 	"time"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 )
 
 func benchHeaders() []Header {
-	return append(CloudEventHeaders("0190f5e4-8c1a-7b3e-9f00-1234567890ab", orders.TypeOrderCreated,
-		"orders-service", time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC)),
-		Header{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")})
+	return cloudevents.AppendHeaders([]Header(nil), cloudevents.Event{ID: "0190f5e4-8c1a-7b3e-9f00-1234567890ab",
+		Type: orders.TypeOrderCreated, Source: "orders-service", Time: time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC),
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
 }
 
 // BenchmarkEncodeHeaders encodes an event's headers as InsertOutbox stores them.

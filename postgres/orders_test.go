@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m, func(dsn string) { testDSN = dsn })
 
 func newService(t *testing.T) (*postgres.DB, *postgres.OrderService) {
 	db := pgtest.Open(t, testDSN)
-	w := postgres.NewOrderWriter("orders.events", "orders-service/test", nil)
+	w := postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "orders-service/test"})
 	return db, postgres.NewOrderService(db, w, "USD")
 }
 

@@ -8,13 +8,13 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/telemetry"
 )
 
@@ -267,28 +267,30 @@ func InsertOutbox(ctx context.Context, tx pgx.Tx, msgs ...OutboxMessage) error {
 	return nil
 }
 
-// HeaderFunc adds headers taken from the request context, such as the
-// trace's traceparent.
-type HeaderFunc func(ctx context.Context) []Header
+// EventEncoder encodes a domain event as the record the relay publishes,
+// continuing the trace traceParent or, when empty, ctx's; in the service,
+// cloudevents.Encoder.
+type EventEncoder interface {
+	Encode(ctx context.Context, ev orders.Event, traceParent string, now time.Time) (cloudevents.Message[Header], error)
+}
 
-// OrderWriter serialises order events as CloudEvents (Kafka binary mode)
-// into the outbox.
+// OrderWriter writes order events, encoded by its EventEncoder, into the
+// outbox.
 type OrderWriter struct {
-	Topic   string     // KAFKA_TOPIC
-	Source  string     // ce_source
-	Context HeaderFunc // optional
+	Topic   string // KAFKA_TOPIC
+	Encoder EventEncoder
 	now     func() time.Time
 }
 
-// NewOrderWriter returns a writer of events to topic with ce_source source.
-func NewOrderWriter(topic, source string, fromContext HeaderFunc) *OrderWriter {
-	return &OrderWriter{Topic: topic, Source: source, Context: fromContext, now: time.Now}
+// NewOrderWriter returns a writer of events to topic, encoded by enc.
+func NewOrderWriter(topic string, enc EventEncoder) *OrderWriter {
+	return &OrderWriter{Topic: topic, Encoder: enc, now: time.Now}
 }
 
 // WriteOrder serialises events into outbox rows inside the caller's
-// transaction tx, in one statement and in the order given: key = order id,
-// value = JSON data, CloudEvents headers. The rows carry the trace of the
-// "outbox.write" span it starts under ctx.
+// transaction tx, in one statement and in the order given, as its
+// EventEncoder encodes them. The rows carry the trace of the "outbox.write"
+// span it starts under ctx.
 func (w *OrderWriter) WriteOrder(ctx context.Context, tx pgx.Tx, events ...orders.Event) error {
 	return w.write(ctx, tx, events, nil)
 }
@@ -319,51 +321,21 @@ func (w *OrderWriter) startSpan(ctx context.Context, events []orders.Event) (con
 	return telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(attrs...))
 }
 
-// messages serialises events into outbox messages: key = order id, value =
-// JSON data, CloudEvents headers, and the trace of ctx (or traceparents[i],
-// when set).
+// messages encodes events as outbox messages, each continuing the trace
+// traceparents[i] when set, else ctx's.
 func (w *OrderWriter) messages(ctx context.Context, events []orders.Event, traceparents []string) ([]OutboxMessage, error) {
-	var fromContext []Header
-	if w.Context != nil {
-		fromContext = w.Context(ctx)
-	}
 	now := w.now()
 	msgs := make([]OutboxMessage, len(events))
 	for i, ev := range events {
-		payload, err := json.Marshal(ev)
+		var tp string
+		if traceparents != nil {
+			tp = traceparents[i]
+		}
+		m, err := w.Encoder.Encode(ctx, ev, tp, now)
 		if err != nil {
-			return nil, fmt.Errorf("encode %s: %w", ev.EventType(), err)
+			return nil, err
 		}
-		id, err := uuid.NewV7()
-		if err != nil {
-			return nil, fmt.Errorf("new event id: %w", err)
-		}
-		headers := CloudEventHeaders(id.String(), ev.EventType(), w.Source, now)
-		if traceparents != nil && traceparents[i] != "" {
-			headers = append(headers, Header{Key: "traceparent", Value: []byte(traceparents[i])})
-		} else {
-			headers = append(headers, fromContext...)
-		}
-		msgs[i] = OutboxMessage{
-			EventID:   id.String(),
-			EventType: ev.EventType(),
-			Topic:     w.Topic,
-			Key:       []byte(ev.EventOrderID()),
-			Headers:   headers,
-			Payload:   payload,
-		}
+		msgs[i] = OutboxMessage{EventID: m.ID, EventType: m.Type, Topic: w.Topic, Key: m.Key, Headers: m.Headers, Payload: m.Value}
 	}
 	return msgs, nil
-}
-
-// CloudEventHeaders returns the CloudEvents binary-mode headers of one event.
-func CloudEventHeaders(id, typ, source string, t time.Time) []Header {
-	return []Header{
-		{Key: "ce_specversion", Value: []byte("1.0")},
-		{Key: "ce_id", Value: []byte(id)},
-		{Key: "ce_type", Value: []byte(typ)},
-		{Key: "ce_source", Value: []byte(source)},
-		{Key: "ce_time", Value: []byte(t.UTC().Format(time.RFC3339Nano))},
-		{Key: "content-type", Value: []byte("application/json")},
-	}
 }

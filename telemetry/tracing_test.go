@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/inbox"
@@ -126,12 +127,8 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	writer := postgres.NewOrderWriter(k.ordersTopic, "orders-service/test", func(ctx context.Context) []postgres.Header {
-		if tp := telemetry.TraceParent(ctx); tp != "" {
-			return []postgres.Header{{Key: kafka.HeaderTraceParent, Value: []byte(tp)}}
-		}
-		return nil
-	})
+	writer := postgres.NewOrderWriter(k.ordersTopic,
+		cloudevents.Encoder[postgres.Header]{Source: "orders-service/test", TraceParent: telemetry.TraceParent})
 	svc := postgres.NewOrderService(db, writer, "USD")
 	pageKey, err := db.PageTokenKey(ctx)
 	if err != nil {
@@ -225,16 +222,16 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	if string(created0.Key) != orderID {
 		t.Fatalf("record key = %q, want order %s", created0.Key, orderID)
 	}
-	tp, _ := kafka.Header(created0, kafka.HeaderTraceParent)
+	tp, _ := cloudevents.Lookup(created0.Headers, cloudevents.HeaderTraceParent)
 	if tp != wantTP {
 		t.Fatalf("OrderCreated traceparent = %q, want %q", tp, wantTP)
 	}
 
 	data, _ := json.Marshal(map[string]string{"order_id": orderID, "payment_id": "pay-1"})
-	payment := &kgo.Record{Topic: k.paymentsTopic, Key: []byte(orderID), Value: data, Headers: kafka.CloudEvent{
+	payment := &kgo.Record{Topic: k.paymentsTopic, Key: []byte(orderID), Value: data, Headers: cloudevents.AppendHeaders([]kgo.RecordHeader(nil), cloudevents.Event{
 		ID: uuid.NewString(), Type: "payments.v1.PaymentSucceeded", Source: "payments-service/test",
 		Time: time.Now(), TraceParent: tp,
-	}.Headers()}
+	})}
 	if err := producer.ProduceSync(ctx, payment).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +260,7 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	wantFinished := "00-" + apply.SpanContext().TraceID().String() + "-"
 	var gotFinished string
 	for _, h := range headers {
-		if h.Key == kafka.HeaderTraceParent {
+		if h.Key == cloudevents.HeaderTraceParent {
 			gotFinished = string(h.Value)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
@@ -78,7 +78,7 @@ func TestClusterSizeLimits(t *testing.T) {
 	defer producer.Close()
 	bigID := uuid.NewString()
 	big := &kgo.Record{Topic: payments, Key: []byte(ids[0]),
-		Headers: kafka.CloudEvent{ID: bigID, Type: "payments.v1.PaymentRefunded", Source: "limits-test", Time: time.Now()}.Headers()}
+		Headers: cloudevents.AppendHeaders([]kgo.RecordHeader(nil), cloudevents.Event{ID: bigID, Type: "payments.v1.PaymentRefunded", Source: "limits-test", Time: time.Now()})}
 	size := len(big.Key)
 	for _, h := range big.Headers {
 		size += len(h.Key) + len(h.Value)
@@ -112,7 +112,7 @@ func TestClusterSizeLimits(t *testing.T) {
 		dead = c.readAll(t, dlq)
 		return len(dead) > 0
 	})
-	if len(dead) != 1 || dead[0].id != bigID || dead[0].headers[inbox.HeaderDLQTruncated] == "" || dead[0].size > kafka.ProducerBatchMaxBytes {
+	if len(dead) != 1 || dead[0].id != bigID || dead[0].headers[cloudevents.HeaderDLQTruncated] == "" || dead[0].size > kafka.ProducerBatchMaxBytes {
 		t.Fatalf("DLQ holds %d records, first ce_id %q, %d bytes, headers %v", len(dead), dead[0].id, dead[0].size, dead[0].headers)
 	}
 
@@ -133,5 +133,5 @@ func TestClusterSizeLimits(t *testing.T) {
 	}
 	st := checkOrderEvents(t, events, ids, typeCreated, typeFinished)
 	t.Logf("SUMMARY size limits: orders=%d events=%d duplicates=%d dlq_record=%d bytes (payment of %d bytes, truncated header %s) near_limit_event=%d bytes parked_event=%d bytes",
-		len(ids), st.events, st.duplicates, dead[0].size, len(big.Value), dead[0].headers[inbox.HeaderDLQTruncated], len(near.value), overLen)
+		len(ids), st.events, st.duplicates, dead[0].size, len(big.Value), dead[0].headers[cloudevents.HeaderDLQTruncated], len(near.value), overLen)
 }

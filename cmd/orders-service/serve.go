@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/internal/settings"
@@ -76,7 +77,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	telemetry.RegisterPool(reg, db.Pool)
 	grpcMetrics := telemetry.NewGRPCMetrics(reg)
 
-	writer := postgres.NewOrderWriter(cfg.KafkaTopic, "orders-service", traceHeaders)
+	writer := postgres.NewOrderWriter(cfg.KafkaTopic, cloudevents.Encoder[postgres.Header]{Source: "orders-service", TraceParent: telemetry.TraceParent})
 	svc := postgres.NewOrderService(db, writer, cfg.DefaultCurrency)
 	hs := health.NewServer()
 	opts, err := grpcOptions(cfg, log)
@@ -214,14 +215,6 @@ func withPprof(h http.Handler) http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
-}
-
-// traceHeaders carries the caller's trace into the event's traceparent.
-func traceHeaders(ctx context.Context) []postgres.Header {
-	if tp := telemetry.TraceParent(ctx); tp != "" {
-		return []postgres.Header{{Key: kafka.HeaderTraceParent, Value: []byte(tp)}}
-	}
-	return nil
 }
 
 // startEmbeddedKafka runs the in-process development broker on

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/postgres"
 )
@@ -187,7 +188,7 @@ func (w baselineWriter) create(ctx context.Context, n int64) error {
 			EventType: orders.TypeOrderCreated,
 			Topic:     w.topic,
 			Key:       []byte(o.ID),
-			Headers:   postgres.CloudEventHeaders(eventID.String(), orders.TypeOrderCreated, "orders-service", time.Now()),
+			Headers:   cloudevents.AppendHeaders([]postgres.Header(nil), cloudevents.Event{ID: eventID.String(), Type: orders.TypeOrderCreated, Source: "orders-service", Time: time.Now()}),
 			Payload:   payload,
 		})
 	})

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/inbox"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/outbox"
@@ -64,8 +65,8 @@ func paymentRecords(topic string, n int) ([]*kgo.Record, error) {
 	return recs, nil
 }
 
-// inboxPhase times applying n payment results: by InboxConsumer and
-// InboxProcessor from a topic (with the relay publishing the resulting
+// inboxPhase times applying n payment results: by the inbox Consumer and
+// Processor from a topic (with the relay publishing the resulting
 // events, as in the service), and by the same inserts and updates as SQL
 // alone.
 func (b *bench) inboxPhase(ctx context.Context) error {
@@ -77,7 +78,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	}
 	defer db.Close()
 	kcfg := b.kafkaConfig()
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter(eventsTopic, "orders-service", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter(eventsTopic, cloudevents.Encoder[postgres.Header]{Source: "orders-service"}), "USD")
 	recs, err := paymentRecords(paymentsTopic, n)
 	if err != nil {
 		return err
@@ -168,7 +169,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 }
 
 // inboxSQLAlone stores recs in the inbox and applies them with the same
-// statements as InboxConsumer and InboxProcessor, without Kafka: inserts of
+// statements as the inbox Consumer and Processor, without Kafka: inserts of
 // 500 rows (the consumer's poll size) in one goroutine, and in another,
 // transactions claiming 50 rows and applying them together (lock their
 // orders, update them, write their events to the outbox, mark the rows
@@ -181,9 +182,9 @@ func inboxSQLAlone(ctx context.Context, db *postgres.DB, svc *postgres.OrderServ
 		for _, h := range r.Headers {
 			m.Headers = append(m.Headers, postgres.Header{Key: h.Key, Value: h.Value})
 			switch h.Key {
-			case "ce_id":
+			case cloudevents.HeaderID:
 				m.MessageID = string(h.Value)
-			case "ce_type":
+			case cloudevents.HeaderType:
 				m.EventType = string(h.Value)
 			}
 		}

@@ -10,8 +10,8 @@
 // The service runs as its own process (built from ./cmd/orders-service),
 // against a fresh database on the local PostgreSQL and a kfake broker that
 // also runs as its own process (./cmd/kfake-broker), so its resident memory
-// and CPU are its own. The outbox drain and the inbox run OutboxWorker,
-// InboxConsumer and InboxProcessor inside this process on databases of their
+// and CPU are its own. The outbox drain and the inbox run the Relay,
+// the inbox Consumer and Processor inside this process on databases of their
 // own, against the same broker; the scale-out phase runs one to three
 // OutboxWorkers on one outbox, and one to three service processes on the
 // service's database. CreateOrder is also compared with pgbench running the

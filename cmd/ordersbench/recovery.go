@@ -17,7 +17,7 @@ import (
 
 // recoveryPhase measures how fast the relay drains a backlog that built up
 // while Kafka was down. On a kfake broker of its own, with a data directory
-// and a fixed port, it first times an OutboxWorker draining n rows with the
+// and a fixed port, it first times an Relay draining n rows with the
 // broker up (the baseline); then, with a new worker connected and idle, it
 // stops the broker, writes n unsent rows, keeps the broker down for the
 // outage, starts it again on the same port with its data, and times from
@@ -128,14 +128,14 @@ func (b *bench) recoveryPhase(ctx context.Context) error {
 	return nil
 }
 
-// runningRelay is an OutboxWorker running in this process with a registry
+// runningRelay is a Relay running in this process with a registry
 // of its own.
 type runningRelay struct {
 	reg  *prometheus.Registry
 	stop func()
 }
 
-// startRelay runs an OutboxWorker on db with the service's defaults and a
+// startRelay runs a Relay on db with the service's defaults and a
 // producer (and replacement producers) configured as the service's, once
 // the producer reached the broker.
 func startRelay(ctx context.Context, db *postgres.DB, kcfg kafka.Config, b *bench) (*runningRelay, error) {

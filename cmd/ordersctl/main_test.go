@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/health"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/grpcapi"
 	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
@@ -28,7 +29,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func startServer(t *testing.T, opts grpcapi.Options) string {
 	t.Helper()
 	db := pgtest.Open(t, testDSN)
-	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", "test", nil), "USD")
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter("orders.events", cloudevents.Encoder[postgres.Header]{Source: "test"}), "USD")
 	opts.Log = quiet
 	srv := grpcapi.NewServer(grpcapi.NewHandler(svc, []byte("test page key"), quiet), health.NewServer(), opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
