@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -35,11 +36,23 @@ type DB struct {
 	now     func() time.Time
 }
 
-// Open connects to dsn and checks the connection. The caller closes the DB.
+// BackgroundConns is what Open adds to pgxpool's default pool size (max(4,
+// CPUs)) when the DSN sets no pool_max_conns: the relay and the inbox consumer
+// and processor each hold a connection across a batch, and housekeeping
+// (retention, gauges) takes one now and then, so API calls get pgxpool's
+// default to themselves instead of queueing behind them.
+const BackgroundConns = 4
+
+// Open connects to dsn and checks the connection. The pool's size is the
+// DSN's pool_max_conns, or pgxpool's default plus BackgroundConns. The caller
+// closes the DB.
 func Open(ctx context.Context, dsn string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse POSTGRES_DSN: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns += BackgroundConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

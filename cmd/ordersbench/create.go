@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -221,6 +222,13 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 	baseDSN, err := b.newDatabase(ctx, "baseline")
 	if err != nil {
 		return err
+	}
+	if b.poolMax == 0 {
+		// The baseline is raw pgx: pgxpool's default size, not the
+		// service's (postgres.BackgroundConns more).
+		if baseDSN, err = withPoolMaxConns(baseDSN, max(4, runtime.NumCPU())); err != nil {
+			return err
+		}
 	}
 	baseDB, err := postgres.Open(ctx, baseDSN)
 	if err != nil {

@@ -398,16 +398,21 @@ func (b *bench) newDatabase(ctx context.Context, role string) (string, error) {
 	}
 	b.dbs = append(b.dbs, dsn)
 	if b.poolMax > 0 {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "", err
-		}
-		q := u.Query()
-		q.Set("pool_max_conns", fmt.Sprint(b.poolMax))
-		u.RawQuery = q.Encode()
-		dsn = u.String()
+		return withPoolMaxConns(dsn, b.poolMax)
 	}
 	return dsn, nil
+}
+
+// withPoolMaxConns returns the URL dsn with pool_max_conns set to n.
+func withPoolMaxConns(dsn string, n int) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", fmt.Sprint(n))
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // close stops everything the run started and drops its databases.
