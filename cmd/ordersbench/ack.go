@@ -112,6 +112,18 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	}()
 	defer func() { stopConsumer(); <-consumed }()
 
+	// A warm-up that is not counted: a topic just created (a cluster's
+	// leaders and replicas settling) and cold connections are not the
+	// steady state this phase measures.
+	if _, _, err := openLoop(ctx, b.sizes.SteadyRate, b.sizes.Warmup, 64, func(ctx context.Context, n int64) error {
+		_, err := b.client.CreateOrder(ctx, orderRequest(900_000_000+n))
+		return err
+	}); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if err := waitDrained(ctx, b.svcDB, time.Minute); err != nil {
+		return err
+	}
 	before, err := scrape(ctx, b.metricsURL())
 	if err != nil {
 		return err
@@ -207,9 +219,10 @@ func (b *bench) ackPhase(ctx context.Context) error {
 
 // produceAlone is the commit→ack baseline: copies of rec (one of the
 // service's records: its size and headers) produced on a topic of their own
-// at rate a second for d, open loop, through a client made by kafka.NewClient
-// as the relay's is, with no service and no PostgreSQL in the way. It returns
-// each record's time from when it was due to its acknowledgement.
+// at rate a second for d after an uncounted warm-up, open loop, through a
+// client made by kafka.NewClient as the relay's is, with no service and no
+// PostgreSQL in the way. It returns each record's time from when it was due
+// to its acknowledgement.
 func (b *bench) produceAlone(ctx context.Context, rec *kgo.Record, rate int, d time.Duration) ([]time.Duration, error) {
 	if rec == nil {
 		return nil, fmt.Errorf("no record of the service's was fetched to copy")
@@ -223,11 +236,15 @@ func (b *bench) produceAlone(ctx context.Context, rec *kgo.Record, rate int, d t
 	if err := kafka.EnsureTopics(ctx, cl, 6, -1, topic); err != nil {
 		return nil, err
 	}
-	snap := b.cpuSnap()
-	lat, _, err := openLoop(ctx, rate, d, 64, func(ctx context.Context, n int64) error {
+	produce := func(ctx context.Context, n int64) error {
 		r := &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "baseline-%d", n), Value: rec.Value, Headers: rec.Headers}
 		return cl.ProduceSync(ctx, r).FirstErr()
-	})
+	}
+	if _, _, err := openLoop(ctx, rate, b.sizes.Warmup, 64, produce); err != nil { // as the service's: not counted
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	snap := b.cpuSnap()
+	lat, _, err := openLoop(ctx, rate, d, 64, produce)
 	b.addCPU(fmt.Sprintf("Kafka alone at %d/s", rate), b.cpuSince(snap))
 	return lat, err
 }
