@@ -754,3 +754,49 @@ func TestDeploymentsSetAuthMode(t *testing.T) {
 		t.Errorf("configmap.yaml: AUTH_MODE = %q, want jwt", v)
 	}
 }
+
+// TestReadmeLayoutNamesEveryPackage keeps the README's Layout true: every
+// directory holding Go code is named there (as "dir/"), and every directory
+// it names exists.
+func TestReadmeLayoutNamesEveryPackage(t *testing.T) {
+	readme := string(readFile(t, "README.md"))
+	start := strings.Index(readme, "## Layout\n")
+	if start < 0 {
+		t.Fatal("README.md has no ## Layout section")
+	}
+	layout, _, _ := strings.Cut(readme[start+len("## Layout\n"):], "\n## ")
+	root := moduleRoot(t)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "bin") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, filepath.Dir(path))
+		if err != nil || rel == "." {
+			return err
+		}
+		if !strings.Contains(layout, filepath.ToSlash(rel)+"/") {
+			t.Errorf("README.md's Layout does not name %s/", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range regexp.MustCompile(`(?m)^(\S.*?)\s{2,}`).FindAllStringSubmatch(layout, -1) {
+		for _, name := range strings.Split(line[1], ", ") {
+			dir, ok := strings.CutSuffix(name, "/")
+			if !ok {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(root, dir)); err != nil {
+				t.Errorf("README.md's Layout names %s/, which does not exist", dir)
+			}
+		}
+	}
+}
