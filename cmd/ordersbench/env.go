@@ -349,7 +349,7 @@ func describeMachine(ctx context.Context, db *postgres.DB) Machine {
 	rows, err := db.Pool.Query(ctx, `
 		SELECT name, current_setting(name) FROM pg_settings
 		WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_connections', 'wal_level', 'work_mem',
-			'random_page_cost', 'autovacuum')`)
+			'random_page_cost', 'autovacuum', 'autovacuum_naptime', 'max_wal_size', 'checkpoint_timeout')`)
 	if err == nil {
 		for rows.Next() {
 			var k, v string

@@ -76,22 +76,36 @@ func (b *bench) soakPhase(ctx context.Context) error {
 	start := time.Now()
 	sctx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
+	sample := func(ctx context.Context) (SoakSample, error) {
+		s := SoakSample{Seconds: time.Since(start).Seconds()}
+		err := db.Pool.QueryRow(ctx, `
+			SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox WHERE NOT sent),
+				(SELECT count(*) FROM inbox), (SELECT count(*) FROM inbox WHERE NOT processed),
+				pg_total_relation_size('orders'), pg_total_relation_size('outbox'), pg_total_relation_size('inbox')`).
+			Scan(&s.OutboxRows, &s.Unsent, &s.InboxRows, &s.Pending, &s.OrdersBytes, &s.OutboxBytes, &s.InboxBytes)
+		if err != nil {
+			return s, fmt.Errorf("sample the tables: %w", err)
+		}
+		s.RSSBytes, _ = rssBytes(svc.pid())
+		if mfs, err := scrape(ctx, metrics); err == nil {
+			s.Goroutines = gauge(mfs, "go_goroutines")
+		}
+		return s, nil
+	}
 	go func() {
 		defer close(sampled)
 		for {
-			s := SoakSample{Seconds: time.Since(start).Seconds()}
-			db.Pool.QueryRow(sctx, `
-				SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox WHERE NOT sent),
-					(SELECT count(*) FROM inbox), (SELECT count(*) FROM inbox WHERE NOT processed),
-					pg_total_relation_size('orders'), pg_total_relation_size('outbox'), pg_total_relation_size('inbox')`).
-				Scan(&s.OutboxRows, &s.Unsent, &s.InboxRows, &s.Pending, &s.OrdersBytes, &s.OutboxBytes, &s.InboxBytes)
-			s.RSSBytes, _ = rssBytes(svc.pid())
-			if mfs, err := scrape(sctx, metrics); err == nil {
-				s.Goroutines = gauge(mfs, "go_goroutines")
+			s, err := sample(sctx)
+			if sctx.Err() != nil {
+				return // the run ended: its last sample is taken below
 			}
-			mu.Lock()
-			samples = append(samples, s)
-			mu.Unlock()
+			if err != nil {
+				b.say("soak: %v", err)
+			} else {
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			}
 			if !sleepUntil(sctx, time.Now().Add(10*time.Second)) {
 				return
 			}
@@ -115,6 +129,11 @@ func (b *bench) soakPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	last, err := sample(ctx) // "at the end": after the load, never a sample cut short by its end
+	if err != nil {
+		return err
+	}
+	samples = append(samples, last)
 	b.addCPU(fmt.Sprintf("soak at %d/s", rate), b.cpuSince(snap))
 	if err := svc.exited(); err != nil {
 		return err
@@ -132,7 +151,6 @@ func (b *bench) soakPhase(ctx context.Context) error {
 	// one payment result. Retention runs every minute, so rows stay up to
 	// two minutes (and the last delete may take a while).
 	bound := float64(rate) * (2*soakRetention + 30*time.Second).Seconds()
-	last := samples[len(samples)-1]
 	b.say("soak: achieved %.0f/s, outbox rows at most %d, RSS %.1f MB after warm-up, %.1f MB at the end, goroutines %.0f -> %.0f",
 		float64(len(lat))/elapsed.Seconds(), maxRows, float64(warm.RSSBytes)/1e6, float64(end.RSSBytes)/1e6, warm.Goroutines, end.Goroutines)
 	label := fmt.Sprintf("Soak %s at %s/s", d, formatCount(rate))
