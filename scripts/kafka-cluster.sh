@@ -189,8 +189,13 @@ format() {
 	done
 }
 
+# log_from is the size of the node's log before its last launch: wait_port
+# shows only what that start wrote.
+log_from=0
+
 launch() {
 	local n=$1 d=$dir/node$1 pid
+	log_from=$(stat -c %s "$d/server.log" 2>/dev/null || echo 0)
 	[ -n "$(node_pid "$n")" ] && return
 	port_open "$(broker_port "$n")" && die "port $(broker_port "$n") is taken by another process (set KAFKA_CLUSTER_PORT)"
 	configure "$n"
@@ -202,13 +207,30 @@ launch() {
 	echo "$pid" >"$d/kafka.pid"
 }
 
+# wait_port waits until node N listens; it fails (status 1) with the end of
+# the node's log when the node exits first, and dies past the timeout.
 wait_port() {
 	local n=$1 deadline=$((SECONDS + timeout))
 	until port_open "$(broker_port "$n")"; do
-		[ -n "$(node_pid "$n")" ] || die "node $n exited while starting; see $dir/node$n/server.log"
+		if [ -z "$(node_pid "$n")" ]; then
+			echo "kafka-cluster: node $n exited while starting; its errors in $dir/node$n/server.log:" >&2
+			tail -c +"$((log_from + 1))" "$dir/node$n/server.log" | grep -E 'ERROR|FATAL|Caused by' | tail -n 8 >&2 || true
+			return 1
+		fi
 		((SECONDS < deadline)) || die "node $n did not listen on $(broker_port "$n") within ${timeout}s; see $dir/node$n/server.log"
 		sleep 0.5
 	done
+}
+
+# start_node launches node N and waits for it, once more if it exits while
+# starting (its log's end is printed either way).
+start_node() {
+	local n=$1
+	launch "$n"
+	wait_port "$n" && return
+	echo "kafka-cluster: starting node $n again" >&2
+	launch "$n"
+	wait_port "$n" || die "node $n exited while starting, twice; see $dir/node$n/server.log"
 }
 
 # Waits until the check topic (replication 3) exists and every partition has
@@ -280,7 +302,7 @@ up)
 	fi
 	format
 	for n in "${nodes[@]}"; do launch "$n"; done
-	for n in "${nodes[@]}"; do wait_port "$n"; done
+	for n in "${nodes[@]}"; do wait_port "$n" || die "node $n exited while starting; see $dir/node$n/server.log"; done
 	wait_ready
 	bootstrap >"$dir/bootstrap"
 	status
@@ -306,8 +328,7 @@ kill)
 start)
 	node_arg "${2:-}"
 	[ -f "$dir/node$2/data/meta.properties" ] || die "node $2 has no storage in $dir: run up first"
-	launch "$2"
-	wait_port "$2"
+	start_node "$2"
 	echo "node $2 (pid $(node_pid "$2")) listening on 127.0.0.1:$(broker_port "$2")"
 	;;
 status) status ;;
