@@ -209,13 +209,28 @@ func (c *cluster) tryLeaders(ctx context.Context, topic string) (map[int32]int32
 	return out, nil
 }
 
-// busiestLeader is the node leading the most partitions of topic.
+// busiestLeader is the node leading the most partitions of topic, once the
+// topic exists and every partition has a leader: orders are acknowledged
+// before the replicas have created their topics (they wait in the outbox).
 func (c *cluster) busiestLeader(t *testing.T, topic string) int {
 	t.Helper()
-	count := map[int32]int{}
-	for _, l := range c.leaders(t, topic) {
-		count[l]++
-	}
+	var count map[int32]int
+	poll.Eventually(t, 60*time.Second, "a leader for every partition of "+topic, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		leaders, err := c.tryLeaders(ctx, topic)
+		if err != nil || len(leaders) == 0 {
+			return false
+		}
+		count = map[int32]int{}
+		for _, l := range leaders {
+			if l < 0 {
+				return false
+			}
+			count[l]++
+		}
+		return true
+	})
 	best := int32(-1)
 	for id, n := range count {
 		if id >= 0 && (best < 0 || n > count[best] || n == count[best] && id < best) {
