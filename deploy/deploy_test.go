@@ -63,6 +63,7 @@ var serviceMetrics = func() []string {
 	if err != nil {
 		panic(err)
 	}
+	defer pool.Close()
 	telemetry.RegisterPool(reg, pool)
 	mfs, err := reg.Gather()
 	if err != nil {

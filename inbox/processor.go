@@ -474,12 +474,7 @@ func (p *Processor) retention(ctx context.Context) error {
 // database clock, RetentionBatch at a time, until a statement deletes fewer
 // than that. Run calls it every RetentionInterval.
 func (p *Processor) DeleteExpired(ctx context.Context) (deleted int64, statements int, err error) {
-	for {
-		n, err := p.db.DeleteProcessedInbox(ctx, p.cfg.Retention, p.cfg.RetentionBatch)
-		statements++
-		deleted += n
-		if err != nil || n < int64(p.cfg.RetentionBatch) {
-			return deleted, statements, err
-		}
-	}
+	return periodic.DeleteInBatches(ctx, p.cfg.RetentionBatch, func(ctx context.Context, batch int) (int64, error) {
+		return p.db.DeleteProcessedInbox(ctx, p.cfg.Retention, batch)
+	})
 }

@@ -651,14 +651,9 @@ func (w *Relay) retention(ctx context.Context) error {
 // clock, RetentionBatch at a time, until a statement deletes fewer than
 // that. Run calls it every RetentionInterval.
 func (w *Relay) DeleteExpired(ctx context.Context) (deleted int64, statements int, err error) {
-	for {
-		n, err := w.db.DeleteSentOutbox(ctx, w.cfg.Retention, w.cfg.RetentionBatch)
-		statements++
-		deleted += n
-		if err != nil || n < int64(w.cfg.RetentionBatch) {
-			return deleted, statements, err
-		}
-	}
+	return periodic.DeleteInBatches(ctx, w.cfg.RetentionBatch, func(ctx context.Context, batch int) (int64, error) {
+		return w.db.DeleteSentOutbox(ctx, w.cfg.Retention, batch)
+	})
 }
 
 // refreshGauges sets the backlog gauges. Run calls it every GaugeInterval.

@@ -1,5 +1,5 @@
 // Package periodic runs housekeeping jobs (retention, gauges) on a fixed
-// interval beside a worker's main loop.
+// interval beside a worker's main loop, and deletes in bounded batches.
 package periodic
 
 import (
@@ -21,6 +21,20 @@ func Run(ctx context.Context, every time.Duration, job func(context.Context) err
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// DeleteInBatches calls del, which deletes at most batch rows, until a call
+// deletes fewer than batch or fails: retention that never holds one long
+// statement. It returns the rows deleted and the calls made.
+func DeleteInBatches(ctx context.Context, batch int, del func(ctx context.Context, batch int) (int64, error)) (deleted int64, calls int, err error) {
+	for {
+		n, err := del(ctx, batch)
+		calls++
+		deleted += n
+		if err != nil || n < int64(batch) {
+			return deleted, calls, err
 		}
 	}
 }

@@ -62,3 +62,22 @@ func TestRunFirstCallAtOnce(t *testing.T) {
 		t.Fatal("the first call waited for the interval")
 	}
 }
+
+// TestDeleteInBatches: calls go on while each deletes a full batch and stop
+// at the first short one, or at an error.
+func TestDeleteInBatches(t *testing.T) {
+	left := int64(25)
+	deleted, calls, err := periodic.DeleteInBatches(context.Background(), 10, func(_ context.Context, batch int) (int64, error) {
+		n := min(left, int64(batch))
+		left -= n
+		return n, nil
+	})
+	if err != nil || deleted != 25 || calls != 3 {
+		t.Errorf("DeleteInBatches = %d rows, %d calls, %v; want 25, 3, nil", deleted, calls, err)
+	}
+	boom := errors.New("boom")
+	deleted, calls, err = periodic.DeleteInBatches(context.Background(), 10, func(context.Context, int) (int64, error) { return 10, boom })
+	if !errors.Is(err, boom) || deleted != 10 || calls != 1 {
+		t.Errorf("DeleteInBatches with a failing call = %d rows, %d calls, %v; want 10, 1, boom", deleted, calls, err)
+	}
+}
