@@ -121,7 +121,7 @@ type batch struct {
 	recs   []postgres.OutboxRecord
 	krecs  []*kgo.Record
 	outs   []outcome
-	parked map[string]int64 // key -> the batch's parked row it parks behind
+	parked map[string]int64 // plan's state: key -> the row its later rows park behind
 }
 
 // newBatch returns recs as a batch, with their Kafka records.
@@ -178,21 +178,22 @@ type settled struct {
 func (b *batch) settle(committed bool) settled {
 	var s settled
 	retry := map[string]bool{}
+	parked := map[string]int64{} // key -> its first row parked, of those walked so far
 	unsent := 0
 	for i, r := range b.recs {
 		o := &b.outs[i]
 		k := keyOf(r)
 		switch {
 		case o.parkErr != "":
-			if b.parked[k] == 0 {
-				b.parked[k] = r.ID
+			if parked[k] == 0 {
+				parked[k] = r.ID
 			}
-		case b.parked[k] != 0 && !o.acked.IsZero() && committed:
+		case parked[k] != 0 && !o.acked.IsZero() && committed:
 			// Kafka refused an earlier row of the key for good and took
 			// this one: it is out, so it is marked, and logged.
 			s.overtook = append(s.overtook, i)
-		case b.parked[k] != 0:
-			o.parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", b.parked[k])
+		case parked[k] != 0:
+			o.parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", parked[k])
 		case retry[k]:
 			o.hold = true
 			unsent++
@@ -202,7 +203,7 @@ func (b *batch) settle(committed bool) settled {
 			unsent++
 		case o.err != nil && permanent(o.err):
 			o.parkErr = fmt.Sprintf("topic %s key %s: %v", r.Topic, kafka.KeyText(r.Key), o.err)
-			b.parked[k] = r.ID
+			parked[k] = r.ID
 		default:
 			o.hold = true
 			retry[k] = true
