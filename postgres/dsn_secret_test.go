@@ -32,7 +32,9 @@ var secretDSNs = []string{
 	"host=127.0.0.1 password=Top Secret7 port=1",
 }
 
-func leaksSecret(s string) bool { return strings.Contains(s, "Secret7") || strings.Contains(s, "%53ecret7") }
+func leaksSecret(s string) bool {
+	return strings.Contains(s, "Secret7") || strings.Contains(s, "%53ecret7")
+}
 
 // TestDSNErrorsHideSecrets: whatever form the DSN takes and wherever it
 // fails (parsing, connecting), the error Open and CreateDatabaseIfMissing
