@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/internal/pgdsn"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	CallTimeout     time.Duration
 
 	GRPCMaxConnections    int           // concurrent gRPC connections; more wait to be accepted
+	GRPCMaxPeerConns      int           // concurrent gRPC connections of one peer IP; more are closed at once
+	GRPCConnectionTimeout time.Duration // a new connection's TLS and HTTP/2 handshake must end within this
+	GRPCMaxHeaderBytes    int           // largest accepted metadata (header list) of a call
 	GRPCMaxConnectionIdle time.Duration // close connections idle this long
 	GRPCMaxConnectionAge  time.Duration // close connections open this long
 	GRPCKeepaliveMinTime  time.Duration // shortest client ping interval allowed
@@ -330,7 +334,7 @@ var kafkaConnection = []Setting{
 var service = []Setting{
 	{
 		Name: "POSTGRES_DSN", Default: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable",
-		Doc: "PostgreSQL connection string (its passwords are masked in the log)",
+		Doc: "PostgreSQL connection string (its passwords are masked in the log and in error messages)",
 		set: func(c *Config, v string) error {
 			var err error
 			c.PostgresDSN, err = dsn(v)
@@ -380,6 +384,12 @@ var service = []Setting{
 		duration, func(c *Config) *time.Duration { return &c.CallTimeout }),
 	value("GRPC_MAX_CONNECTIONS", "1000", "concurrent gRPC connections; further ones wait to be accepted",
 		integer(1, 1_000_000), func(c *Config) *int { return &c.GRPCMaxConnections }),
+	value("GRPC_MAX_CONNECTIONS_PER_PEER", "100", "concurrent gRPC connections of one peer IP address; further ones are closed at once",
+		integer(1, 1_000_000), func(c *Config) *int { return &c.GRPCMaxPeerConns }),
+	value("GRPC_CONNECTION_TIMEOUT", "5s", "a new gRPC connection must finish its TLS and HTTP/2 handshake within this, or is closed",
+		duration, func(c *Config) *time.Duration { return &c.GRPCConnectionTimeout }),
+	value("GRPC_MAX_HEADER_LIST_BYTES", "32768", "largest accepted metadata (headers) of a call; a larger call is reset unread",
+		integer(8<<10+512, 16<<20), func(c *Config) *int { return &c.GRPCMaxHeaderBytes }),
 	value("GRPC_MAX_CONNECTION_IDLE", "5m", "close connections without calls for this long",
 		duration, func(c *Config) *time.Duration { return &c.GRPCMaxConnectionIdle }),
 	value("GRPC_MAX_CONNECTION_AGE", "30m", "close connections open this long",
@@ -569,34 +579,24 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
-// kvSecret matches a key=value pair whose key names a secret (password,
-// sslpassword, ...), with the value bare or single-quoted.
-var kvSecret = regexp.MustCompile(`(?i)(\b\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// String is the configuration as LogValue shows it, secrets masked, so %v
+// and %+v never reveal one.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%s", a.Key, a.Value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
 
-// secretKey reports whether a DSN key holds a secret: any key containing
-// "password" (password, sslpassword).
-func secretKey(k string) bool { return strings.Contains(strings.ToLower(k), "password") }
+// GoString is String, so %#v masks the secrets too.
+func (c Config) GoString() string { return "settings.Config" + c.String() }
 
 // RedactDSN masks every secret of a URL or key=value PostgreSQL DSN: the
-// URL's user password and the value of every key secretKey names.
-func RedactDSN(dsn string) string {
-	if strings.Contains(dsn, "://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable DSN hidden)"
-		}
-		q := u.Query()
-		masked := false
-		for k := range q {
-			if secretKey(k) {
-				q[k] = []string{"xxxxx"}
-				masked = true
-			}
-		}
-		if masked {
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	return kvSecret.ReplaceAllString(dsn, "${1}xxxxx")
-}
+// URL's user password and the value of every key holding a password.
+func RedactDSN(dsn string) string { return pgdsn.Redact(dsn) }
