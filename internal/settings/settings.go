@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/internal/pgdsn"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -332,7 +333,7 @@ var kafkaConnection = []Setting{
 var service = []Setting{
 	{
 		Name: "POSTGRES_DSN", Default: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable",
-		Doc: "PostgreSQL connection string (its passwords are masked in the log)",
+		Doc: "PostgreSQL connection string (its passwords are masked in the log and in error messages)",
 		set: func(c *Config, v string) error {
 			var err error
 			c.PostgresDSN, err = dsn(v)
@@ -585,34 +586,24 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
-// kvSecret matches a key=value pair whose key names a secret (password,
-// sslpassword, ...), with the value bare or single-quoted.
-var kvSecret = regexp.MustCompile(`(?i)(\b\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// String is the configuration as LogValue shows it, secrets masked, so %v
+// and %+v never reveal one.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%s", a.Key, a.Value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
 
-// secretKey reports whether a DSN key holds a secret: any key containing
-// "password" (password, sslpassword).
-func secretKey(k string) bool { return strings.Contains(strings.ToLower(k), "password") }
+// GoString is String, so %#v masks the secrets too.
+func (c Config) GoString() string { return "settings.Config" + c.String() }
 
 // RedactDSN masks every secret of a URL or key=value PostgreSQL DSN: the
-// URL's user password and the value of every key secretKey names.
-func RedactDSN(dsn string) string {
-	if strings.Contains(dsn, "://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable DSN hidden)"
-		}
-		q := u.Query()
-		masked := false
-		for k := range q {
-			if secretKey(k) {
-				q[k] = []string{"xxxxx"}
-				masked = true
-			}
-		}
-		if masked {
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	return kvSecret.ReplaceAllString(dsn, "${1}xxxxx")
-}
+// URL's user password and the value of every key holding a password.
+func RedactDSN(dsn string) string { return pgdsn.Redact(dsn) }
