@@ -343,9 +343,9 @@ var service = []Setting{
 		text, func(c *Config) *string { return &c.EmbeddedDataDir }),
 	value("KAFKA_TOPIC", "orders.events", "topic of the service's own events",
 		topic, func(c *Config) *string { return &c.KafkaTopic }),
-	value("KAFKA_INBOX_TOPIC", "payments.events", "topic of payment results",
+	value("KAFKA_INBOX_TOPIC", "payments.events", "topic of payment results; must differ from KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaInboxTopic }),
-	value("KAFKA_DLQ_TOPIC", "payments.events.dlq", "dead-letter topic",
+	value("KAFKA_DLQ_TOPIC", "payments.events.dlq", "dead-letter topic; must differ from KAFKA_INBOX_TOPIC and KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaDLQTopic }),
 	value("KAFKA_GROUP_ID", "orders-service", "consumer group of the inbox consumer",
 		nonEmpty, func(c *Config) *string { return &c.KafkaGroupID }),
@@ -542,6 +542,14 @@ func Load(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("GRPC_TLS_CLIENT_CA_FILE: needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
 	case c.HTTPPort == c.GRPCPort && c.HTTPPort != 0:
 		return c, fmt.Errorf("HTTP_PORT: must differ from GRPC_PORT (%d)", c.GRPCPort)
+	// A record without a usable ce_id dead-lettered onto the topic it came
+	// from gets a new offset, so a new id, and is dead-lettered again forever.
+	case c.KafkaDLQTopic == c.KafkaInboxTopic:
+		return c, fmt.Errorf("KAFKA_DLQ_TOPIC: must differ from KAFKA_INBOX_TOPIC (%s)", c.KafkaInboxTopic)
+	case c.KafkaDLQTopic == c.KafkaTopic:
+		return c, fmt.Errorf("KAFKA_DLQ_TOPIC: must differ from KAFKA_TOPIC (%s)", c.KafkaTopic)
+	case c.KafkaInboxTopic == c.KafkaTopic:
+		return c, fmt.Errorf("KAFKA_INBOX_TOPIC: must differ from KAFKA_TOPIC (%s)", c.KafkaTopic)
 	}
 	return c, nil
 }
