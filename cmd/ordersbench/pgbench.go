@@ -83,13 +83,15 @@ var (
 )
 
 // runPgbench runs pgbench with pgbenchScript against db (at dsn) for the phase's
-// length (whole seconds, at least one) with conc clients on two threads,
+// length (whole seconds, at least two) with conc clients on two threads,
 // in prepared mode, as pgx's default statement cache prepares each
 // statement once per connection. pgbench's own CPU is counted as the
 // benchmark's; the CPU window is the -T time, which leaves out pgbench's
 // connecting and disconnecting.
 func (b *bench) runPgbench(ctx context.Context, bin string, db *postgres.DB, dsn string, conc int) (PgbenchResult, error) {
-	secs := max(1, int(b.sizes.Phase.Round(time.Second).Seconds()))
+	// At least 2s: its clients connect within its -T time, and the window
+	// opens only once they have.
+	secs := max(2, int(b.sizes.Phase.Round(time.Second).Seconds()))
 	res := PgbenchResult{Concurrency: conc, Seconds: secs}
 	script := filepath.Join(b.tmp, "createorder.pgbench")
 	if err := os.WriteFile(script, []byte(pgbenchScript), 0o644); err != nil {
