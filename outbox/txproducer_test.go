@@ -89,7 +89,8 @@ func TestLostSessionIsFencedInKafka(t *testing.T) {
 	err := db2.Pool.QueryRow(ctx, `
 		SELECT count(pg_terminate_backend(pid)) FROM (
 			SELECT DISTINCT pid FROM pg_locks
-			WHERE locktype = 'advisory' AND classid = x'6f6c616e'::int::oid AND objsubid = 2 AND granted) AS holders`).Scan(&killed)
+			WHERE locktype = 'advisory' AND classid = x'6f6c616e'::int::oid AND objsubid = 2 AND granted
+			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS holders`).Scan(&killed)
 	if err != nil || killed != 1 {
 		t.Fatalf("terminated %d sessions holding a lane, %v; want 1", killed, err)
 	}
