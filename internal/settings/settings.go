@@ -466,16 +466,26 @@ var service = []Setting{
 func All() []Setting { return slices.Concat(service, kafkaConnection) }
 
 // PaymentsSim returns every setting cmd/payments-sim reads: the Kafka
-// connection, the two topics and PAYMENTS_SIM_DECLINE_ABOVE as orders-service
-// reads them, and KAFKA_GROUP_ID with the simulator's own default.
+// connection, the two topics, PAYMENTS_SIM_DECLINE_ABOVE and the LOG_*
+// settings as orders-service reads them (with docs from the simulator's
+// side), and KAFKA_GROUP_ID with the simulator's own default.
 func PaymentsSim() []Setting {
+	docs := map[string]string{
+		"KAFKA_TOPIC":                "consumes orders-service's events (OrderCreated) from this topic",
+		"KAFKA_INBOX_TOPIC":          "publishes payment results to this topic (orders-service's inbox)",
+		"PAYMENTS_SIM_DECLINE_ABOVE": "decline orders above this amount (minor units); 0 approves all",
+		"KAFKA_GROUP_ID":             "consumer group of the simulator",
+	}
 	var ss []Setting
 	for _, s := range service {
 		switch s.Name {
-		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE":
-			ss = append(ss, s)
-		case "KAFKA_GROUP_ID":
-			s.Default, s.Doc = "payments-sim", "consumer group of the simulator"
+		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE", "KAFKA_GROUP_ID", "LOG_FORMAT", "LOG_LEVEL":
+			if s.Name == "KAFKA_GROUP_ID" {
+				s.Default = "payments-sim"
+			}
+			if d, ok := docs[s.Name]; ok {
+				s.Doc = d
+			}
 			ss = append(ss, s)
 		}
 	}
