@@ -74,12 +74,17 @@ type Config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
+	OutboxPublishers   int // lanes one replica publishes at once
 	OutboxBatchSize    int
 	OutboxPollInterval time.Duration
 	OutboxRetention    time.Duration
 	InboxMaxAttempts   int
 	InboxRetention     time.Duration
 	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
+
+	// InboxAllowedSources are the only ce_source values the inbox applies
+	// (KAFKA_INBOX_ALLOWED_SOURCES); empty: any source.
+	InboxAllowedSources []string
 
 	Auth               auth.Config
 	TLSCertFile        string
@@ -224,6 +229,17 @@ func brokers(v string) ([]string, error) {
 	return bs, nil
 }
 
+// list is a comma-separated list; blank items are dropped, and "" is none.
+func list(v string) ([]string, error) {
+	var l []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			l = append(l, x)
+		}
+	}
+	return l, nil
+}
+
 func dsn(v string) (string, error) {
 	if _, err := url.Parse(v); err != nil && strings.Contains(v, "://") {
 		return "", fmt.Errorf("not a valid connection URL")
@@ -349,6 +365,8 @@ var service = []Setting{
 		topic, func(c *Config) *string { return &c.KafkaTopic }),
 	value("KAFKA_INBOX_TOPIC", "payments.events", "topic of payment results; must differ from KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaInboxTopic }),
+	value("KAFKA_INBOX_ALLOWED_SOURCES", "", "comma-separated ce_source values the inbox applies; records from other sources are dead-lettered at once; empty: any source",
+		list, func(c *Config) *[]string { return &c.InboxAllowedSources }),
 	value("KAFKA_DLQ_TOPIC", "payments.events.dlq", "dead-letter topic; must differ from KAFKA_INBOX_TOPIC and KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaDLQTopic }),
 	value("KAFKA_GROUP_ID", "orders-service", "consumer group of the inbox consumer",
@@ -413,6 +431,8 @@ var service = []Setting{
 		oneOf("json", "text"), func(c *Config) *string { return &c.LogFormat }),
 	value("LOG_LEVEL", "info", "debug, info, warn or error",
 		logLevel, func(c *Config) *slog.Level { return &c.LogLevel }),
+	value("OUTBOX_PUBLISHERS", "4", "lanes this replica's relay publishes at once, each with its own Kafka producer (1 to 16)",
+		integer(1, 16), func(c *Config) *int { return &c.OutboxPublishers }),
 	value("OUTBOX_BATCH_SIZE", "1000", "rows the relay publishes per transaction",
 		integer(1, 100_000), func(c *Config) *int { return &c.OutboxBatchSize }),
 	value("OUTBOX_POLL_INTERVAL", "500ms", "how often the relay looks for other replicas' rows",
