@@ -74,18 +74,18 @@ type Config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
-	OutboxPublishers   int // lanes one replica publishes at once
+	OutboxPublishers int // lanes one replica publishes at once
 	// OutboxTransactions publishes each lane's batch in a Kafka transaction
 	// (OUTBOX_TRANSACTIONS); OutboxTransactionalIDPrefix prefixes the
 	// lanes' transactional ids, empty: "orders-service." + KafkaTopic + ".lane-".
 	OutboxTransactions          bool
 	OutboxTransactionalIDPrefix string
-	OutboxBatchSize    int
-	OutboxPollInterval time.Duration
-	OutboxRetention    time.Duration
-	InboxMaxAttempts   int
-	InboxRetention     time.Duration
-	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
+	OutboxBatchSize             int
+	OutboxPollInterval          time.Duration
+	OutboxRetention             time.Duration
+	InboxMaxAttempts            int
+	InboxRetention              time.Duration
+	SimDeclineAbove             int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
 	// InboxAllowedSources are the only ce_source values the inbox applies
 	// (KAFKA_INBOX_ALLOWED_SOURCES); empty: any source.
