@@ -18,8 +18,15 @@ run: ## start the service locally: embedded Kafka, database created if missing, 
 	go build -o $(BIN)/orders-service ./cmd/orders-service
 	$(WITHPOSTGRES) -persist -env POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/orders?sslmode=disable' -- $(BIN)/orders-service -dev
 
-build:
-	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/...
+# VERSION is the release tag at HEAD (git describe: vX.Y.Z, or vX.Y.Z-N-gSHA
+# after it), or v0.0.0-<sha> before the first tag; -dirty marks local changes.
+# Binaries print it with -version; make release names its files after it.
+VERSION  ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo "v0.0.0-$$(git describe --always --dirty 2>/dev/null || echo unknown)")
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X github.com/acme/orders-service/internal/buildinfo.version=$(VERSION) -X github.com/acme/orders-service/internal/buildinfo.revision=$(REVISION)
+
+build: ## build every binary in cmd/ into bin/, stamped with VERSION and REVISION
+	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 test: ## every test, against the local PostgreSQL (or an embedded one) and an in-process Kafka broker
 	$(WITHPOSTGRES) -env TEST_POSTGRES_DSN,POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' -- go test -race -count=1 ./...

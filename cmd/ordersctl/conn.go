@@ -25,6 +25,7 @@ type app struct {
 	insecureSkipVerify bool
 	timeout            time.Duration
 	output             string
+	version            bool   // -version: print the version and exit
 	command            string // the subcommand being run
 
 	stdout, stderr io.Writer

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/acme/orders-service/internal/buildinfo"
 )
 
 func main() {
@@ -61,6 +63,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err := fs.Parse(args); err != nil {
 		return report(stderr, flagError(err))
 	}
+	if a.version {
+		fmt.Fprintln(stdout, "ordersctl", buildinfo.Read())
+		return 0
+	}
 	if !isSet(fs, "token") {
 		a.token = getenv("ORDERSCTL_TOKEN")
 	}
@@ -101,6 +107,7 @@ func (a *app) globalFlags(getenv func(string) string) *flag.FlagSet {
 	fs.BoolVar(&a.insecureSkipVerify, "insecure-skip-verify", false, "do not verify the server certificate (development only)")
 	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each call")
 	fs.StringVar(&a.output, "o", "table", "output `format`: table or json")
+	fs.BoolVar(&a.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintln(w, "usage: ordersctl [global flags] <command> [command flags] [args]")
