@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
+.PHONY: check-asyncapi run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
 
 # withpostgres gives a command the PostgreSQL its DSN names, or starts an
 # embedded one (github.com/fergusstrange/embedded-postgres) where nothing
@@ -88,6 +88,10 @@ bench-smoke: ## the benchmark with tiny sizes, so that it cannot rot (CI)
 SOAK ?= 10m
 soak: ## steady load for SOAK against a service with one-minute retention: table sizes, memory and goroutines stay flat
 	go run ./cmd/ordersbench -phases soak -soak $(SOAK) -out bench/soak-results.json
+
+check-asyncapi: ## validate api/asyncapi.yaml and its schemas with the official AsyncAPI parser (npm's @asyncapi/parser, pinned in scripts/asyncapi; needs Node.js)
+	npm ci --prefix scripts/asyncapi --no-audit --no-fund --ignore-scripts --loglevel=error
+	node scripts/asyncapi/validate.mjs api/asyncapi.yaml
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each (seed corpora are in testdata/fuzz)
