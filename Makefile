@@ -6,13 +6,19 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: check-asyncapi run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
+.PHONY: help check-asyncapi run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
 
 # withpostgres gives a command the PostgreSQL its DSN names, or starts an
 # embedded one (github.com/fergusstrange/embedded-postgres) where nothing
 # answers on that loopback port (README, "The two commands"). CI installs
 # Debian's postgresql package instead (scripts/ci-postgres.sh).
 WITHPOSTGRES = go build -o $(BIN)/withpostgres ./cmd/withpostgres && $(BIN)/withpostgres
+
+# A bare `make` prints this list instead of starting anything.
+.DEFAULT_GOAL := help
+
+help: ## list the targets with what they do
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_-]+:[^=]*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: ## start the service locally: embedded Kafka, database created if missing, payments simulator
 	go build -o $(BIN)/orders-service ./cmd/orders-service
@@ -53,7 +59,7 @@ test-failover: ## failover tests (build tag kafkacluster): brokers and replicas 
 	KAFKA_TEST_BROKERS=$$(scripts/kafka-cluster.sh bootstrap) go test -tags kafkacluster -count=1 -v -timeout 20m -run '^TestCluster' ./cmd/orders-service/; \
 		rc=$$?; scripts/kafka-cluster.sh down; exit $$rc
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install the pinned buf and protoc plugins into bin/
 
 $(BIN)/buf:
 	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -62,15 +68,15 @@ $(BIN)/protoc-gen-go:
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
 
-generate: tools
+generate: tools ## buf lint, then regenerate gen/orderspb with the pinned plugins
 	buf lint
 	buf generate
 
-check-generated: generate
+check-generated: generate ## fail when the committed generated code is stale (CI)
 	@git diff --exit-code -- gen/ || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
 	@test -z "$$(git status --porcelain -- gen/)" || (echo "generated code is not committed" >&2; exit 1)
 
-lint: tools
+lint: tools ## gofmt, go vet, staticcheck, deadcode and buf lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1)
 	go vet ./...
 	go vet -tags kafkacluster ./...

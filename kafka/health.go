@@ -1,10 +1,12 @@
 package kafka
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -44,7 +46,7 @@ func (h *ProduceHealth) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.inflight--
-	if err != nil {
+	if err != nil && !recordRejected(err) {
 		h.lastErr = err
 		return
 	}
@@ -52,10 +54,25 @@ func (h *ProduceHealth) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
 	h.progress = time.Now()
 }
 
+// recordRejected reports whether err is a broker's (or the producer's)
+// refusal of one record for what it holds: too large or malformed. Such an
+// answer says Kafka is available; the record is the problem, and it stays
+// refused however long Kafka is healthy (the relay parks it), so it must not
+// count as a failure until some other record is acknowledged.
+func recordRejected(err error) bool {
+	for _, e := range []error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord, kerr.CorruptMessage} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // Err returns nil while produced records are acknowledged, or nothing is
 // produced; otherwise why Kafka counts as unavailable: records waited
 // longer than Stall with no acknowledgement, or the latest outcome was a
-// failure with none acknowledged since.
+// failure with none acknowledged since. A record refused for its own content
+// (too large, malformed) counts as an answer, not a failure.
 func (h *ProduceHealth) Err(now time.Time) error {
 	stall := h.Stall
 	if stall <= 0 {

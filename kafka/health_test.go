@@ -2,11 +2,13 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/acme/orders-service/internal/poll"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -46,5 +48,26 @@ func TestProduceHealthFollowsAcknowledgements(t *testing.T) {
 	cl.Close()
 	if err := h.Err(time.Now()); err == nil {
 		t.Fatal("the closed producer's abandoned record is not reported")
+	}
+}
+
+// A record refused for its own content is an answer from Kafka, not a sign
+// it is unavailable; other failures count until a record is acknowledged.
+func TestProduceHealthRecordRejectionIsAnAnswer(t *testing.T) {
+	var h ProduceHealth
+	h.OnProduceRecordBuffered(nil)
+	h.OnProduceRecordUnbuffered(nil, fmt.Errorf("produce: %w", kerr.MessageTooLarge))
+	if err := h.Err(time.Now()); err != nil {
+		t.Fatalf("after MESSAGE_TOO_LARGE: %v, want nil", err)
+	}
+	h.OnProduceRecordBuffered(nil)
+	h.OnProduceRecordUnbuffered(nil, kerr.NotEnoughReplicas)
+	if err := h.Err(time.Now()); err == nil {
+		t.Fatal("after NOT_ENOUGH_REPLICAS: nil, want an error")
+	}
+	h.OnProduceRecordBuffered(nil)
+	h.OnProduceRecordUnbuffered(nil, kerr.RecordListTooLarge)
+	if err := h.Err(time.Now()); err != nil {
+		t.Fatalf("after RECORD_LIST_TOO_LARGE: %v, want nil", err)
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -168,11 +170,15 @@ func TestServeRequiresAuthModeOutsideDev(t *testing.T) {
 }
 
 // TestUsageListsEverySetting: -h lists every environment variable with its
-// doc line, from the table of settings.
+// doc line, from the table of settings; asked for, the usage text is no
+// error (exit 0), while a bad flag still is a usage error (exit 2).
 func TestUsageListsEverySetting(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"-h"}, envOf(nil), &out); err == nil {
-		t.Fatal("-h: no usage error")
+	if err := run(context.Background(), []string{"-h"}, envOf(nil), &out); err != nil {
+		t.Fatalf("-h: %v, want no error (exit 0)", err)
+	}
+	if err := run(context.Background(), []string{"-no-such-flag"}, envOf(nil), io.Discard); !errors.Is(err, errUsage) {
+		t.Errorf("-no-such-flag: %v, want a usage error", err)
 	}
 	for _, s := range settings.All() {
 		if !strings.Contains(out.String(), "  "+s.Name) || !strings.Contains(out.String(), s.Doc) {

@@ -62,7 +62,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		fmt.Fprintln(stdout, "environment variables (and OTEL_*, as OpenTelemetry defines them):")
 		settings.WriteUsage(stdout, settings.All())
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil // -h asked for the usage text, which is printed: not an error
+	} else if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *version {

@@ -176,7 +176,7 @@ func TestStatusGetFinish(t *testing.T) {
 func TestCallErrors(t *testing.T) {
 	addr := startServer(t, grpcapi.Options{})
 
-	r := fails(t, addr, 1, "InvalidArgument: ", "create", "-amount", "0", "-currency", "usd")
+	r := fails(t, addr, 64+3, "InvalidArgument: ", "create", "-user", "", "-amount", "5", "-currency", "usd")
 	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
 	var fields []string
 	for _, l := range lines[1:] {
@@ -187,17 +187,13 @@ func TestCallErrors(t *testing.T) {
 		fields = append(fields, field)
 	}
 	slices.Sort(fields)
-	if !slices.Equal(fields, []string{"amount", "currency", "user_id"}) {
+	if !slices.Equal(fields, []string{"currency", "user_id"}) {
 		t.Fatalf("violations %q in\n%s", fields, r.stderr)
 	}
 
-	fails(t, addr, 1, "NotFound: ", "status", "6f1c5a3e-1b2c-4d5e-8f90-123456789abc")
-	fails(t, addr, 1, "NotFound: ", "finish", "6f1c5a3e-1b2c-4d5e-8f90-123456789abc")
-	r = fails(t, addr, 1, "InvalidArgument: ", "get", "not-a-uuid")
-	if !strings.Contains(r.stderr, "\n  order_id: ") {
-		t.Fatalf("no order_id violation in\n%s", r.stderr)
-	}
-	fails(t, addr, 1, "InvalidArgument: ", "list", "-user", "x", "-page-size", "-1")
+	fails(t, addr, 64+5, "NotFound: ", "status", "6f1c5a3e-1b2c-4d5e-8f90-123456789abc")
+	fails(t, addr, 64+5, "NotFound: ", "finish", "6f1c5a3e-1b2c-4d5e-8f90-123456789abc")
+	fails(t, addr, 64+3, "InvalidArgument: ", "list", "-user", "x", "-page-size", "-1")
 }
 
 func TestUnreachableServer(t *testing.T) {
@@ -207,7 +203,7 @@ func TestUnreachableServer(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	fails(t, addr, 1, "Unavailable: ", "-timeout", "5s", "list", "-user", "u")
+	fails(t, addr, 64+14, "Unavailable: ", "-timeout", "5s", "list", "-user", "u")
 }
 
 func TestAddressFromEnvironment(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -29,11 +28,14 @@ func main() {
 	os.Exit(code)
 }
 
-// Exit codes.
+// Exit codes. A call that failed with a gRPC status exits exitStatus plus
+// its code (as grpcurl does), so a script can tell NotFound (69) from
+// Unavailable (78).
 const (
-	exitOK    = 0
-	exitError = 1 // the call failed
-	exitUsage = 2 // ordersctl was called wrongly
+	exitOK     = 0
+	exitError  = 1  // something failed before or outside a call (a file, a connection set-up)
+	exitUsage  = 2  // ordersctl was called wrongly; nothing was sent
+	exitStatus = 64 // + the gRPC status code of a failed call
 )
 
 // command is one subcommand: it parses its own args and does its work.
@@ -54,23 +56,36 @@ var commands = map[string]command{
 var commandOrder = []string{"create", "get", "list", "status", "finish", "token"}
 
 // run runs ordersctl with args (without the program name) and returns the
-// exit code: 0 on success, 1 when the call failed, 2 on a usage error.
-// Output goes to stdout, errors to stderr; getenv supplies ORDERSCTL_ADDR
-// and ORDERSCTL_TOKEN.
+// exit code (see exitOK). Output goes to stdout, errors to stderr; getenv
+// supplies ORDERSCTL_ADDR and ORDERSCTL_TOKEN.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{stdout: stdout, stderr: stderr}
-	fs := a.globalFlags(getenv)
+	a := &app{stdout: stdout, stderr: stderr, getenv: getenv, addr: getenv("ORDERSCTL_ADDR"), timeout: 10 * time.Second, output: "table"}
+	if a.addr == "" {
+		a.addr = "localhost:50051"
+	}
+	fs := flag.NewFlagSet("ordersctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	a.globalFlags(fs)
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintln(w, "usage: ordersctl [global flags] <command> [command flags] [args]")
+		fmt.Fprintln(w, "\ncommands:")
+		for _, name := range commandOrder {
+			fmt.Fprintf(w, "  %-7s %s\n", name, commands[name].summary)
+		}
+		fmt.Fprintln(w, "\nglobal flags (before or after the command):")
+		fs.PrintDefaults()
+		fmt.Fprintln(w, "\nrun ordersctl <command> -h for a command's flags")
+		fmt.Fprintln(w, "exit status: 0 success, 1 failure before a call, 2 usage error, 64 + gRPC code when a call fails (69 NotFound, 78 Unavailable)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return report(stderr, flagError(err))
 	}
-	if a.version {
+	if *version {
 		fmt.Fprintln(stdout, "ordersctl", buildinfo.Read())
-		return 0
+		return exitOK
 	}
-	if !isSet(fs, "token") {
-		a.token = getenv("ORDERSCTL_TOKEN")
-	}
-	a.token = strings.TrimSpace(a.token)
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return exitUsage
@@ -80,53 +95,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if !ok {
 		return report(stderr, usagef("unknown command %q (run ordersctl -h for the list)", name))
 	}
-	if err := a.check(); err != nil {
-		return report(stderr, err)
-	}
 	a.command = name
 	defer a.close()
 	return report(stderr, cmd.run(ctx, a, fs.Args()[1:]))
 }
 
-// globalFlags defines the flags that come before the command; the
-// environment supplies the defaults of -addr and -token.
-func (a *app) globalFlags(getenv func(string) string) *flag.FlagSet {
-	fs := flag.NewFlagSet("ordersctl", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	addr := getenv("ORDERSCTL_ADDR")
-	if addr == "" {
-		addr = "localhost:50051"
-	}
-	fs.StringVar(&a.addr, "addr", addr, "server address host:port (env ORDERSCTL_ADDR)")
-	// The token's default is applied after parsing so usage never prints it.
-	fs.StringVar(&a.token, "token", "", "bearer `token`, sent as authorization: Bearer <token> (env ORDERSCTL_TOKEN)")
-	fs.BoolVar(&a.tls, "tls", false, "connect with TLS (implied by -ca, -cert and -insecure-skip-verify)")
-	fs.StringVar(&a.ca, "ca", "", "PEM `file` of the CA that signed the server certificate (default: system roots)")
-	fs.StringVar(&a.cert, "cert", "", "PEM client certificate `file` for mTLS (with -key)")
-	fs.StringVar(&a.key, "key", "", "PEM client key `file` for mTLS (with -cert)")
-	fs.BoolVar(&a.insecureSkipVerify, "insecure-skip-verify", false, "do not verify the server certificate (development only)")
-	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each call")
-	fs.StringVar(&a.output, "o", "table", "output `format`: table or json")
-	fs.BoolVar(&a.version, "version", false, "print the version and exit")
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintln(w, "usage: ordersctl [global flags] <command> [command flags] [args]")
-		fmt.Fprintln(w, "\ncommands:")
-		for _, name := range commandOrder {
-			fmt.Fprintf(w, "  %-7s %s\n", name, commands[name].summary)
-		}
-		fmt.Fprintln(w, "\nglobal flags:")
-		fs.PrintDefaults()
-		fmt.Fprintln(w, "\nrun ordersctl <command> -h for a command's flags")
-	}
-	return fs
-}
-
-// isSet reports whether flag name was given on the command line.
-func isSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+// globalFlags defines the flags every command takes, before or after it, on
+// fs, with the values a holds as defaults. The environment supplies -addr's
+// (in run) and -token's (in ready, so usage never prints a token).
+func (a *app) globalFlags(fs *flag.FlagSet) {
+	fs.StringVar(&a.addr, "addr", a.addr, "server `host[:port]`; the port defaults to 50051 (env ORDERSCTL_ADDR)")
+	fs.Func("token", "bearer `token`, sent as authorization: Bearer <token> (env ORDERSCTL_TOKEN)", func(s string) error {
+		a.token, a.tokenSet = s, true
+		return nil
+	})
+	fs.BoolVar(&a.tls, "tls", a.tls, "connect with TLS (implied by -ca, -cert and -insecure-skip-verify)")
+	fs.StringVar(&a.ca, "ca", a.ca, "PEM `file` of the CA that signed the server certificate (default: system roots)")
+	fs.StringVar(&a.cert, "cert", a.cert, "PEM client certificate `file` for mTLS (with -key)")
+	fs.StringVar(&a.key, "key", a.key, "PEM client key `file` for mTLS (with -cert)")
+	fs.BoolVar(&a.insecureSkipVerify, "insecure-skip-verify", a.insecureSkipVerify, "do not verify the server certificate (development only)")
+	fs.DurationVar(&a.timeout, "timeout", a.timeout, "deadline of each call")
+	fs.StringVar(&a.output, "o", a.output, "output `format`: table or json")
 }
 
 // usageError is a mistake in how ordersctl was called; it exits 2.

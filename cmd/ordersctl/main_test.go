@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func ctl(t *testing.T, env map[string]string, args ...string) result {
 // ok runs ordersctl against addr and fails the test unless it exits 0.
 func ok(t *testing.T, addr string, args ...string) string {
 	t.Helper()
-	r := ctl(t, nil, append([]string{"-addr", addr}, args...)...)
+	r := withoutTokenWarning(ctl(t, nil, append([]string{"-addr", addr}, args...)...))
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("ordersctl %q: exit %d, stderr %q", args, r.code, r.stderr)
 	}
@@ -69,10 +70,17 @@ func ok(t *testing.T, addr string, args ...string) string {
 // stderr starts with "ordersctl: " + prefix, with nothing on stdout.
 func fails(t *testing.T, addr string, code int, prefix string, args ...string) result {
 	t.Helper()
-	r := ctl(t, nil, append([]string{"-addr", addr}, args...)...)
+	r := withoutTokenWarning(ctl(t, nil, append([]string{"-addr", addr}, args...)...))
 	if r.code != code || !strings.HasPrefix(r.stderr, "ordersctl: "+prefix) || r.stdout != "" {
 		t.Fatalf("ordersctl %q: exit %d, stdout %q, stderr %q; want exit %d and %q", args, r.code, r.stdout, r.stderr, code, "ordersctl: "+prefix)
 	}
+	return r
+}
+
+// withoutTokenWarning drops the warning about a token sent over plaintext
+// (TestTokenOverPlaintextWarns checks it), for tests of other things.
+func withoutTokenWarning(r result) result {
+	r.stderr = regexp.MustCompile(`(?m)^ordersctl: warning: the bearer token .*\n`).ReplaceAllString(r.stderr, "")
 	return r
 }
 

@@ -92,7 +92,7 @@ func cell(s string) string {
 
 // report prints err to w and returns the exit code: gRPC errors as
 // "ordersctl: <code>: <message>" followed by each BadRequest field
-// violation on its own line.
+// violation on its own line, exiting exitStatus + the code.
 func report(w io.Writer, err error) int {
 	var ue usageError
 	switch {
@@ -117,5 +117,5 @@ func report(w io.Writer, err error) int {
 			}
 		}
 	}
-	return exitError
+	return exitStatus + int(st.Code())
 }

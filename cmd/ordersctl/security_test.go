@@ -30,8 +30,8 @@ func TestJWTAuth(t *testing.T) {
 		t.Fatalf("token output %q is not a JWT", tok)
 	}
 
-	fails(t, addr, 1, "Unauthenticated: ", "create", "-amount", "100")
-	fails(t, addr, 1, "Unauthenticated: ", "-token", "not-a-jwt", "list")
+	fails(t, addr, 64+16, "Unauthenticated: ", "create", "-amount", "100")
+	fails(t, addr, 64+16, "Unauthenticated: ", "-token", "not-a-jwt", "list")
 
 	// Without -user the server uses the token's subject.
 	_, body := rows(t, ok(t, addr, "-token", tok, "create", "-amount", "100"), len(orderColumns))
@@ -43,7 +43,7 @@ func TestJWTAuth(t *testing.T) {
 	if r := ctl(t, env, "list"); r.code != 0 || !strings.Contains(r.stdout, id) {
 		t.Fatalf("list with ORDERSCTL_TOKEN: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	fails(t, addr, 1, "PermissionDenied: ", "-token", tok, "finish", id)
+	fails(t, addr, 64+7, "PermissionDenied: ", "-token", tok, "finish", id)
 
 	// A token from a secret file, with a role, may finish anyone's order.
 	secretFile := filepath.Join(t.TempDir(), "secret")
@@ -58,7 +58,7 @@ func TestJWTAuth(t *testing.T) {
 
 	// The server checks what -iss and -aud put in the token.
 	noAud := strings.TrimSpace(ok(t, addr, "token", "-secret", testSecret, "-sub", alice, "-iss", "ordersctl-test"))
-	fails(t, addr, 1, "Unauthenticated: ", "-token", noAud, "list")
+	fails(t, addr, 64+16, "Unauthenticated: ", "-token", noAud, "list")
 }
 
 func TestTLS(t *testing.T) {
@@ -76,8 +76,8 @@ func TestTLS(t *testing.T) {
 	}
 	ok(t, addr, "-insecure-skip-verify", "list", "-user", u)
 	// The system roots do not trust the test CA; plaintext is refused.
-	fails(t, addr, 1, "Unavailable: ", "-tls", "-timeout", "5s", "list", "-user", u)
-	fails(t, addr, 1, "Unavailable: ", "-timeout", "5s", "list", "-user", u)
+	fails(t, addr, 64+14, "Unavailable: ", "-tls", "-timeout", "5s", "list", "-user", u)
+	fails(t, addr, 64+14, "Unavailable: ", "-timeout", "5s", "list", "-user", u)
 	fails(t, addr, 1, "-ca ", "-ca", pki.ServerKeyFile, "list", "-user", u)
 }
 
@@ -91,5 +91,5 @@ func TestMutualTLS(t *testing.T) {
 	u := user(t)
 
 	ok(t, addr, "-tls", "-ca", pki.CAFile, "-cert", pki.ClientCertFile, "-key", pki.ClientKeyFile, "create", "-user", u, "-amount", "1")
-	fails(t, addr, 1, "Unavailable: ", "-tls", "-ca", pki.CAFile, "-timeout", "5s", "list", "-user", u)
+	fails(t, addr, 64+14, "Unavailable: ", "-tls", "-ca", pki.CAFile, "-timeout", "5s", "list", "-user", u)
 }

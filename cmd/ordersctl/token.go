@@ -26,7 +26,7 @@ func cmdToken(_ context.Context, a *app, args []string) error {
 	iss := fs.String("iss", "", "issuer claim (set it when the server sets AUTH_JWT_ISSUER)")
 	aud := fs.String("aud", "", "audience claim (set it when the server sets AUTH_JWT_AUDIENCE)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
-	if _, err := parse(fs, args, 0, ""); err != nil {
+	if _, err := a.parse(fs, args, 0, ""); err != nil {
 		return err
 	}
 	switch {
@@ -36,6 +36,11 @@ func cmdToken(_ context.Context, a *app, args []string) error {
 		return usagef("token: -sub is required")
 	case *ttl <= 0:
 		return usagef("token: -ttl must be positive")
+	}
+	for _, r := range splitRoles(*roles) {
+		if r != auth.RoleAdmin && r != auth.RoleService {
+			return usagef("token: unknown role %q: the server knows %s and %s", r, auth.RoleAdmin, auth.RoleService)
+		}
 	}
 	key := []byte(*secret)
 	if *secretFile != "" {

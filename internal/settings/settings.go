@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/internal/pgdsn"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	CallTimeout     time.Duration
 
 	GRPCMaxConnections    int           // concurrent gRPC connections; more wait to be accepted
+	GRPCMaxPeerConns      int           // concurrent gRPC connections of one peer IP; more are closed at once
+	GRPCConnectionTimeout time.Duration // a new connection's TLS and HTTP/2 handshake must end within this
+	GRPCMaxHeaderBytes    int           // largest accepted metadata (header list) of a call
 	GRPCMaxConnectionIdle time.Duration // close connections idle this long
 	GRPCMaxConnectionAge  time.Duration // close connections open this long
 	GRPCKeepaliveMinTime  time.Duration // shortest client ping interval allowed
@@ -70,12 +74,17 @@ type Config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
+	OutboxPublishers   int // lanes one replica publishes at once
 	OutboxBatchSize    int
 	OutboxPollInterval time.Duration
 	OutboxRetention    time.Duration
 	InboxMaxAttempts   int
 	InboxRetention     time.Duration
 	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
+
+	// InboxAllowedSources are the only ce_source values the inbox applies
+	// (KAFKA_INBOX_ALLOWED_SOURCES); empty: any source.
+	InboxAllowedSources []string
 
 	Auth               auth.Config
 	TLSCertFile        string
@@ -220,6 +229,17 @@ func brokers(v string) ([]string, error) {
 	return bs, nil
 }
 
+// list is a comma-separated list; blank items are dropped, and "" is none.
+func list(v string) ([]string, error) {
+	var l []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			l = append(l, x)
+		}
+	}
+	return l, nil
+}
+
 func dsn(v string) (string, error) {
 	if _, err := url.Parse(v); err != nil && strings.Contains(v, "://") {
 		return "", fmt.Errorf("not a valid connection URL")
@@ -329,7 +349,7 @@ var kafkaConnection = []Setting{
 var service = []Setting{
 	{
 		Name: "POSTGRES_DSN", Default: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable",
-		Doc: "PostgreSQL connection string (its passwords are masked in the log)",
+		Doc: "PostgreSQL connection string (its passwords are masked in the log and in error messages)",
 		set: func(c *Config, v string) error {
 			var err error
 			c.PostgresDSN, err = dsn(v)
@@ -343,9 +363,11 @@ var service = []Setting{
 		text, func(c *Config) *string { return &c.EmbeddedDataDir }),
 	value("KAFKA_TOPIC", "orders.events", "topic of the service's own events",
 		topic, func(c *Config) *string { return &c.KafkaTopic }),
-	value("KAFKA_INBOX_TOPIC", "payments.events", "topic of payment results",
+	value("KAFKA_INBOX_TOPIC", "payments.events", "topic of payment results; must differ from KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaInboxTopic }),
-	value("KAFKA_DLQ_TOPIC", "payments.events.dlq", "dead-letter topic",
+	value("KAFKA_INBOX_ALLOWED_SOURCES", "", "comma-separated ce_source values the inbox applies; records from other sources are dead-lettered at once; empty: any source",
+		list, func(c *Config) *[]string { return &c.InboxAllowedSources }),
+	value("KAFKA_DLQ_TOPIC", "payments.events.dlq", "dead-letter topic; must differ from KAFKA_INBOX_TOPIC and KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaDLQTopic }),
 	value("KAFKA_GROUP_ID", "orders-service", "consumer group of the inbox consumer",
 		nonEmpty, func(c *Config) *string { return &c.KafkaGroupID }),
@@ -379,6 +401,12 @@ var service = []Setting{
 		duration, func(c *Config) *time.Duration { return &c.CallTimeout }),
 	value("GRPC_MAX_CONNECTIONS", "1000", "concurrent gRPC connections; further ones wait to be accepted",
 		integer(1, 1_000_000), func(c *Config) *int { return &c.GRPCMaxConnections }),
+	value("GRPC_MAX_CONNECTIONS_PER_PEER", "100", "concurrent gRPC connections of one peer IP address; further ones are closed at once",
+		integer(1, 1_000_000), func(c *Config) *int { return &c.GRPCMaxPeerConns }),
+	value("GRPC_CONNECTION_TIMEOUT", "5s", "a new gRPC connection must finish its TLS and HTTP/2 handshake within this, or is closed",
+		duration, func(c *Config) *time.Duration { return &c.GRPCConnectionTimeout }),
+	value("GRPC_MAX_HEADER_LIST_BYTES", "32768", "largest accepted metadata (headers) of a call; a larger call is reset unread",
+		integer(8<<10+512, 16<<20), func(c *Config) *int { return &c.GRPCMaxHeaderBytes }),
 	value("GRPC_MAX_CONNECTION_IDLE", "5m", "close connections without calls for this long",
 		duration, func(c *Config) *time.Duration { return &c.GRPCMaxConnectionIdle }),
 	value("GRPC_MAX_CONNECTION_AGE", "30m", "close connections open this long",
@@ -403,6 +431,8 @@ var service = []Setting{
 		oneOf("json", "text"), func(c *Config) *string { return &c.LogFormat }),
 	value("LOG_LEVEL", "info", "debug, info, warn or error",
 		logLevel, func(c *Config) *slog.Level { return &c.LogLevel }),
+	value("OUTBOX_PUBLISHERS", "4", "lanes this replica's relay publishes at once, each with its own Kafka producer (1 to 16)",
+		integer(1, 16), func(c *Config) *int { return &c.OutboxPublishers }),
 	value("OUTBOX_BATCH_SIZE", "1000", "rows the relay publishes per transaction",
 		integer(1, 100_000), func(c *Config) *int { return &c.OutboxBatchSize }),
 	value("OUTBOX_POLL_INTERVAL", "500ms", "how often the relay looks for other replicas' rows",
@@ -456,16 +486,26 @@ var service = []Setting{
 func All() []Setting { return slices.Concat(service, kafkaConnection) }
 
 // PaymentsSim returns every setting cmd/payments-sim reads: the Kafka
-// connection, the two topics and PAYMENTS_SIM_DECLINE_ABOVE as orders-service
-// reads them, and KAFKA_GROUP_ID with the simulator's own default.
+// connection, the two topics, PAYMENTS_SIM_DECLINE_ABOVE and the LOG_*
+// settings as orders-service reads them (with docs from the simulator's
+// side), and KAFKA_GROUP_ID with the simulator's own default.
 func PaymentsSim() []Setting {
+	docs := map[string]string{
+		"KAFKA_TOPIC":                "consumes orders-service's events (OrderCreated) from this topic",
+		"KAFKA_INBOX_TOPIC":          "publishes payment results to this topic (orders-service's inbox)",
+		"PAYMENTS_SIM_DECLINE_ABOVE": "decline orders above this amount (minor units); 0 approves all",
+		"KAFKA_GROUP_ID":             "consumer group of the simulator",
+	}
 	var ss []Setting
 	for _, s := range service {
 		switch s.Name {
-		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE":
-			ss = append(ss, s)
-		case "KAFKA_GROUP_ID":
-			s.Default, s.Doc = "payments-sim", "consumer group of the simulator"
+		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE", "KAFKA_GROUP_ID", "LOG_FORMAT", "LOG_LEVEL":
+			if s.Name == "KAFKA_GROUP_ID" {
+				s.Default = "payments-sim"
+			}
+			if d, ok := docs[s.Name]; ok {
+				s.Doc = d
+			}
 			ss = append(ss, s)
 		}
 	}
@@ -542,6 +582,14 @@ func Load(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("GRPC_TLS_CLIENT_CA_FILE: needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
 	case c.HTTPPort == c.GRPCPort && c.HTTPPort != 0:
 		return c, fmt.Errorf("HTTP_PORT: must differ from GRPC_PORT (%d)", c.GRPCPort)
+	// A record without a usable ce_id dead-lettered onto the topic it came
+	// from gets a new offset, so a new id, and is dead-lettered again forever.
+	case c.KafkaDLQTopic == c.KafkaInboxTopic:
+		return c, fmt.Errorf("KAFKA_DLQ_TOPIC: must differ from KAFKA_INBOX_TOPIC (%s)", c.KafkaInboxTopic)
+	case c.KafkaDLQTopic == c.KafkaTopic:
+		return c, fmt.Errorf("KAFKA_DLQ_TOPIC: must differ from KAFKA_TOPIC (%s)", c.KafkaTopic)
+	case c.KafkaInboxTopic == c.KafkaTopic:
+		return c, fmt.Errorf("KAFKA_INBOX_TOPIC: must differ from KAFKA_TOPIC (%s)", c.KafkaTopic)
 	}
 	return c, nil
 }
@@ -558,34 +606,24 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
-// kvSecret matches a key=value pair whose key names a secret (password,
-// sslpassword, ...), with the value bare or single-quoted.
-var kvSecret = regexp.MustCompile(`(?i)(\b\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// String is the configuration as LogValue shows it, secrets masked, so %v
+// and %+v never reveal one.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%s", a.Key, a.Value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
 
-// secretKey reports whether a DSN key holds a secret: any key containing
-// "password" (password, sslpassword).
-func secretKey(k string) bool { return strings.Contains(strings.ToLower(k), "password") }
+// GoString is String, so %#v masks the secrets too.
+func (c Config) GoString() string { return "settings.Config" + c.String() }
 
 // RedactDSN masks every secret of a URL or key=value PostgreSQL DSN: the
-// URL's user password and the value of every key secretKey names.
-func RedactDSN(dsn string) string {
-	if strings.Contains(dsn, "://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable DSN hidden)"
-		}
-		q := u.Query()
-		masked := false
-		for k := range q {
-			if secretKey(k) {
-				q[k] = []string{"xxxxx"}
-				masked = true
-			}
-		}
-		if masked {
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	return kvSecret.ReplaceAllString(dsn, "${1}xxxxx")
-}
+// URL's user password and the value of every key holding a password.
+func RedactDSN(dsn string) string { return pgdsn.Redact(dsn) }

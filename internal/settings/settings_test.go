@@ -223,3 +223,28 @@ func TestPortZero(t *testing.T) {
 		t.Errorf("GRPC_PORT=50052: group instance id %q, %v; want the host name and -50052", c.KafkaGroupInstanceID, err)
 	}
 }
+
+// TestTopicsDistinct: the dead-letter topic may be neither the inbox topic
+// (a record without a usable ce_id would be dead-lettered onto the topic it
+// came from at a new offset, so with a new id, again and again) nor the
+// service's own topic, and the inbox topic is not the service's own topic.
+// Each is refused with one line naming the variable.
+func TestTopicsDistinct(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"KAFKA_DLQ_TOPIC": "payments.events"}, "KAFKA_DLQ_TOPIC: must differ from KAFKA_INBOX_TOPIC (payments.events)"},
+		{map[string]string{"KAFKA_INBOX_TOPIC": "x", "KAFKA_DLQ_TOPIC": "x"}, "KAFKA_DLQ_TOPIC: must differ from KAFKA_INBOX_TOPIC (x)"},
+		{map[string]string{"KAFKA_DLQ_TOPIC": "orders.events"}, "KAFKA_DLQ_TOPIC: must differ from KAFKA_TOPIC (orders.events)"},
+		{map[string]string{"KAFKA_INBOX_TOPIC": "orders.events"}, "KAFKA_INBOX_TOPIC: must differ from KAFKA_TOPIC (orders.events)"},
+	} {
+		_, err := Load(envOf(tc.env))
+		if err == nil || err.Error() != tc.want || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: err = %v, want %q", tc.env, err, tc.want)
+		}
+	}
+	if _, err := Load(envOf(map[string]string{"KAFKA_TOPIC": "a", "KAFKA_INBOX_TOPIC": "b", "KAFKA_DLQ_TOPIC": "c"})); err != nil {
+		t.Errorf("distinct topics: %v", err)
+	}
+}
