@@ -63,10 +63,7 @@ func rootCache(t *testing.T, withBinaries bool) string {
 	return cache
 }
 
-type victim struct {
-	path, contents string
-	uid            uint32
-}
+type victim struct{ path, contents string }
 
 func newVictim(t *testing.T, dir bool) victim {
 	t.Helper()
