@@ -51,6 +51,7 @@ type Config struct {
 	KafkaGroupProtocol string
 
 	GRPCPort        int
+	GRPCHost        string // address GRPC_PORT binds to; empty: every interface
 	HTTPPort        int
 	HTTPHost        string // address HTTP_PORT binds to; empty: every interface
 	HTTPPprof       bool   // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
@@ -389,7 +390,9 @@ var service = []Setting{
 		oneOf("classic", "consumer"), func(c *Config) *string { return &c.KafkaGroupProtocol }),
 	value("HTTP_PORT", "8080", "/metrics, /healthz and /readyz listen port; 0: a free port, logged at start",
 		integer(0, 65535), func(c *Config) *int { return &c.HTTPPort }),
-	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface",
+	value("GRPC_HOST", "", "address GRPC_PORT binds to (no port); empty: every interface (-dev: 127.0.0.1)",
+		host, func(c *Config) *string { return &c.GRPCHost }),
+	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface (-dev: 127.0.0.1)",
 		host, func(c *Config) *string { return &c.HTTPHost }),
 	value("HTTP_PPROF", "false", "serve net/http/pprof under /debug/pprof/ on HTTP_PORT",
 		boolean, func(c *Config) *bool { return &c.HTTPPprof }),
