@@ -81,6 +81,7 @@ type Config struct {
 	OutboxRetention    time.Duration
 	InboxMaxAttempts   int
 	InboxRetention     time.Duration
+	InboxDeadRetention time.Duration
 	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
 	// InboxAllowedSources are the only ce_source values the inbox applies
@@ -446,6 +447,8 @@ var service = []Setting{
 		integer(1, 1000), func(c *Config) *int { return &c.InboxMaxAttempts }),
 	value("INBOX_RETENTION", "336h", "processed inbox rows are deleted after this",
 		duration, func(c *Config) *time.Duration { return &c.InboxRetention }),
+	value("INBOX_DEAD_RETENTION", "720h", "dead (dead-lettered) inbox rows are deleted this long after they died; their DLQ copies stay",
+		duration, func(c *Config) *time.Duration { return &c.InboxDeadRetention }),
 	{
 		Name: "PAYMENTS_SIM_DECLINE_ABOVE", Default: "0", Doc: "the payments simulator (-dev, payments-sim) declines orders above this amount (minor units); 0 approves all",
 		set: func(c *Config, v string) error {
