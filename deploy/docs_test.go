@@ -147,6 +147,11 @@ func TestBareMakePrintsHelp(t *testing.T) {
 			t.Errorf("make does not list %s with its description:\n%s", target[1], out)
 		}
 	}
+	for _, m := range regexp.MustCompile(`(?m)^([a-z][a-z0-9-]*):([^=\n].*)?$`).FindAllStringSubmatch(string(readFile(t, "Makefile")), -1) {
+		if !strings.Contains(m[0], "## ") {
+			t.Errorf("Makefile target %s has no ## description, so make help does not list it", m[1])
+		}
+	}
 	if run, test := strings.Index(string(out), "make run "), strings.Index(string(out), "make test "); run < 0 || test < 0 || run > test {
 		t.Errorf("make lists run and test out of order:\n%s", out)
 	}
