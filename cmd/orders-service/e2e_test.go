@@ -97,6 +97,7 @@ type instance struct {
 	logs               *syncBuffer
 	signal             context.CancelFunc // what SIGTERM does
 	stop               func()             // signal, then wait for a clean exit
+	exited             func()             // fails the test when the instance has exited
 }
 
 // startInstance runs orders-service with env on top of defaults for tests and
@@ -105,6 +106,23 @@ type instance struct {
 // group member with an id of its own, as with the default
 // KAFKA_GROUP_INSTANCE_ID on a fixed port.
 func startInstance(t *testing.T, args []string, env map[string]string) *instance {
+	t.Helper()
+	in := launchInstance(t, args, env)
+	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
+		in.exited()
+		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return in
+}
+
+// launchInstance is startInstance without waiting for /readyz: it returns
+// once the instance listens.
+func launchInstance(t *testing.T, args []string, env map[string]string) *instance {
 	t.Helper()
 	full := map[string]string{
 		"GRPC_PORT": "0", "HTTP_PORT": "0", "LOG_LEVEL": "info",
@@ -151,16 +169,8 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 		default:
 		}
 	}
+	in.exited = exited
 	in.grpcAddr, in.httpAddr = listenAddrs(t, logs.String, exited)
-	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
-		exited()
-		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
 	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -90,12 +90,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	grpcServer := grpcapi.NewServer(grpcapi.NewHandler(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
-	ready := telemetry.NewReadiness(readinessChecks(db, func(ctx context.Context) error {
+	// A topic that is missing and may not be created keeps the service
+	// unready: the inbox cannot consume, and the fault needs a person.
+	topics := &topicsCheck{}
+	ready := telemetry.NewReadiness(append(readinessChecks(db, func(ctx context.Context) error {
 		if err := producer.Ping(ctx); err != nil {
 			return err
 		}
 		return produced.Err(time.Now())
-	})...)
+	}), telemetry.Check{Name: "kafka_topics", Required: true, Run: topics.Run})...)
 	ready.Log = log
 
 	grpcLn, err := grpcListener(cfg)
@@ -118,7 +121,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	// events are still relayed; they stop once it has stopped.
 	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorkers()
-	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, reg: reg, dev: dev}
+	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, topics: topics, reg: reg, dev: dev}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.run(workersCtx) })

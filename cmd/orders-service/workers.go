@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,7 @@ type workers struct {
 	orders   *postgres.OrderService
 	producer *kgo.Client
 	produced *kafka.ProduceHealth // hooked into every producer of the service
+	topics   *topicsCheck         // readiness of the service's topics
 	reg      prometheus.Registerer
 	dev      bool
 }
@@ -88,16 +90,22 @@ func (w workers) run(ctx context.Context) error {
 	// PostgreSQL; the relay's produce waits for Kafka by itself.
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error { return processor.Run(ctx) })
+	topicsReady := make(chan struct{})
 	g.Go(func() error {
 		if err := w.ensureTopics(ctx); err != nil {
 			return err
 		}
+		close(topicsReady)
+		// Only warnings come of the comparison: the consumer does not wait.
+		go w.compareTopics(ctx)
 		return consumer.Run(ctx)
 	})
 	if w.dev {
 		g.Go(func() error {
-			if err := w.ensureTopics(ctx); err != nil {
-				return err
+			select {
+			case <-topicsReady:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 			return w.runSimulator(ctx)
 		})
@@ -109,32 +117,39 @@ func (w workers) run(ctx context.Context) error {
 	return err
 }
 
-// ensureTopics creates the service's topics, retrying with capped backoff
-// while the brokers cannot be reached, until ctx ends. Topics that exist with
-// other partitions or replication are used as they are, with one warning each.
+// ensureTopics creates those of the service's topics that do not exist,
+// retrying with capped backoff until ctx ends while the brokers cannot be
+// reached or a topic is missing and may not be created. The latter is a
+// fault of the configuration: w.topics reports it to readiness, and it is
+// logged once, not at every retry.
 func (w workers) ensureTopics(ctx context.Context) error {
 	delay := 500 * time.Millisecond
 	partitions, replicas := int32(w.cfg.TopicPartitions), int16(w.cfg.TopicReplicas)
-	topics := []string{w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic}
+	logged := ""
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := kafka.EnsureTopics(attemptCtx, w.producer, partitions, replicas, topics...)
-		var diffs []kafka.TopicDifference
-		if err == nil {
-			diffs, err = kafka.TopicDifferences(attemptCtx, w.producer, partitions, replicas, topics...)
-		}
+		err := kafka.EnsureTopics(attemptCtx, w.producer, partitions, replicas, w.topicNames()...)
 		cancel()
-		if err == nil {
-			for _, d := range diffs {
-				w.log.Warn("Kafka topic exists with other settings; using it as it is",
-					"topic", d.Topic, "setting", d.Setting, "have", d.Have, "want", d.Want)
+		var missing *kafka.MissingTopicsError
+		switch {
+		case err == nil:
+			w.topics.set(nil)
+			if logged != "" {
+				w.log.Info("Kafka topics exist now")
 			}
 			return nil
-		}
-		if kafka.IsAuthenticationFailure(err) {
+		case kafka.IsAuthenticationFailure(err):
 			return err // wrong credentials do not fix themselves: stop the service with this one error
+		case errors.As(err, &missing):
+			w.topics.set(err)
+			if msg := err.Error(); msg != logged {
+				w.log.Error("Kafka topics missing and the service may not create them: create them, or grant CREATE; not ready until then",
+					"topics", missing.Topics, "error", err)
+				logged = msg
+			}
+		default:
+			w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)
 		}
-		w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -142,6 +157,51 @@ func (w workers) ensureTopics(ctx context.Context) error {
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// compareTopics warns of each existing topic whose partitions or
+// replication differ from the settings; the topics are used as they are.
+// A comparison that cannot be made (no permission to describe the brokers'
+// configs) is one warning too.
+func (w workers) compareTopics(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	diffs, err := kafka.TopicDifferences(ctx, w.producer, int32(w.cfg.TopicPartitions), int16(w.cfg.TopicReplicas), w.topicNames()...)
+	if err != nil {
+		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+			w.log.Warn("could not compare the Kafka topics' settings with KAFKA_TOPIC_PARTITIONS and KAFKA_TOPIC_REPLICATION_FACTOR", "error", err)
+		}
+		return
+	}
+	for _, d := range diffs {
+		w.log.Warn("Kafka topic exists with other settings; using it as it is",
+			"topic", d.Topic, "setting", d.Setting, "have", d.Have, "want", d.Want)
+	}
+}
+
+func (w workers) topicNames() []string {
+	return []string{w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic}
+}
+
+// topicsCheck is the readiness check of the service's topics: failing while
+// one is missing and may not be created, passing otherwise (also while
+// Kafka cannot be reached, which the kafka check shows).
+type topicsCheck struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (c *topicsCheck) set(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = err
+}
+
+// Run implements a telemetry.Check's Run.
+func (c *topicsCheck) Run(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // runSimulator answers every OrderCreated with a payment result (-dev only).
