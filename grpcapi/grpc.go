@@ -41,10 +41,17 @@ type Options struct {
 	// KeepaliveMinTime is the shortest ping interval allowed of a client;
 	// one pinging more often is disconnected. 0 means 10s.
 	KeepaliveMinTime time.Duration
-	Observers        []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
-	Interceptors     []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
-	Streams          []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
-	ServerOptions    []grpc.ServerOption            // credentials, stats handlers
+	// ConnectionTimeout bounds a new connection's TLS and HTTP/2 handshake;
+	// 0 means 5s.
+	ConnectionTimeout time.Duration
+	// MaxHeaderListSize is the largest metadata (header list) of a call,
+	// in bytes; a call with more is reset before its headers are decoded
+	// in full. 0 means 32 KiB.
+	MaxHeaderListSize int
+	Observers         []grpc.UnaryServerInterceptor  // outermost, so they see every call's final code (metrics)
+	Interceptors      []grpc.UnaryServerInterceptor  // run after logging and recovery, before the handler (auth, limits)
+	Streams           []grpc.StreamServerInterceptor // for streaming calls (reflection, health Watch)
+	ServerOptions     []grpc.ServerOption            // credentials, stats handlers
 }
 
 // NewServer returns the transport: a gRPC server serving api (a Handler), the health service hs and,
@@ -61,6 +68,8 @@ func NewServer(api orderspb.OrderServiceServer, hs *health.Server, o Options) *g
 	o.MaxConnectionIdle = cmp.Or(o.MaxConnectionIdle, 5*time.Minute)
 	o.MaxConnectionAge = cmp.Or(o.MaxConnectionAge, 30*time.Minute)
 	o.KeepaliveMinTime = cmp.Or(o.KeepaliveMinTime, 10*time.Second)
+	o.ConnectionTimeout = cmp.Or(o.ConnectionTimeout, 5*time.Second)
+	o.MaxHeaderListSize = cmp.Or(o.MaxHeaderListSize, 32<<10)
 	log := o.Log
 	recovered := func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
@@ -77,6 +86,8 @@ func NewServer(api orderspb.OrderServiceServer, hs *health.Server, o Options) *g
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.MaxHeaderListSize(uint32(o.MaxHeaderListSize)),
+		grpc.ConnectionTimeout(o.ConnectionTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle:     o.MaxConnectionIdle,

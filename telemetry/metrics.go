@@ -44,7 +44,7 @@ var (
 	poolMax          = prometheus.NewDesc("orders_pgxpool_max_conns", "Maximum size of the pool.", nil, nil)
 	poolAcquires     = prometheus.NewDesc("orders_pgxpool_acquire_total", "Successful connection acquisitions.", nil, nil)
 	poolEmptyAcquire = prometheus.NewDesc("orders_pgxpool_empty_acquire_total", "Acquisitions that had to wait for a connection.", nil, nil)
-	poolAcquireTime  = prometheus.NewDesc("orders_pgxpool_acquire_duration_seconds", "Total time spent acquiring connections.", nil, nil)
+	poolAcquireTime  = prometheus.NewDesc("orders_pgxpool_acquire_duration_seconds_total", "Total time spent acquiring connections.", nil, nil)
 )
 
 func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {

@@ -27,6 +27,7 @@ import (
 	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
+	"github.com/acme/orders-service/internal/peerlimit"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres"
@@ -181,13 +182,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 }
 
 // grpcListener listens on GRPC_PORT, accepting at most GRPC_MAX_CONNECTIONS
-// connections at once; further ones wait in the kernel's backlog.
+// connections at once, further ones waiting in the kernel's backlog, and at
+// most GRPC_MAX_CONNECTIONS_PER_PEER of one IP address, further ones closed
+// at once (so they give their slot back).
 func grpcListener(cfg config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
 		return nil, fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
 	}
-	return netutil.LimitListener(ln, cfg.GRPCMaxConnections), nil
+	return peerlimit.Listener(netutil.LimitListener(ln, cfg.GRPCMaxConnections), cfg.GRPCMaxPeerConns), nil
 }
 
 // readinessChecks are the checks behind /readyz and the gRPC health status
@@ -290,6 +293,8 @@ func grpcOptions(cfg config, log *slog.Logger) (grpcapi.Options, error) {
 		MaxConnectionIdle: cfg.GRPCMaxConnectionIdle,
 		MaxConnectionAge:  cfg.GRPCMaxConnectionAge,
 		KeepaliveMinTime:  cfg.GRPCKeepaliveMinTime,
+		ConnectionTimeout: cfg.GRPCConnectionTimeout,
+		MaxHeaderListSize: cfg.GRPCMaxHeaderBytes,
 	}
 	v, err := auth.NewVerifier(cfg.Auth)
 	if err != nil {

@@ -283,7 +283,7 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 				delta := func(name string) float64 { return gauge(after, name) - gauge(before, name) }
 				acquires := delta("orders_pgxpool_acquire_total")
 				pool[conc] = map[string]float64{
-					"acquire_wait_avg_ms":  delta("orders_pgxpool_acquire_duration_seconds") / acquires * 1000,
+					"acquire_wait_avg_ms":  delta("orders_pgxpool_acquire_duration_seconds_total") / acquires * 1000,
 					"acquires_that_waited": delta("orders_pgxpool_empty_acquire_total") / acquires,
 				}
 				return nil

@@ -58,6 +58,9 @@ type Config struct {
 	CallTimeout     time.Duration
 
 	GRPCMaxConnections    int           // concurrent gRPC connections; more wait to be accepted
+	GRPCMaxPeerConns      int           // concurrent gRPC connections of one peer IP; more are closed at once
+	GRPCConnectionTimeout time.Duration // a new connection's TLS and HTTP/2 handshake must end within this
+	GRPCMaxHeaderBytes    int           // largest accepted metadata (header list) of a call
 	GRPCMaxConnectionIdle time.Duration // close connections idle this long
 	GRPCMaxConnectionAge  time.Duration // close connections open this long
 	GRPCKeepaliveMinTime  time.Duration // shortest client ping interval allowed
@@ -379,6 +382,12 @@ var service = []Setting{
 		duration, func(c *Config) *time.Duration { return &c.CallTimeout }),
 	value("GRPC_MAX_CONNECTIONS", "1000", "concurrent gRPC connections; further ones wait to be accepted",
 		integer(1, 1_000_000), func(c *Config) *int { return &c.GRPCMaxConnections }),
+	value("GRPC_MAX_CONNECTIONS_PER_PEER", "100", "concurrent gRPC connections of one peer IP address; further ones are closed at once",
+		integer(1, 1_000_000), func(c *Config) *int { return &c.GRPCMaxPeerConns }),
+	value("GRPC_CONNECTION_TIMEOUT", "5s", "a new gRPC connection must finish its TLS and HTTP/2 handshake within this, or is closed",
+		duration, func(c *Config) *time.Duration { return &c.GRPCConnectionTimeout }),
+	value("GRPC_MAX_HEADER_LIST_BYTES", "32768", "largest accepted metadata (headers) of a call; a larger call is reset unread",
+		integer(8<<10+512, 16<<20), func(c *Config) *int { return &c.GRPCMaxHeaderBytes }),
 	value("GRPC_MAX_CONNECTION_IDLE", "5m", "close connections without calls for this long",
 		duration, func(c *Config) *time.Duration { return &c.GRPCMaxConnectionIdle }),
 	value("GRPC_MAX_CONNECTION_AGE", "30m", "close connections open this long",
