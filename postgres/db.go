@@ -23,6 +23,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/pgdsn"
 )
 
 //go:embed migrations/*.sql
@@ -45,8 +46,13 @@ const BackgroundConns = 4
 
 // Open connects to dsn and checks the connection. The pool's size is the
 // DSN's pool_max_conns, or pgxpool's default plus BackgroundConns. The caller
-// closes the DB.
+// closes the DB. Its errors never show the DSN's secrets.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	db, err := open(ctx, dsn)
+	return db, pgdsn.Error(err, dsn)
+}
+
+func open(ctx context.Context, dsn string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse POSTGRES_DSN: %w", err)
@@ -201,7 +207,13 @@ func mustSub(fsys embed.FS, dir string) fs.FS {
 
 // CreateDatabaseIfMissing creates the database named in dsn, connecting to
 // the server's "postgres" database to do so. It reports whether it created it.
+// Its errors never show the DSN's secrets.
 func CreateDatabaseIfMissing(ctx context.Context, dsn string) (bool, error) {
+	created, err := createDatabaseIfMissing(ctx, dsn)
+	return created, pgdsn.Error(err, dsn)
+}
+
+func createDatabaseIfMissing(ctx context.Context, dsn string) (bool, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return false, fmt.Errorf("parse POSTGRES_DSN: %w", err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -39,7 +38,7 @@ func TestLoadConfig(t *testing.T) {
 // table the simulator reads, and that a stray argument is a usage error.
 func TestHelpListsEverySettingRead(t *testing.T) {
 	var out strings.Builder
-	err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, slog.New(slog.DiscardHandler))
+	err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, io.Discard)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run -h = %v, want flag.ErrHelp", err)
 	}
@@ -51,7 +50,7 @@ func TestHelpListsEverySettingRead(t *testing.T) {
 	if !strings.Contains(out.String(), "KAFKA_GROUP_ID (default payments-sim)") {
 		t.Errorf("-h does not give the simulator's group default:\n%s", out.String())
 	}
-	err = run(context.Background(), []string{"extra"}, func(string) string { return "" }, io.Discard, slog.New(slog.DiscardHandler))
+	err = run(context.Background(), []string{"extra"}, func(string) string { return "" }, io.Discard, io.Discard)
 	if !errors.Is(err, errUsage) {
 		t.Errorf("run extra = %v, want a usage error", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +30,7 @@ func TestRunAnswersOrders(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(runCtx, nil, func(k string) string { return env[k] }, io.Discard, slog.New(slog.NewTextHandler(t.Output(), nil)))
+		done <- run(runCtx, nil, func(k string) string { return env[k] }, io.Discard, t.Output())
 	}()
 	defer func() {
 		stop()

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/acme/orders-service/internal/pgdsn"
 )
 
 // DefaultPassword is the embedded server's superuser password when the DSN
@@ -77,7 +79,7 @@ func Decide(ctx context.Context, vars []string, def string, lookup func(string) 
 	}
 	cfg, err := pgconn.ParseConfig(p.DSN)
 	if err != nil {
-		return Plan{}, fmt.Errorf("%s: not a valid PostgreSQL connection string: %w", p.Var, err)
+		return Plan{}, fmt.Errorf("%s: not a valid PostgreSQL connection string: %w", p.Var, pgdsn.Error(err, p.DSN))
 	}
 	p.Host, p.Port = cfg.Host, cfg.Port
 	network, addr := "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))

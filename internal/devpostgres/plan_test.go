@@ -106,3 +106,19 @@ func TestShownDSNMasksConfiguredPasswords(t *testing.T) {
 		t.Errorf("shownDSN = %q, want the default DSN in full", s)
 	}
 }
+
+// TestDecideHidesPassword: a DSN pgx cannot parse is named in the error
+// with its password masked, whatever its form.
+func TestDecideHidesPassword(t *testing.T) {
+	for _, dsn := range []string{
+		"host=127.0.0.1 password = TopSecret7 sslmode=bogus",
+		"host=127.0.0.1 password = 'TopSecret7",
+		"postgres://app:TopSecret7@127.0.0.1:notaport/db",
+	} {
+		lookup := func(string) (string, bool) { return dsn, true }
+		_, err := Decide(context.Background(), []string{"POSTGRES_DSN"}, testDefault, lookup, func(context.Context, string, string) bool { return false })
+		if err == nil || strings.Contains(err.Error(), "Secret7") || !strings.Contains(err.Error(), "POSTGRES_DSN: not a valid PostgreSQL connection string") {
+			t.Errorf("%q: err = %v, want it invalid without the password", dsn, err)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/acme/orders-service/auth"
+	"github.com/acme/orders-service/internal/pgdsn"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -332,7 +333,7 @@ var kafkaConnection = []Setting{
 var service = []Setting{
 	{
 		Name: "POSTGRES_DSN", Default: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable",
-		Doc: "PostgreSQL connection string (its passwords are masked in the log)",
+		Doc: "PostgreSQL connection string (its passwords are masked in the log and in error messages)",
 		set: func(c *Config, v string) error {
 			var err error
 			c.PostgresDSN, err = dsn(v)
@@ -465,16 +466,26 @@ var service = []Setting{
 func All() []Setting { return slices.Concat(service, kafkaConnection) }
 
 // PaymentsSim returns every setting cmd/payments-sim reads: the Kafka
-// connection, the two topics and PAYMENTS_SIM_DECLINE_ABOVE as orders-service
-// reads them, and KAFKA_GROUP_ID with the simulator's own default.
+// connection, the two topics, PAYMENTS_SIM_DECLINE_ABOVE and the LOG_*
+// settings as orders-service reads them (with docs from the simulator's
+// side), and KAFKA_GROUP_ID with the simulator's own default.
 func PaymentsSim() []Setting {
+	docs := map[string]string{
+		"KAFKA_TOPIC":                "consumes orders-service's events (OrderCreated) from this topic",
+		"KAFKA_INBOX_TOPIC":          "publishes payment results to this topic (orders-service's inbox)",
+		"PAYMENTS_SIM_DECLINE_ABOVE": "decline orders above this amount (minor units); 0 approves all",
+		"KAFKA_GROUP_ID":             "consumer group of the simulator",
+	}
 	var ss []Setting
 	for _, s := range service {
 		switch s.Name {
-		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE":
-			ss = append(ss, s)
-		case "KAFKA_GROUP_ID":
-			s.Default, s.Doc = "payments-sim", "consumer group of the simulator"
+		case "KAFKA_TOPIC", "KAFKA_INBOX_TOPIC", "PAYMENTS_SIM_DECLINE_ABOVE", "KAFKA_GROUP_ID", "LOG_FORMAT", "LOG_LEVEL":
+			if s.Name == "KAFKA_GROUP_ID" {
+				s.Default = "payments-sim"
+			}
+			if d, ok := docs[s.Name]; ok {
+				s.Doc = d
+			}
 			ss = append(ss, s)
 		}
 	}
@@ -575,34 +586,24 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
-// kvSecret matches a key=value pair whose key names a secret (password,
-// sslpassword, ...), with the value bare or single-quoted.
-var kvSecret = regexp.MustCompile(`(?i)(\b\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// String is the configuration as LogValue shows it, secrets masked, so %v
+// and %+v never reveal one.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%s", a.Key, a.Value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
 
-// secretKey reports whether a DSN key holds a secret: any key containing
-// "password" (password, sslpassword).
-func secretKey(k string) bool { return strings.Contains(strings.ToLower(k), "password") }
+// GoString is String, so %#v masks the secrets too.
+func (c Config) GoString() string { return "settings.Config" + c.String() }
 
 // RedactDSN masks every secret of a URL or key=value PostgreSQL DSN: the
-// URL's user password and the value of every key secretKey names.
-func RedactDSN(dsn string) string {
-	if strings.Contains(dsn, "://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable DSN hidden)"
-		}
-		q := u.Query()
-		masked := false
-		for k := range q {
-			if secretKey(k) {
-				q[k] = []string{"xxxxx"}
-				masked = true
-			}
-		}
-		if masked {
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	return kvSecret.ReplaceAllString(dsn, "${1}xxxxx")
-}
+// URL's user password and the value of every key holding a password.
+func RedactDSN(dsn string) string { return pgdsn.Redact(dsn) }
