@@ -117,11 +117,13 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	in.connect(t)
 	return in
 }
 
 // launchInstance is startInstance without waiting for /readyz: it returns
-// once the instance listens.
+// once the instance's HTTP server listens (in.httpAddr); in.connect dials
+// its gRPC server.
 func launchInstance(t *testing.T, args []string, env map[string]string) *instance {
 	t.Helper()
 	full := map[string]string{
@@ -170,14 +172,29 @@ func launchInstance(t *testing.T, args []string, env map[string]string) *instanc
 		}
 	}
 	in.exited = exited
-	in.grpcAddr, in.httpAddr = listenAddrs(t, logs.String, exited)
+	poll.Eventually(t, 60*time.Second, "the service to log its HTTP address", func() bool {
+		exited()
+		for line := range strings.Lines(logs.String()) {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "HTTP server listening" {
+				in.httpAddr = dialable(t, l.Addr)
+			}
+		}
+		return in.httpAddr != ""
+	})
+	return in
+}
+
+// connect waits for the instance's gRPC address and dials it (in.client).
+func (in *instance) connect(t *testing.T) {
+	t.Helper()
+	in.grpcAddr, _ = listenAddrs(t, in.logs.String, in.exited)
 	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	in.client = orderspb.NewOrderServiceClient(conn)
-	return in
 }
 
 // listenAddrs waits until a service's log (so far: logs()) has its "gRPC
