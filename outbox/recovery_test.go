@@ -109,7 +109,7 @@ func TestBackOffEndsOnlyWhenKafkaReturns(t *testing.T) {
 	const d = 1500 * time.Millisecond
 	timed := func(noAnswer bool) time.Duration {
 		start := time.Now()
-		w.backOff(t.Context(), d, noAnswer)
+		w.backOff(t.Context(), w.pubs[0], d, noAnswer)
 		return time.Since(start)
 	}
 
@@ -127,7 +127,7 @@ func TestBackOffEndsOnlyWhenKafkaReturns(t *testing.T) {
 		back <- time.Now()
 	}()
 	start := time.Now()
-	w.backOff(t.Context(), 5*time.Second, false)
+	w.backOff(t.Context(), w.pubs[0], 5*time.Second, false)
 	end := time.Now()
 	up := <-back
 	if end.Before(up) || end.Sub(up) > time.Second {

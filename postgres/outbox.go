@@ -10,9 +10,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// OutboxLockKey is the advisory lock that lets one relay at a time, across
-// all replicas, publish a batch. It is held for one transaction and so is
-// released by commit, rollback or the death of the session.
+// OutboxLockKey is the global outbox advisory lock. Relays from before lanes
+// take it exclusively for each batch; lane publishers take it shared before
+// their lane's lock, so the two kinds never publish at once; RedriveOutbox
+// takes it exclusively. It is held for one transaction and so is released
+// by commit, rollback or the death of the session.
 const OutboxLockKey int64 = 0x6f75_7462_6f78_0001 // "outbox" + 1
 
 // OutboxRecord is one unsent outbox row as the relay publishes it.
@@ -38,8 +40,10 @@ func SetIdleTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
 	return nil
 }
 
-// TryLockOutbox takes the relay's advisory lock for the rest of tx. It
-// reports false without waiting when another session holds it. tx must be
+// TryLockOutbox takes the global outbox lock exclusively for the rest of tx,
+// as relays from before lanes did for each batch (ordersbench's baseline
+// relay still does). It reports false without waiting when another session
+// holds it. tx must be
 // READ COMMITTED (InTx is) so the statements after it see the previous
 // holder's commit.
 func TryLockOutbox(ctx context.Context, tx pgx.Tx) (bool, error) {
@@ -59,25 +63,28 @@ const claimOutboxSQL = `
 	LIMIT $1`
 
 // ClaimOutbox reads up to limit rows neither sent nor parked, in id order,
-// through the outbox_unsent partial index. Callers hold the outbox lock, which is what
-// keeps two relays from publishing the same rows.
+// whatever their lane: the claim of relays from before lanes. Callers hold
+// the global outbox lock exclusively (TryLockOutbox).
 func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, error) {
 	rows, err := tx.Query(ctx, claimOutboxSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
-	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
-		var r OutboxRecord
-		var key *string
-		var keyBytes []byte
-		err := row.Scan(&r.ID, &r.EventID, &r.Topic, &key, &keyBytes, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
-		r.Key = joinKey(key, keyBytes)
-		return r, err
-	})
+	recs, err := pgx.CollectRows(rows, scanOutboxRecord)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	return recs, nil
+}
+
+// scanOutboxRecord reads a row of the claims' select list.
+func scanOutboxRecord(row pgx.CollectableRow) (OutboxRecord, error) {
+	var r OutboxRecord
+	var key *string
+	var keyBytes []byte
+	err := row.Scan(&r.ID, &r.EventID, &r.Topic, &key, &keyBytes, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
+	r.Key = joinKey(key, keyBytes)
+	return r, err
 }
 
 // MarkOutboxSent marks the rows with the given ids sent inside tx.
@@ -98,53 +105,6 @@ type OutboxMarks struct {
 	Sent     []int64
 	Parked   []int64
 	ParkErrs []string // ParkErrs[i] is the error of Parked[i]
-}
-
-// PublishOutbox runs one publishing transaction. It bounds how long the
-// session may sit idle in it by idle, takes the outbox lock (busy, without
-// waiting, when another session holds it), claims up to limit rows neither
-// sent nor parked and, when there are any, calls publish with them and
-// which of their topics and keys have a parked row (see ParkedKeys). It
-// parks and marks sent the rows publish names, then commits; an error of
-// publish rolls the transaction back. The lock and the claim are held while
-// publish runs, so no other relay publishes meanwhile.
-func (db *DB) PublishOutbox(ctx context.Context, limit int, idle time.Duration,
-	publish func(recs []OutboxRecord, parkedKeys map[string]bool) (OutboxMarks, error)) (busy bool, err error) {
-	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
-		if err := SetIdleTimeout(ctx, tx, idle); err != nil {
-			return err
-		}
-		locked, err := TryLockOutbox(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if !locked {
-			busy = true
-			return nil
-		}
-		recs, err := ClaimOutbox(ctx, tx, limit)
-		if err != nil || len(recs) == 0 {
-			return err
-		}
-		parkedKeys, err := ParkedKeys(ctx, tx, recs)
-		if err != nil {
-			return err
-		}
-		marks, err := publish(recs, parkedKeys)
-		if err != nil {
-			return err
-		}
-		if len(marks.Parked) > 0 {
-			if err := ParkOutbox(ctx, tx, marks.Parked, marks.ParkErrs); err != nil {
-				return err
-			}
-		}
-		if len(marks.Sent) > 0 {
-			return MarkOutboxSent(ctx, tx, marks.Sent)
-		}
-		return nil
-	})
-	return busy, err
 }
 
 // DeleteSentOutbox deletes up to limit rows sent more than olderThan ago by
@@ -201,19 +161,23 @@ func (db *DB) OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error) 
 // through outbox_parked_bytes. (One join on "key = ... OR key_bytes = ..."
 // can use neither index and reads every parked row per claimed row.)
 const parkedKeysSQL = `
-	SELECT o.topic, o.key, NULL::bytea
-	FROM outbox o JOIN unnest($1::text[], $2::text[]) AS c(topic, key) ON o.topic = c.topic AND o.key = c.key
+	SELECT o.topic, o.key, NULL::bytea, min(o.id)
+	FROM outbox o JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS c(topic, key) ON o.topic = c.topic AND o.key = c.key
 	WHERE o.parked_at IS NOT NULL
-	UNION
-	SELECT o.topic, NULL, o.key_bytes
-	FROM outbox o JOIN unnest($3::text[], $4::bytea[]) AS c(topic, key_bytes) ON o.topic = c.topic AND o.key_bytes = c.key_bytes
-	WHERE o.parked_at IS NOT NULL`
+	GROUP BY o.topic, o.key
+	UNION ALL
+	SELECT o.topic, NULL, o.key_bytes, min(o.id)
+	FROM outbox o JOIN (SELECT DISTINCT * FROM unnest($3::text[], $4::bytea[])) AS c(topic, key_bytes) ON o.topic = c.topic AND o.key_bytes = c.key_bytes
+	WHERE o.parked_at IS NOT NULL
+	GROUP BY o.topic, o.key_bytes`
 
-// ParkedKeys returns which of recs' topic and key pairs have a parked row,
-// as topic + "\x00" + key. The relay parks such rows too, so that an
-// order's later events never overtake its parked one. Rows with a null key
+// ParkedKeys returns, for each of recs' topic and key pairs that has a
+// parked row, the id of its first parked row, keyed topic + "\x00" + key.
+// The relay parks a row behind an earlier parked row of its key, so that an
+// order's later events never overtake its parked one; a parked row with a
+// higher id holds back nothing before it. Rows with a null key
 // are in no order with each other and are never looked up.
-func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string]bool, error) {
+func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string]int64, error) {
 	textTopics, textKeys := []string{}, []string{}
 	binTopics, binKeys := []string{}, [][]byte{}
 	for _, r := range recs {
@@ -224,7 +188,7 @@ func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string
 			binTopics, binKeys = append(binTopics, r.Topic), append(binKeys, bin)
 		}
 	}
-	parked := map[string]bool{}
+	parked := map[string]int64{}
 	if len(textKeys)+len(binKeys) == 0 {
 		return parked, nil
 	}
@@ -235,8 +199,9 @@ func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string
 	var topic string
 	var key *string
 	var bin []byte
-	_, err = pgx.ForEachRow(rows, []any{&topic, &key, &bin}, func() error {
-		parked[topic+"\x00"+string(joinKey(key, bin))] = true
+	var first int64
+	_, err = pgx.ForEachRow(rows, []any{&topic, &key, &bin, &first}, func() error {
+		parked[topic+"\x00"+string(joinKey(key, bin))] = first
 		return nil
 	})
 	if err != nil {
@@ -300,11 +265,32 @@ func (db *DB) ListParkedOutbox(ctx context.Context, limit int) ([]ParkedOutboxRo
 // every parked row when ids is empty, so that the relay claims them again in
 // id order. last_error is kept for the record. It returns how many rows it
 // un-parked.
-func (db *DB) RedriveOutbox(ctx context.Context, ids []int64) (int64, error) {
+//
+// It first waits for the global outbox lock, exclusively: every publisher
+// holds it (shared) while a batch is in flight, so no batch that read the
+// rows' parking state before the redrive commits after it (which would park
+// a key's later row behind a row no longer parked, stranding it).
+func (db *DB) RedriveOutbox(ctx context.Context, ids []int64) (n int64, err error) {
 	if ids == nil {
 		ids = []int64{}
 	}
-	tag, err := db.Pool.Exec(ctx, `
+	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, OutboxLockKey); err != nil {
+			return fmt.Errorf("wait for the outbox lock: %w", err)
+		}
+		n, err = redriveOutboxRows(ctx, tx, ids)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("redrive parked outbox rows: %w", classify(err))
+	}
+	return n, nil
+}
+
+// redriveOutboxRows is RedriveOutbox's UPDATE inside tx, whose caller holds
+// the global outbox lock.
+func redriveOutboxRows(ctx context.Context, tx pgx.Tx, ids []int64) (int64, error) {
+	tag, err := tx.Exec(ctx, `
 		UPDATE outbox SET parked_at = NULL
 		WHERE parked_at IS NOT NULL
 		  AND (cardinality($1::bigint[]) = 0
@@ -312,7 +298,7 @@ func (db *DB) RedriveOutbox(ctx context.Context, ids []int64) (int64, error) {
 		       OR (topic, key) IN (SELECT topic, key FROM outbox WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL)
 		       OR (topic, key_bytes) IN (SELECT topic, key_bytes FROM outbox WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL))`, ids)
 	if err != nil {
-		return 0, fmt.Errorf("redrive parked outbox rows: %w", classify(err))
+		return 0, err
 	}
 	return tag.RowsAffected(), nil
 }

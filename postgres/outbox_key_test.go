@@ -107,7 +107,7 @@ func TestParkedNullAndBinaryKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var parked map[string]bool
+	var parked map[string]int64
 	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
 		var err error
 		parked, err = postgres.ParkedKeys(ctx, tx, recs[3:])
@@ -116,8 +116,8 @@ func TestParkedNullAndBinaryKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"dlq\x00" + string(binKey): true}
-	if len(parked) != len(want) || !parked["dlq\x00"+string(binKey)] {
+	want := map[string]int64{"dlq\x00" + string(binKey): recs[1].ID}
+	if len(parked) != len(want) || parked["dlq\x00"+string(binKey)] != recs[1].ID {
 		t.Errorf("ParkedKeys of the later rows = %v, want %v (the binary key only)", parked, want)
 	}
 

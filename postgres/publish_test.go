@@ -10,16 +10,16 @@ import (
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
-// TestPublishOutbox: one publishing transaction claims the unsent rows in id
-// order, holds the outbox lock while publish runs (another caller finds it
-// busy and publishes nothing), and commits the marks publish returns; an
-// error of publish leaves every row as it was.
-func TestPublishOutbox(t *testing.T) {
+// TestPublishOutboxLane: one publishing transaction claims the lane's unsent
+// rows in id order, holds the lane's lock while publish runs (another caller
+// finds it busy and publishes nothing), and commits the marks publish
+// returns; an error of publish leaves every row as it was.
+func TestPublishOutboxLane(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	_, err := db.Pool.Exec(ctx, `
 		INSERT INTO outbox (event_id, event_type, topic, key, headers, payload)
-		SELECT gen_random_uuid(), 'test', 'orders.events', 'k' || i, '[]', '\x7b7d'
+		SELECT gen_random_uuid(), 'test', 'orders.events', 'k', '[]', '\x7b7d'
 		FROM generate_series(1, 3) AS i`)
 	if err != nil {
 		t.Fatal(err)
@@ -49,12 +49,13 @@ func TestPublishOutbox(t *testing.T) {
 		return out
 	}
 
+	lane := laneOf(t, db, "k")
 	failed := errors.New("produce failed")
-	busy, err := db.PublishOutbox(ctx, 10, 10*time.Second, func(recs []postgres.OutboxRecord, _ map[string]bool) (postgres.OutboxMarks, error) {
+	busy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
 		return postgres.OutboxMarks{Sent: []int64{recs[0].ID}}, failed
 	})
 	if busy || !errors.Is(err, failed) {
-		t.Fatalf("PublishOutbox = busy %v, %v; want the error of publish", busy, err)
+		t.Fatalf("PublishOutboxLane = busy %v, %v; want the error of publish", busy, err)
 	}
 	for i, r := range rows() {
 		if r.sent || r.parked {
@@ -63,19 +64,19 @@ func TestPublishOutbox(t *testing.T) {
 	}
 
 	var claimed int
-	busy, err = db.PublishOutbox(ctx, 2, 10*time.Second, func(recs []postgres.OutboxRecord, _ map[string]bool) (postgres.OutboxMarks, error) {
+	busy, err = db.PublishOutboxLane(ctx, lane, 2, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
 		claimed = len(recs)
-		otherBusy, err := db.PublishOutbox(ctx, 10, 10*time.Second, func([]postgres.OutboxRecord, map[string]bool) (postgres.OutboxMarks, error) {
+		otherBusy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func([]postgres.OutboxRecord, map[string]int64) (postgres.OutboxMarks, error) {
 			t.Error("a second publisher claimed rows while the first held the lock")
 			return postgres.OutboxMarks{}, nil
 		})
 		if !otherBusy || err != nil {
-			t.Errorf("second PublishOutbox = busy %v, %v; want busy", otherBusy, err)
+			t.Errorf("second PublishOutboxLaneLane = busy %v, %v; want busy", otherBusy, err)
 		}
 		return postgres.OutboxMarks{Sent: []int64{recs[0].ID}, Parked: []int64{recs[1].ID}, ParkErrs: []string{"too large"}}, nil
 	})
 	if busy || err != nil || claimed != 2 {
-		t.Fatalf("PublishOutbox = busy %v, %v, claimed %d; want 2 rows claimed", busy, err, claimed)
+		t.Fatalf("PublishOutboxLane = busy %v, %v, claimed %d; want 2 rows claimed", busy, err, claimed)
 	}
 	want := []row{{sent: true}, {parked: true, lastErr: "too large"}, {}}
 	got := rows()
@@ -86,10 +87,10 @@ func TestPublishOutbox(t *testing.T) {
 	}
 
 	claimed = 0
-	if _, err := db.PublishOutbox(ctx, 10, 10*time.Second, func(recs []postgres.OutboxRecord, _ map[string]bool) (postgres.OutboxMarks, error) {
+	if _, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
 		claimed = len(recs)
 		return postgres.OutboxMarks{}, nil
 	}); err != nil || claimed != 1 {
-		t.Errorf("next PublishOutbox claimed %d rows, %v; want only the row neither sent nor parked", claimed, err)
+		t.Errorf("next PublishOutboxLane claimed %d rows, %v; want only the row neither sent nor parked", claimed, err)
 	}
 }

@@ -78,6 +78,7 @@ func (w workers) run(ctx context.Context) error {
 	}
 	relay := outbox.New(outbox.Deps{Store: w.db, Producer: relayProducer, Metrics: outboxMetrics, Logger: w.log}, outbox.Options{
 		Wake:           w.db.OutboxWritten(),
+		Publishers:     w.cfg.OutboxPublishers,
 		BatchSize:      w.cfg.OutboxBatchSize,
 		PollInterval:   w.cfg.OutboxPollInterval,
 		Retention:      w.cfg.OutboxRetention,

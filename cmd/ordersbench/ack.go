@@ -132,7 +132,7 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, b.svcDB)
 	b.rss.setLabel("load")
 	if b.profile != "" {
 		go b.profileService(ctx, "steady", b.sizes.SteadyPhase)
@@ -152,10 +152,10 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.addCPU(fmt.Sprintf("CreateOrder at %d/s", b.sizes.SteadyRate), b.cpuSince(snap))
 	if err := waitDrained(ctx, b.svcDB, time.Minute); err != nil {
 		return err
 	}
+	steady := b.account(ctx, fmt.Sprintf("CreateOrder at %d/s", b.sizes.SteadyRate), snap, len(lat))
 	var e2e []time.Duration
 	missing := 0
 	deadline := time.Now().Add(30 * time.Second)
@@ -191,7 +191,7 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	mu.Lock()
 	tmpl := template
 	mu.Unlock()
-	raw, err := b.produceAlone(ctx, tmpl, b.sizes.SteadyRate, b.sizes.SteadyPhase)
+	raw, alone, err := b.produceAlone(ctx, tmpl, b.sizes.SteadyRate, b.sizes.SteadyPhase)
 	if err != nil {
 		return fmt.Errorf("baseline of Kafka alone: %w", err)
 	}
@@ -205,6 +205,7 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	b.say("Kafka alone at %s/s: produce→ack p50 %.2fms p99 %.2fms", rate, rawP50, rawP99)
 	b.add("Commit→ack p50 (service histogram)", "ms", p50).vs("Kafka alone", rawP50)
 	b.add("Commit→ack p99 (service histogram)", "ms", p99).vs("Kafka alone", rawP99).target("≤ 25 ms", p99 <= 25)
+	b.add(fmt.Sprintf("Broker CPU per order at %s/s", rate), "µs", steady.BrokerUS).vs("Kafka alone", alone.BrokerUS)
 	b.add("Response→consumer fetch p50 (client side)", "ms", quantile(e2e, 0.5))
 	b.add("Response→consumer fetch p99 (client side)", "ms", quantile(e2e, 0.99))
 	b.res.Details["commit_to_ack"] = map[string]any{
@@ -223,28 +224,27 @@ func (b *bench) ackPhase(ctx context.Context) error {
 // client made by kafka.NewClient as the relay's is, with no service and no
 // PostgreSQL in the way. It returns each record's time from when it was due
 // to its acknowledgement.
-func (b *bench) produceAlone(ctx context.Context, rec *kgo.Record, rate int, d time.Duration) ([]time.Duration, error) {
+func (b *bench) produceAlone(ctx context.Context, rec *kgo.Record, rate int, d time.Duration) ([]time.Duration, Usage, error) {
 	if rec == nil {
-		return nil, fmt.Errorf("no record of the service's was fetched to copy")
+		return nil, Usage{}, fmt.Errorf("no record of the service's was fetched to copy")
 	}
 	topic := b.topic("ack.baseline")
 	cl, err := kafka.NewClient(b.kafkaConfig())
 	if err != nil {
-		return nil, err
+		return nil, Usage{}, err
 	}
 	defer cl.Close()
 	if err := kafka.EnsureTopics(ctx, cl, 6, -1, topic); err != nil {
-		return nil, err
+		return nil, Usage{}, err
 	}
 	produce := func(ctx context.Context, n int64) error {
 		r := &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "baseline-%d", n), Value: rec.Value, Headers: rec.Headers}
 		return cl.ProduceSync(ctx, r).FirstErr()
 	}
 	if _, _, err := openLoop(ctx, rate, b.sizes.Warmup, 64, produce); err != nil { // as the service's: not counted
-		return nil, fmt.Errorf("warm-up: %w", err)
+		return nil, Usage{}, fmt.Errorf("warm-up: %w", err)
 	}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, b.svcDB)
 	lat, _, err := openLoop(ctx, rate, d, 64, produce)
-	b.addCPU(fmt.Sprintf("Kafka alone at %d/s", rate), b.cpuSince(snap))
-	return lat, err
+	return lat, b.account(ctx, fmt.Sprintf("Kafka alone at %d/s", rate), snap, len(lat)), err
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -32,12 +33,14 @@ type LoadResult struct {
 	Throughput  float64 `json:"throughput_per_s"`
 	P50         float64 `json:"p50_ms"`
 	P99         float64 `json:"p99_ms"`
-	CPU         CPUUse  `json:"cpu"`
+	Cost        Usage   `json:"cost"`
 }
 
 // closedLoop runs op from conc goroutines for the warm-up plus the phase and
-// measures the calls that end within the phase.
-func (b *bench) closedLoop(ctx context.Context, label string, conc int, op func(ctx context.Context, n int64) error) (LoadResult, error) {
+// measures the calls that end within the phase. Their cost is measured on db
+// from the end of the warm-up until settle (nil: none) returns after the
+// phase, so work the calls leave behind (the relay's) is counted too.
+func (b *bench) closedLoop(ctx context.Context, label string, db *postgres.DB, conc int, op func(ctx context.Context, n int64) error, settle func(context.Context) error) (LoadResult, error) {
 	var counter atomic.Int64
 	start := time.Now()
 	from := start.Add(b.sizes.Warmup)
@@ -61,18 +64,23 @@ func (b *bench) closedLoop(ctx context.Context, label string, conc int, op func(
 		})
 	}
 	res := LoadResult{Concurrency: conc}
+	var snap cpuSnap
 	if sleepUntil(gctx, from) {
-		snap := b.cpuSnap()
+		snap = b.cpuSnap(ctx, db)
 		b.rss.setLabel("load")
-		if b.profile != "" && conc == b.sizes.Concurrencies[len(b.sizes.Concurrencies)-1] {
+		if b.profile != "" && conc == b.headlineConcurrency() {
 			go b.profileService(ctx, label, b.sizes.Phase)
 		}
 		sleepUntil(gctx, end)
-		res.CPU = b.cpuSince(snap)
 		b.rss.setLabel("")
 	}
 	if err := g.Wait(); err != nil {
 		return res, err
+	}
+	if settle != nil {
+		if err := settle(ctx); err != nil {
+			return res, err
+		}
 	}
 	var all []time.Duration
 	for _, l := range lats {
@@ -81,7 +89,7 @@ func (b *bench) closedLoop(ctx context.Context, label string, conc int, op func(
 	res.Ops = len(all)
 	res.Throughput = float64(len(all)) / b.sizes.Phase.Seconds()
 	res.P50, res.P99 = quantile(all, 0.50), quantile(all, 0.99)
-	b.addCPU(label, res.CPU)
+	res.Cost = b.account(ctx, label, snap, res.Ops)
 	return res, nil
 }
 
@@ -195,6 +203,33 @@ func (w baselineWriter) create(ctx context.Context, n int64) error {
 	})
 }
 
+// headlineConcurrency is the CreateOrder concurrency whose costs per order
+// are the headline figures: 32 when measured, else the highest.
+func (b *bench) headlineConcurrency() int {
+	if slices.Contains(b.sizes.Concurrencies, 32) {
+		return 32
+	}
+	return slices.Max(b.sizes.Concurrencies)
+}
+
+// addCreateCosts adds the headline costs of one CreateOrder over gRPC, its
+// relaying included, beside pgbench's transaction and raw pgx.
+func (b *bench) addCreateCosts(conc int, svc, pgx, pgb Usage, withPgbench bool) {
+	pg := b.add(fmt.Sprintf("PostgreSQL CPU per CreateOrder c=%d, relay included", conc), "µs", svc.PostgresUS)
+	wal := b.add(fmt.Sprintf("WAL per CreateOrder c=%d, relay included", conc), "B", svc.WALBytes)
+	if withPgbench {
+		pg.vs("pgbench", pgb.PostgresUS).target("≤ 1.15× pgbench", pg.Ratio != nil && *pg.Ratio <= 1.15)
+		wal.vs("pgbench", pgb.WALBytes).target("≤ 1.3× pgbench", wal.Ratio != nil && *wal.Ratio <= 1.3)
+		b.add(fmt.Sprintf("PostgreSQL CPU per CreateOrder c=%d", conc), "µs", svc.PostgresUS).vs("pgx", pgx.PostgresUS)
+	} else {
+		pg.vs("pgx", pgx.PostgresUS)
+		wal.vs("pgx", pgx.WALBytes)
+	}
+	b.add(fmt.Sprintf("Service CPU per CreateOrder c=%d, relay included", conc), "µs", svc.ServiceUS).
+		target("≤ 90 µs", svc.ServiceUS <= 90)
+	b.add(fmt.Sprintf("Load generator CPU per CreateOrder c=%d (gRPC client)", conc), "µs", svc.BenchUS).vs("pgx", pgx.BenchUS)
+}
+
 // waitDrained waits until db's outbox has no unsent row.
 func waitDrained(ctx context.Context, db *postgres.DB, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -261,7 +296,7 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 		runs := []func() error{
 			func() (err error) {
 				b.vacuum(ctx, baseDB)
-				pgx, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder pgx c=%d", conc), conc, base.create)
+				pgx, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder pgx c=%d", conc), baseDB, conc, base.create, nil)
 				return err
 			},
 			func() (err error) {
@@ -273,7 +308,8 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				if svc, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder gRPC c=%d", conc), conc, service); err != nil {
+				drained := func(ctx context.Context) error { return waitDrained(ctx, b.svcDB, 2*time.Minute) }
+				if svc, err = b.closedLoop(ctx, fmt.Sprintf("CreateOrder gRPC c=%d", conc), b.svcDB, conc, service, drained); err != nil {
 					return err
 				}
 				after, err := scrape(ctx, b.metricsURL())
@@ -292,7 +328,7 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 		if pgbenchBin != "" {
 			runs = append(runs, func() (err error) {
 				b.vacuum(ctx, pgbenchDB)
-				pgb, err = b.runPgbench(ctx, pgbenchBin, pgbenchDSN, conc)
+				pgb, err = b.runPgbench(ctx, pgbenchBin, pgbenchDB, pgbenchDSN, conc)
 				return err
 			})
 		}
@@ -315,6 +351,9 @@ func (b *bench) createOrderPhase(ctx context.Context) error {
 		}
 		b.add(fmt.Sprintf("CreateOrder c=%d p50", conc), "ms", svc.P50).vs("pgx", pgx.P50)
 		b.add(fmt.Sprintf("CreateOrder c=%d p99", conc), "ms", svc.P99).vs("pgx", pgx.P99)
+		if conc == b.headlineConcurrency() {
+			b.addCreateCosts(conc, svc.Cost, pgx.Cost, pgb.Cost, pgbenchBin != "")
+		}
 	}
 	b.res.Details["create_order"] = details
 	b.res.Details["create_order_service_pool"] = pool

@@ -67,12 +67,12 @@ func (b *bench) drainPhase(ctx context.Context) error {
 	if err := fillOutbox(ctx, db, relayTopic, n); err != nil {
 		return err
 	}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, db)
 	sqlRate, err := claimAndMark(ctx, db, n)
 	if err != nil {
 		return err
 	}
-	b.addCPU("outbox claim-and-mark SQL", b.cpuSince(snap))
+	b.account(ctx, "outbox claim-and-mark SQL", snap, n)
 	b.say("outbox claim-and-mark SQL alone: %.0f rows/s", sqlRate)
 
 	if err := fillOutbox(ctx, db, relayTopic, n); err != nil {
@@ -90,12 +90,12 @@ func (b *bench) drainPhase(ctx context.Context) error {
 	if err := kafka.EnsureTopics(ctx, raw, 6, -1, relayTopic, rawTopic); err != nil {
 		return err
 	}
-	snap = b.cpuSnap()
+	snap = b.cpuSnap(ctx, db)
 	rawRate, err := produceAll(ctx, raw, recs)
 	if err != nil {
 		return err
 	}
-	b.addCPU("raw franz-go produce", b.cpuSince(snap))
+	b.account(ctx, "raw franz-go produce", snap, n)
 	b.say("raw franz-go produce: %.0f records/s", rawRate)
 
 	producer, err := kafka.NewClient(kcfg)
@@ -112,7 +112,7 @@ func (b *bench) drainPhase(ctx context.Context) error {
 		return err
 	}
 	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, outbox.Options{Wake: db.OutboxWritten()})
-	snap = b.cpuSnap()
+	snap = b.cpuSnap(ctx, db)
 	stopProfile := b.profileSelf("drain")
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -126,7 +126,7 @@ func (b *bench) drainPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.addCPU("Relay drain", b.cpuSince(snap))
+	b.account(ctx, "Relay drain", snap, n)
 	relayRate := float64(n) / elapsed.Seconds()
 	b.say("Relay drain: %.0f rows/s", relayRate)
 

@@ -264,6 +264,9 @@ func createDatabase(ctx context.Context, adminDSN, role string) (string, error) 
 	if _, err := db.Migrate(ctx); err != nil {
 		return "", err
 	}
+	// WAL per operation is read with pg_walinspect (PostgreSQL 15+,
+	// contrib); without it the benchmark falls back to the server's LSN.
+	db.Pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
 	return dsn, nil
 }
 

@@ -97,7 +97,7 @@ func (b *bench) getOrdersPhase(ctx context.Context) error {
 // call at a time, and returns the p50 and p99 per user.
 func (b *bench) measureGets(ctx context.Context, label string) (map[string][2]float64, error) {
 	out := map[string][2]float64{}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, b.svcDB)
 	for _, user := range []string{lightUser, heavyUser} {
 		var want int
 		if err := b.svcDB.Pool.QueryRow(ctx, `SELECT least(count(*), 50) FROM orders WHERE user_id = $1`, user).Scan(&want); err != nil {
@@ -121,7 +121,7 @@ func (b *bench) measureGets(ctx context.Context, label string) (map[string][2]fl
 		out[user] = [2]float64{quantile(lat, 0.5), quantile(lat, 0.99)}
 		b.say("GetOrders %s rows, %s: p50 %.2fms p99 %.2fms", label, user, out[user][0], out[user][1])
 	}
-	b.addCPU("GetOrders "+label+" rows", b.cpuSince(snap))
+	b.account(ctx, "GetOrders "+label+" rows", snap, 2*(b.sizes.GetRequests+b.sizes.GetRequests/10))
 	return out, nil
 }
 

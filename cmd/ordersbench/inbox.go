@@ -87,12 +87,12 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	if err := fillOrders(ctx, db, n); err != nil {
 		return err
 	}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, db)
 	sqlRate, err := inboxSQLAlone(ctx, db, svc, recs)
 	if err != nil {
 		return err
 	}
-	b.addCPU("inbox SQL alone", b.cpuSince(snap))
+	bare := b.account(ctx, "inbox SQL alone", snap, n)
 	b.say("inbox SQL alone: %.0f records/s", sqlRate)
 
 	if err := fillOrders(ctx, db, n); err != nil {
@@ -128,7 +128,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 		inbox.ProcessorOptions{DLQTopic: dlqTopic, Wake: consumer.Stored()})
 	relay := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, outbox.Options{Wake: db.OutboxWritten()})
 
-	snap = b.cpuSnap()
+	snap = b.cpuSnap(ctx, db)
 	stopProfile := b.profileSelf("inbox")
 	wctx, stop := context.WithCancel(ctx)
 	var g errgroup.Group
@@ -151,7 +151,7 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.addCPU("inbox consumer+processor+relay", b.cpuSince(snap))
+	cost := b.account(ctx, "inbox consumer+processor+relay", snap, n)
 	rate := float64(n) / elapsed.Seconds()
 	b.say("inbox: %.0f records/s applied; events relayed after %s", rate, relayed.Round(time.Millisecond))
 	var finished int
@@ -163,6 +163,11 @@ func (b *bench) inboxPhase(ctx context.Context) error {
 	}
 	b.add(fmt.Sprintf("Inbox, %s payment records applied", human(n)), "/s", rate).vs("SQL alone", sqlRate).
 		target("≥ 5,000/s", rate >= 5000)
+	pg := b.add("PostgreSQL CPU per applied payment, relay included", "µs", cost.PostgresUS).vs("SQL alone", bare.PostgresUS)
+	pg.target("≤ 1.2× SQL alone", pg.Ratio != nil && *pg.Ratio <= 1.2)
+	wal := b.add("WAL per applied payment, relay included", "B", cost.WALBytes).vs("SQL alone", bare.WALBytes)
+	wal.target("≤ 1.2× SQL alone", wal.Ratio != nil && *wal.Ratio <= 1.2)
+	b.add("Consumer+processor+relay CPU per applied payment (in-process)", "µs", cost.BenchUS).vs("SQL alone", bare.BenchUS)
 	b.res.Details["inbox"] = map[string]any{"records": n, "applied_per_s": rate, "sql_alone_per_s": sqlRate,
 		"applied_seconds": elapsed.Seconds(), "events_relayed_seconds": relayed.Seconds()}
 	return nil

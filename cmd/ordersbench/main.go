@@ -37,9 +37,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/postgres"
-	"google.golang.org/grpc"
 )
 
 func main() {
@@ -129,6 +131,7 @@ type bench struct {
 	grpcConn    *grpc.ClientConn
 	client      orderspb.OrderServiceClient
 	rss         *rssSampler
+	walSlot     *pgx.Conn // holds the temporary replication slot that keeps the measured WAL until it is read
 
 	res *Results
 }
@@ -140,7 +143,7 @@ type Results struct {
 	Sizes   sizes            `json:"sizes"`
 	Rows    []Row            `json:"figures"`
 	Plans   []PlanCheck      `json:"plans,omitempty"`
-	CPU     []PhaseCPU       `json:"cpu,omitempty"`
+	CPU     []Usage          `json:"cost_per_op,omitempty"`
 	Details map[string]any   `json:"details,omitempty"`
 	Elapsed string           `json:"elapsed"`
 	Notes   []string         `json:"notes,omitempty"`
@@ -157,12 +160,6 @@ type Row struct {
 	Ratio        *float64 `json:"ratio,omitempty"`
 	Target       string   `json:"target,omitempty"`
 	Pass         *bool    `json:"pass,omitempty"`
-}
-
-// PhaseCPU is the CPU use of one measured phase.
-type PhaseCPU struct {
-	Phase string `json:"phase"`
-	CPUUse
 }
 
 // PlanCheck is the plan of one hot query and whether it is an index scan.
@@ -348,6 +345,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.res.Machine = describeMachine(ctx, b.svcDB)
+	b.walSlot = holdWAL(ctx, b.adminDSN, b.log)
 	if b.brokerAt == "" {
 		if b.broker, b.brokerAt, err = startBroker(filepath.Join(b.tmp, "kfake-broker"), b.tmp, 6); err != nil {
 			return err
@@ -431,6 +429,9 @@ func (b *bench) close() {
 	if b.svcDB != nil {
 		b.svcDB.Close()
 	}
+	if b.walSlot != nil {
+		b.walSlot.Close(context.Background()) // drops the temporary slot
+	}
 	dropDatabases(b.adminDSN, b.dbs)
 	if b.tmp != "" {
 		os.RemoveAll(b.tmp)
@@ -454,11 +455,6 @@ func (b *bench) vacuum(ctx context.Context, db *postgres.DB) {
 	if _, err := db.Pool.Exec(ctx, `VACUUM (ANALYZE) orders, outbox, inbox`); err != nil && ctx.Err() == nil {
 		b.log.Warn("vacuum failed", "error", err)
 	}
-}
-
-// addCPU records the CPU use of a phase.
-func (b *bench) addCPU(phase string, u CPUUse) {
-	b.res.CPU = append(b.res.CPU, PhaseCPU{Phase: phase, CPUUse: u})
 }
 
 // add appends a figure without a target.
@@ -528,11 +524,17 @@ func (b *bench) printTable(w io.Writer) {
 		tw.Flush()
 	}
 	if len(b.res.CPU) > 0 {
-		fmt.Fprintln(w, "\nCPU use by phase (cores; the machine has", m.Cores, "- \"other\" is load from outside the benchmark)")
+		fmt.Fprintf(w, "\ncost per operation: CPU µs of each process group and WAL bytes (PostgreSQL: the phase database's backends and WAL records;\n"+
+			"bench: the load generator with pgbench, or the in-process workers; other: cores used outside the benchmark, of %d)\n", m.Cores)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "phase\tseconds\tservice\tbroker\tpostgres\tbench\tother\t")
+		fmt.Fprintln(tw, "phase\tops\tops/s\tservice\tpostgres\tbroker\tbench\tWAL B\tother\t")
 		for _, c := range b.res.CPU {
-			fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", c.Phase, c.Seconds, c.Service, c.Broker, c.Postgres, c.Bench, c.Other)
+			wal := formatValue(c.WALBytes, "")
+			if c.WALScope == "server" {
+				wal += " (server)"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%.2f\t\n", c.Phase, c.Ops, float64(c.Ops)/max(c.Seconds, 1e-9),
+				c.ServiceUS, c.PostgresUS, c.BrokerUS, c.BenchUS, wal, c.OtherCores)
 		}
 		tw.Flush()
 	}
@@ -557,8 +559,10 @@ func formatValue(v float64, unit string) string {
 		return fmt.Sprintf("%.1f MB", v)
 	case "/s":
 		return formatCount(int(math.Round(v))) + "/s"
-	case "":
-		return fmt.Sprintf("%.0f", v)
+	case "", "B":
+		return strings.TrimSpace(fmt.Sprintf("%.0f %s", v, unit))
+	case "µs":
+		return fmt.Sprintf("%.1f µs", v)
 	}
 	return fmt.Sprintf("%.2f %s", v, unit)
 }

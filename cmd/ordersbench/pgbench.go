@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/acme/orders-service/postgres"
 )
 
 // pgbenchScript is CreateOrder's transaction as baselineWriter.create runs
@@ -69,7 +72,7 @@ type PgbenchResult struct {
 	Transactions int     `json:"transactions"`
 	Throughput   float64 `json:"tps_without_connecting"`
 	LatencyAvg   float64 `json:"latency_avg_ms"`
-	CPU          CPUUse  `json:"cpu"`
+	Cost         Usage   `json:"cost"`
 }
 
 var (
@@ -79,14 +82,16 @@ var (
 	pgbenchLatency = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
 )
 
-// runPgbench runs pgbench with pgbenchScript against dsn for the phase's
-// length (whole seconds, at least one) with conc clients on two threads,
+// runPgbench runs pgbench with pgbenchScript against db (at dsn) for the phase's
+// length (whole seconds, at least two) with conc clients on two threads,
 // in prepared mode, as pgx's default statement cache prepares each
 // statement once per connection. pgbench's own CPU is counted as the
 // benchmark's; the CPU window is the -T time, which leaves out pgbench's
 // connecting and disconnecting.
-func (b *bench) runPgbench(ctx context.Context, bin, dsn string, conc int) (PgbenchResult, error) {
-	secs := max(1, int(b.sizes.Phase.Round(time.Second).Seconds()))
+func (b *bench) runPgbench(ctx context.Context, bin string, db *postgres.DB, dsn string, conc int) (PgbenchResult, error) {
+	// At least 2s: its clients connect within its -T time, and the window
+	// opens only once they have.
+	secs := max(2, int(b.sizes.Phase.Round(time.Second).Seconds()))
 	res := PgbenchResult{Concurrency: conc, Seconds: secs}
 	script := filepath.Join(b.tmp, "createorder.pgbench")
 	if err := os.WriteFile(script, []byte(pgbenchScript), 0o644); err != nil {
@@ -101,29 +106,47 @@ func (b *bench) runPgbench(ctx context.Context, bin, dsn string, conc int) (Pgbe
 	cmd.Env = baseEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	// The CPU window ends just before pgbench disconnects: the CPU of a
-	// backend that has exited is no longer in /proc.
-	snap := b.cpuSnap()
-	ends := make(chan cpuSnap, 1)
-	go func() {
-		sleepUntil(ctx, snap.at.Add(time.Duration(secs)*time.Second-100*time.Millisecond))
-		ends <- b.cpuSnap()
-	}()
-	err = cmd.Run()
-	res.CPU = cpuBetween(snap, <-ends)
-	if st := cmd.ProcessState; st != nil && res.CPU.Seconds > 0 {
-		own := (st.UserTime() + st.SystemTime()).Seconds() / res.CPU.Seconds
-		res.CPU.Bench += own
-		res.CPU.Other = max(0, res.CPU.Other-own)
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("pgbench: %w", err)
 	}
+	// The window opens once pgbench's clients have connected and ends just
+	// before its -T time (counted from its start) is up and they
+	// disconnect: the CPU of a backend that has exited is no longer in /proc.
+	if !waitBackends(ctx, db, conc, time.Duration(secs)*time.Second/2) {
+		b.log.Warn("pgbench's clients did not all connect in the first half of its run")
+	}
+	snap := b.cpuSnap(ctx, db, cmd.Process.Pid)
+	sleepUntil(ctx, started.Add(time.Duration(secs)*time.Second-150*time.Millisecond))
+	end := b.cpuSnap(ctx, db, cmd.Process.Pid)
+	err = cmd.Wait()
 	if err != nil {
 		return res, fmt.Errorf("pgbench -c %d: %w: %s", conc, err, out.Bytes())
 	}
 	if err := parsePgbench(out.Bytes(), &res); err != nil {
 		return res, fmt.Errorf("pgbench -c %d: %w: %s", conc, err, out.Bytes())
 	}
-	b.addCPU(fmt.Sprintf("CreateOrder pgbench c=%d", conc), res.CPU)
+	// pgbench's transactions in the window, at its measured rate.
+	res.Cost = b.accountBetween(ctx, fmt.Sprintf("CreateOrder pgbench c=%d", conc), snap, end,
+		int(math.Round(res.Throughput*end.at.Sub(snap.at).Seconds())))
 	return res, nil
+}
+
+// waitBackends waits until db has at least n client backends besides the
+// benchmark's own pool, and reports whether it saw them.
+func waitBackends(ctx context.Context, db *postgres.DB, n int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		var got int
+		err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND backend_type = 'client backend' AND application_name = 'pgbench'`).Scan(&got)
+		if err == nil && got >= n {
+			return true
+		}
+		if time.Now().After(deadline) || !sleepUntil(ctx, time.Now().Add(10*time.Millisecond)) {
+			return false
+		}
+	}
 }
 
 // parsePgbench reads pgbench's summary into res: the tps without initial

@@ -3,13 +3,19 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
+	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/acme/orders-service/postgres"
 )
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc; 100 on every Linux
@@ -60,109 +66,200 @@ func procCPU(pid int) (secs float64, comm string, err error) {
 	return (ut + st) / clockTicks, comm, nil
 }
 
-// postgresCPU returns the CPU seconds of every process named postgres, by pid.
-func postgresCPU() map[int]float64 {
-	out := map[int]float64{}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(filepath.Base(d))
-		if err != nil {
-			continue
-		}
-		secs, comm, err := procCPU(pid)
-		if err == nil && comm == "postgres" {
+// postgresCPU returns the CPU seconds of each given process that is still
+// running, by pid.
+func postgresCPU(pids []int) map[int]float64 {
+	out := make(map[int]float64, len(pids))
+	for _, pid := range pids {
+		if secs, _, err := procCPU(pid); err == nil {
 			out[pid] = secs
 		}
 	}
 	return out
 }
 
-// machineBusy returns the busy and total CPU seconds of the whole machine
-// from /proc/stat.
-func machineBusy() (busy, total float64) {
+// machineBusy returns the busy CPU seconds of the whole machine from
+// /proc/stat.
+func machineBusy() float64 {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
-		return 0, 0
+		return 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	if !sc.Scan() {
-		return 0, 0
+		return 0
 	}
 	fields := strings.Fields(sc.Text())
 	if len(fields) < 6 || fields[0] != "cpu" {
-		return 0, 0
+		return 0
 	}
-	var idle float64
+	var busy float64
 	for i, v := range fields[1:] {
 		n, _ := strconv.ParseFloat(v, 64)
-		if i < 8 { // user nice system idle iowait irq softirq steal; guest is inside user
-			total += n
-		}
-		if i == 3 || i == 4 {
-			idle += n
+		if i < 8 && i != 3 && i != 4 { // user nice system (idle iowait) irq softirq steal; guest is inside user
+			busy += n
 		}
 	}
-	return (total - idle) / clockTicks, total / clockTicks
+	return busy / clockTicks
 }
 
-// cpuSnap is the CPU time used so far by each party of the benchmark.
+// cpuSnap is where one measured stretch of a phase starts or ends: the CPU
+// time each process group has used so far and the WAL position. PostgreSQL's
+// group is the backends connected to the phase's database (client sessions
+// and the autovacuum workers vacuuming it), and its WAL is the records of
+// that database, so other databases on a shared server do not count.
 type cpuSnap struct {
-	at                      time.Time
-	service, broker, bench  float64
-	postgres                map[int]float64
-	machineBusy, machineAll float64
+	db                    *postgres.DB
+	at                    time.Time
+	service, broker, load float64
+	loadPids              []int
+	postgres              map[int]float64
+	wal                   string // pg_current_wal_flush_lsn()
+	machineBusy           float64
 }
 
-// CPUUse is how many cores each party used on average over a phase. Other
-// is what the rest of the machine used (other helpers' tests, the kernel):
-// when it is high, the phase's figures are noisy.
-type CPUUse struct {
-	Seconds  float64 `json:"seconds"`
-	Service  float64 `json:"service_cores"`
-	Broker   float64 `json:"broker_cores"`
-	Postgres float64 `json:"postgres_cores"`
-	Bench    float64 `json:"bench_cores"`
-	Other    float64 `json:"other_cores"`
+// Usage is the cost of one measured stretch of a phase, per operation:
+// CPU microseconds of each process group and bytes of WAL. Service is the
+// orders-service processes; Postgres the backends of the phase's database;
+// Broker the benchmark's kfake broker (zero against a cluster); Bench the
+// benchmark process (the load generator, and the workers of the phases that
+// run them in-process) with pgbench when it runs. Other is the rest of the
+// machine's load in cores: when it is high, the figures are noisy.
+type Usage struct {
+	Phase      string  `json:"phase"`
+	Seconds    float64 `json:"seconds"`
+	Ops        int     `json:"ops"`
+	ServiceUS  float64 `json:"service_us_per_op"`
+	PostgresUS float64 `json:"postgres_us_per_op"`
+	BrokerUS   float64 `json:"broker_us_per_op"`
+	BenchUS    float64 `json:"bench_us_per_op"`
+	WALBytes   float64 `json:"wal_bytes_per_op"`
+	// WALScope is "database" when the WAL is that of the phase's database
+	// (pg_walinspect), "server" when it is the whole server's LSN delta.
+	WALScope   string  `json:"wal_scope"`
+	OtherCores float64 `json:"other_cores"`
 }
 
-func (b *bench) cpuSnap() cpuSnap {
-	s := cpuSnap{at: time.Now(), postgres: postgresCPU()}
+// cpuSnap takes a snapshot for the phase on db; loadPids are extra
+// load-generating processes (pgbench), counted with the benchmark.
+func (b *bench) cpuSnap(ctx context.Context, db *postgres.DB, loadPids ...int) cpuSnap {
+	s := cpuSnap{db: db, at: time.Now(), loadPids: loadPids}
+	var pids []int
+	if rows, err := db.Pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`); err == nil {
+		pids, _ = pgx.CollectRows(rows, pgx.RowTo[int])
+	}
+	s.postgres = postgresCPU(pids)
+	db.Pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&s.wal)
 	s.service, _, _ = procCPU(b.service.pid())
 	for _, p := range b.replicas {
 		secs, _, _ := procCPU(p.pid())
 		s.service += secs
 	}
 	s.broker, _, _ = procCPU(b.broker.pid())
-	s.bench, _, _ = procCPU(os.Getpid())
-	s.machineBusy, s.machineAll = machineBusy()
+	s.load, _, _ = procCPU(os.Getpid())
+	for _, pid := range loadPids {
+		secs, _, _ := procCPU(pid)
+		s.load += secs
+	}
+	s.machineBusy = machineBusy()
 	return s
 }
 
-// cpuSince returns the cores used by each party since s.
-func (b *bench) cpuSince(s cpuSnap) CPUUse { return cpuBetween(s, b.cpuSnap()) }
+// account records the cost of ops operations done between s and now.
+func (b *bench) account(ctx context.Context, phase string, s cpuSnap, ops int) Usage {
+	return b.accountBetween(ctx, phase, s, b.cpuSnap(ctx, s.db, s.loadPids...), ops)
+}
 
-// cpuBetween returns the cores used by each party from s to e.
-func cpuBetween(s, e cpuSnap) CPUUse {
-	wall := e.at.Sub(s.at).Seconds()
-	if wall <= 0 {
-		return CPUUse{}
-	}
+// accountBetween records the cost of ops operations done from s to e.
+func (b *bench) accountBetween(ctx context.Context, phase string, s, e cpuSnap, ops int) Usage {
+	u := Usage{Phase: phase, Seconds: e.at.Sub(s.at).Seconds(), Ops: ops}
 	var pg float64
 	for pid, secs := range e.postgres {
-		pg += secs - s.postgres[pid] // a new backend counts from zero
+		pg += secs - s.postgres[pid] // a backend that started in between counts from zero
 	}
-	u := CPUUse{
-		Seconds:  wall,
-		Service:  (e.service - s.service) / wall,
-		Broker:   (e.broker - s.broker) / wall,
-		Postgres: pg / wall,
-		Bench:    (e.bench - s.bench) / wall,
+	perOp := func(secs float64) float64 { return secs * 1e6 / float64(max(ops, 1)) }
+	u.ServiceUS, u.PostgresUS = perOp(e.service-s.service), perOp(pg)
+	u.BrokerUS, u.BenchUS = perOp(e.broker-s.broker), perOp(e.load-s.load)
+	if u.Seconds > 0 {
+		own := (e.service - s.service) + pg + (e.broker - s.broker) + (e.load - s.load)
+		u.OtherCores = max(0, (e.machineBusy-s.machineBusy-own)/u.Seconds)
 	}
-	if e.machineAll > s.machineAll {
-		u.Other = max(0, (e.machineBusy-s.machineBusy)/wall-u.Service-u.Broker-u.Postgres-u.Bench)
+	wal, scope, err := walBytes(ctx, s.db, s.wal, e.wal)
+	if err != nil {
+		b.log.Warn("WAL of the phase's database unknown: the server's LSN delta is reported", "phase", phase, "error", err)
 	}
+	releaseWAL(ctx, b.walSlot, e.wal, b.log)
+	u.WALBytes, u.WALScope = wal/float64(max(ops, 1)), scope
+	b.res.CPU = append(b.res.CPU, u)
 	return u
+}
+
+// walSlotName is the temporary replication slot of this run.
+var walSlotName = fmt.Sprintf("ordersbench_%d", os.Getpid())
+
+// holdWAL opens a session holding a temporary physical replication slot
+// that reserves the WAL from now on, so that a checkpoint on a busy server
+// cannot recycle a phase's WAL before walBytes has read it. It returns nil,
+// after a warning, when the server has no slot to spare; closing the
+// session drops the slot.
+func holdWAL(ctx context.Context, adminDSN string, log *slog.Logger) *pgx.Conn {
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err == nil {
+		_, err = conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true, true)`, walSlotName)
+		if err != nil {
+			conn.Close(ctx)
+		}
+	}
+	if err != nil {
+		log.Warn("no replication slot to hold the measured WAL: a checkpoint may recycle it before it is read", "error", err)
+		return nil
+	}
+	return conn
+}
+
+// releaseWAL lets the server recycle the WAL before lsn, which has been read.
+func releaseWAL(ctx context.Context, conn *pgx.Conn, lsn string, log *slog.Logger) {
+	if conn == nil || lsn == "" {
+		return
+	}
+	_, err := conn.Exec(ctx, `SELECT pg_replication_slot_advance($1, greatest($2::pg_lsn, restart_lsn))
+		FROM pg_replication_slots WHERE slot_name = $1`, walSlotName, lsn)
+	if err != nil {
+		log.Warn("advance the replication slot", "error", err)
+	}
+}
+
+// walBytes returns the WAL written for db's database between two LSNs:
+// with pg_walinspect, the records that touch its relations and those of the
+// transactions that did (their commits), each padded to 8 bytes as in the
+// WAL; without it, or when the WAL has been recycled, the LSN delta of the
+// whole server.
+func walBytes(ctx context.Context, db *postgres.DB, from, to string) (float64, string, error) {
+	if from == "" || to == "" {
+		return math.NaN(), "none", nil
+	}
+	if from == to { // pg_walinspect refuses an empty range
+		return 0, "database", nil
+	}
+	var n float64
+	err := db.Pool.QueryRow(ctx, `
+		WITH r AS (
+			SELECT xid, record_length, block_ref FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)
+		), p AS (
+			SELECT '% rel %/' || oid || '/%' AS rel FROM pg_database WHERE datname = current_database()
+		), x AS (
+			SELECT DISTINCT xid FROM r, p WHERE xid <> 0 AND block_ref LIKE p.rel
+		)
+		SELECT coalesce(sum((record_length + 7) / 8 * 8), 0)::float8 FROM r, p
+		WHERE block_ref LIKE p.rel OR xid IN (SELECT xid FROM x)`, from, to).Scan(&n)
+	if err == nil {
+		return n, "database", nil
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT ($2::pg_lsn - $1::pg_lsn)::float8`, from, to).Scan(&n); err != nil {
+		return math.NaN(), "none", err
+	}
+	return n, "server", err
 }
 
 // rssSampler samples the service's resident memory every 100ms and keeps

@@ -103,7 +103,7 @@ func (b *bench) recoveryPhase(ctx context.Context) error {
 	mainBroker := b.broker
 	b.broker = broker // the CPU table's broker column: the restarted one
 	defer func() { b.broker = mainBroker }()
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, db)
 	back, err := acceptsAt(ctx, addr, time.Now().Add(30*time.Second))
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func (b *bench) recoveryPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.addCPU("recovery after outage", b.cpuSince(snap))
+	b.account(ctx, "recovery after outage", snap, n)
 	rate := float64(n) / took.Seconds()
 	b.say("recovery: %d rows sent %s after the broker accepted connections again (%.0f rows/s; outage %s)",
 		n, took.Round(time.Millisecond), rate, back.Sub(down).Round(time.Millisecond))

@@ -142,7 +142,7 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 		r.w = outbox.New(outbox.Deps{Store: r.db, Producer: r.producer, Metrics: m, Logger: b.log.With("relay", cfg.ClientID)},
 			outbox.Options{Wake: r.db.OutboxWritten()})
 	}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, db)
 	wctx, stop := context.WithCancel(ctx)
 	start := time.Now()
 	for _, r := range relays {
@@ -157,7 +157,7 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 	if err != nil {
 		return res, err
 	}
-	b.addCPU(fmt.Sprintf("scale-out drain, %d relay(s) (in bench)", k), b.cpuSince(snap))
+	b.account(ctx, fmt.Sprintf("scale-out drain, %d relay(s) (in bench)", k), snap, n)
 	res.Seconds, res.Rate = elapsed.Seconds(), float64(n)/elapsed.Seconds()
 	for _, r := range relays {
 		res.PerRelay = append(res.PerRelay, publishedSoFar(r.reg))
@@ -365,12 +365,12 @@ func (b *bench) scaleOutAck(ctx context.Context, k int) (scaleOutAckResult, erro
 	if err != nil {
 		return res, err
 	}
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, b.svcDB)
 	lat, elapsed, err := openLoop(ctx, b.sizes.SteadyRate, b.sizes.SteadyPhase, 64, create)
 	if err != nil {
 		return res, err
 	}
-	b.addCPU(fmt.Sprintf("scale-out %d/s over %d replica(s)", b.sizes.SteadyRate, k), b.cpuSince(snap))
+	b.account(ctx, fmt.Sprintf("scale-out %d/s over %d replica(s)", b.sizes.SteadyRate, k), snap, len(lat))
 	if err := waitDrained(ctx, b.svcDB, time.Minute); err != nil {
 		return res, err
 	}

@@ -118,7 +118,7 @@ func (b *bench) soakPhase(ctx context.Context) error {
 			b.vacuum(sctx, db)
 		}
 	}()
-	snap := b.cpuSnap()
+	snap := b.cpuSnap(ctx, db)
 	lat, elapsed, err := openLoop(ctx, rate, d, 64, func(ctx context.Context, n int64) error {
 		_, err := client.CreateOrder(ctx, orderRequest(2_000_000_000+n))
 		return err
@@ -134,7 +134,7 @@ func (b *bench) soakPhase(ctx context.Context) error {
 		return err
 	}
 	samples = append(samples, last)
-	b.addCPU(fmt.Sprintf("soak at %d/s", rate), b.cpuSince(snap))
+	b.account(ctx, fmt.Sprintf("soak at %d/s", rate), snap, len(lat))
 	if err := svc.exited(); err != nil {
 		return err
 	}

@@ -77,6 +77,7 @@ type Config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
+	OutboxPublishers   int // lanes one replica publishes at once
 	OutboxBatchSize    int
 	OutboxPollInterval time.Duration
 	OutboxRetention    time.Duration
@@ -418,6 +419,8 @@ var service = []Setting{
 		oneOf("json", "text"), func(c *Config) *string { return &c.LogFormat }),
 	value("LOG_LEVEL", "info", "debug, info, warn or error",
 		logLevel, func(c *Config) *slog.Level { return &c.LogLevel }),
+	value("OUTBOX_PUBLISHERS", "4", "lanes this replica's relay publishes at once, each with its own Kafka producer (1 to 16)",
+		integer(1, 16), func(c *Config) *int { return &c.OutboxPublishers }),
 	value("OUTBOX_BATCH_SIZE", "1000", "rows the relay publishes per transaction",
 		integer(1, 100_000), func(c *Config) *int { return &c.OutboxBatchSize }),
 	value("OUTBOX_POLL_INTERVAL", "500ms", "how often the relay looks for other replicas' rows",

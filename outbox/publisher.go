@@ -1,0 +1,340 @@
+package outbox
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/acme/orders-service/cloudevents"
+	"github.com/acme/orders-service/kafka"
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/telemetry"
+)
+
+// publisher publishes one lane's batch at a time through its producer.
+type publisher struct {
+	w        *Relay
+	producer Producer
+}
+
+// batchResult is what one lane's batch did.
+type batchResult struct {
+	busy     bool // another publisher holds the lane
+	rows     int  // rows claimed
+	parked   int  // rows parked
+	aborted  bool // rows acknowledged in a transaction that aborted wait to be published again at once
+	noAnswer bool // the batch failed because Kafka did not answer (unreachable), not with an error of Kafka's
+}
+
+// publishBatch publishes one batch of lane in one transaction: take the
+// lane's lock, claim rows neither sent nor parked nor of a waiting key,
+// park those that can never be produced (and later rows of their keys),
+// produce the rest, and once every record has an outcome (or, past
+// ResolveTimeout, never will) mark the acknowledged ones sent and park
+// those Kafka refused for good. A row that failed otherwise stays unsent
+// and its key waits with its own backoff (keys.go); the batch fails as a
+// whole only when PostgreSQL fails or no record reached Kafka.
+func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, error) {
+	w := p.w
+	// Finish the batch even when ctx ends meanwhile: records Kafka already
+	// acknowledged are then marked, not republished after a restart.
+	idle := w.cfg.ProduceTimeout + w.cfg.ResolveTimeout + idleGrace
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idle+idleGrace)
+	defer cancel()
+
+	var res batchResult
+	var b *batch
+	var s settled
+	var fatal error
+	busy, err := w.db.PublishOutboxLane(bctx, lane, w.cfg.BatchSize, idle, w.waits.skip(time.Now()),
+		func(recs []postgres.OutboxRecord, firstParked map[string]int64) (postgres.OutboxMarks, error) {
+			res.rows = len(recs)
+			b = newBatch(recs)
+			b.plan(firstParked, w.cfg.MaxRecordBytes)
+			pctx, span := w.publishSpan(bctx, recs)
+			defer span.End()
+			fatal = p.produce(pctx, b)
+			s = b.settle(true)
+			if s.err != nil {
+				span.RecordError(s.err)
+				span.SetStatus(codes.Error, "records left unsent")
+			}
+			// Nothing reached Kafka: the relay backs off (and its keys wait).
+			res.noAnswer = len(s.sent) == 0 && len(s.waiting) > 0 && !kafkaAnswered(s.err)
+			res.parked = len(s.marks.Parked)
+			return s.marks, nil
+		})
+	if busy {
+		res.busy = true
+		w.lockBusy.Add(1)
+	}
+	if err != nil {
+		return res, cmp.Or(fatal, err)
+	}
+	if b == nil {
+		return res, fatal
+	}
+	now := time.Now()
+	for _, i := range s.sent {
+		w.waits.done(b.recs[i])
+		w.m.published.Inc()
+		w.m.latency.Observe(max(b.outs[i].acked.Sub(b.recs[i].CreatedAt).Seconds(), 0))
+	}
+	for _, i := range s.waiting {
+		w.waits.fail(b.recs[i], now)
+	}
+	if res.noAnswer {
+		return res, cmp.Or(fatal, s.err)
+	}
+	if s.err != nil {
+		w.m.errors.Inc()
+		w.log.Warn("outbox records left unsent; their keys wait, the others go on", "lane", lane, "error", s.err, "keys_waiting", len(s.waiting))
+	}
+	for _, i := range s.overtook {
+		r := b.recs[i]
+		w.log.Error("outbox record reached Kafka although an earlier row of its key was parked",
+			"outbox_id", r.ID, "event_id", r.EventID, "topic", r.Topic, "key", kafka.KeyText(r.Key))
+	}
+	if res.parked > 0 {
+		w.m.parked.Add(float64(res.parked))
+		for i, o := range b.outs {
+			if o.parkErr != "" {
+				r := b.recs[i]
+				w.log.Error("outbox row parked: Kafka will never accept it; re-drive it once the cause is fixed",
+					"outbox_id", r.ID, "event_id", r.EventID, "topic", r.Topic, "key", kafka.KeyText(r.Key), "error", o.parkErr)
+			}
+		}
+	}
+	return res, fatal
+}
+
+// kafkaAnswered reports whether err carries an error code a broker
+// returned, as opposed to a record that timed out or could not reach one.
+func kafkaAnswered(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke)
+}
+
+// permanent reports whether Kafka will refuse a record with err however
+// often it is produced: the record is too large, the topic is invalid or
+// may not be written, or the record is invalid. These are not retriable
+// (kerr.IsRetriable), and unlike other such errors (SASL, cluster
+// authorization) they are about the record, not the client.
+func permanent(err error) bool {
+	for _, e := range []error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
+		kerr.TopicAuthorizationFailed, kerr.InvalidTopicException, kerr.PolicyViolation} {
+		if errors.Is(err, e) {
+			return !kerr.IsRetriable(e)
+		}
+	}
+	return false
+}
+
+// produce sends the rows plan left to produce and records each one's
+// outcome in b.outs. It waits up to ProduceTimeout for them, then, while
+// records the client already sent have no outcome, up to ResolveTimeout
+// longer: the caller's claim stays held meanwhile. When even that passes,
+// it closes the producer, so those records are never sent again, and
+// replaces it; the records without an outcome stay so (their keys wait).
+// It returns ErrStalled when it cannot replace the producer.
+func (p *publisher) produce(ctx context.Context, b *batch) error {
+	w := p.w
+	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
+	defer cancel()
+
+	var (
+		mu      sync.Mutex
+		pending int
+		wg      sync.WaitGroup
+	)
+	for i := range b.recs {
+		if b.outs[i].parkErr == "" {
+			pending++
+		}
+	}
+	outs := make([]outcome, len(b.outs)) // written by the promises, copied to b.outs under mu
+	wg.Add(pending)
+	producer := p.producer
+	for i, rec := range b.krecs {
+		if b.outs[i].parkErr != "" {
+			continue
+		}
+		producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			pending--
+			if err != nil {
+				outs[i].err = err
+				return
+			}
+			outs[i].acked = time.Now()
+		})
+	}
+	collect := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range outs {
+			b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
+		}
+	}
+
+	// The batch is complete: waiting for the linger to fill it further
+	// would only hold the transaction (and its connection) open longer.
+	// Flush also keeps the client from lingering until pctx ends.
+	go producer.Flush(pctx)
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		collect()
+		return nil
+	case <-pctx.Done():
+	}
+	grace := time.NewTimer(failGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		collect()
+		return nil
+	case <-grace.C:
+	}
+
+	// Records the client sent cannot be failed: the broker may have
+	// appended them. Keep the claim until they have an outcome, so no
+	// other publisher publishes in the lane behind them.
+	w.awaiting.Store(true)
+	defer w.awaiting.Store(false)
+	w.m.errors.Inc() // the batch missed its deadline: an outage shows now, not after ResolveTimeout
+	mu.Lock()
+	w.log.Warn("outbox keeps its claim until Kafka answers for records it sent",
+		"unresolved", pending, "of", len(b.recs), "produce_timeout", w.cfg.ProduceTimeout, "resolve_timeout", w.cfg.ResolveTimeout)
+	mu.Unlock()
+	bound := time.NewTimer(w.cfg.ResolveTimeout)
+	defer bound.Stop()
+	select {
+	case <-done:
+		w.log.Info("outbox records resolved, finishing the batch")
+		collect()
+		return nil
+	case <-bound.C:
+	}
+	// Give up on the records without an outcome: close the producer first,
+	// so they can never be sent again, then keep what the promises said
+	// until now (the closed client fails the rest, which changes nothing:
+	// without an outcome they stay unsent either way).
+	mu.Lock()
+	n := pending
+	for i := range outs {
+		b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
+		if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" {
+			b.outs[i].err = errUnresolved
+		}
+	}
+	mu.Unlock()
+	return p.replaceProducer(fmt.Errorf("produce: %d of %d records without an outcome after %s: %w",
+		n, len(b.recs), w.cfg.ProduceTimeout+w.cfg.ResolveTimeout, errUnresolved))
+}
+
+var errUnresolved = errors.New("records unresolved")
+
+// replaceProducer closes the producer whose records stayed without an
+// outcome, while the caller still holds the claim, and installs a new one
+// from NewProducer. Without NewProducer the relay stops: Run returns
+// ErrStalled (after the batch marked what Kafka acknowledged).
+func (p *publisher) replaceProducer(cause error) error {
+	w := p.w
+	w.log.Error("outbox closing its Kafka producer: records stayed without an outcome; they will never be sent again", "error", cause)
+	if w.cfg.NewProducer == nil {
+		w.stalled.Store(true)
+		return fmt.Errorf("%w: %w", ErrStalled, cause)
+	}
+	p.producer.Close()
+	np, err := w.cfg.NewProducer()
+	if err != nil {
+		w.stalled.Store(true)
+		return fmt.Errorf("%w: new producer: %w (after %w)", ErrStalled, err, cause)
+	}
+	p.producer = np
+	return nil
+}
+
+// pinger is a producer that can ask the cluster whether it answers, such
+// as *kgo.Client (a metadata request to any reachable broker).
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// backOff waits d after a failed batch, or less when Kafka comes back: while
+// it waits, it asks the broker every probeInterval whether it answers, and
+// returns as soon as it does after a failure in which Kafka did not answer
+// (noAnswer), or after a probe of this wait found it unreachable. So a
+// returning broker is noticed within probeInterval, not at the end of a
+// backoff of up to maxBackoff. Failures elsewhere (PostgreSQL, an error
+// Kafka returned) with the broker answering throughout wait the whole d.
+func (w *Relay) backOff(ctx context.Context, p *publisher, d time.Duration, noAnswer bool) {
+	deadline := time.Now().Add(d)
+	pg, ok := p.producer.(pinger)
+	if !ok || d <= w.probeInterval {
+		sleepCtx(ctx, d)
+		return
+	}
+	down := false
+	for ctx.Err() == nil {
+		next := time.Now().Add(w.probeInterval)
+		pctx, cancel := context.WithDeadline(ctx, next)
+		err := pg.Ping(pctx)
+		cancel()
+		switch {
+		case err != nil:
+			down = true
+		case noAnswer || down:
+			w.log.Info("outbox: Kafka answers again, retrying now")
+			w.waits.clear() // keys that failed while Kafka was away need not wait longer
+			return
+		default:
+			sleepCtx(ctx, time.Until(deadline))
+			return
+		}
+		if !next.Before(deadline) {
+			sleepCtx(ctx, time.Until(deadline))
+			return
+		}
+		sleepCtx(ctx, time.Until(next))
+	}
+}
+
+// maxSpanLinks bounds the links from a publish span to the traces of the
+// events it carries.
+const maxSpanLinks = 128
+
+// publishSpan starts the span of one batch's publication, linked to the
+// trace of each event (its traceparent header) that has one.
+func (w *Relay) publishSpan(ctx context.Context, recs []postgres.OutboxRecord) (context.Context, trace.Span) {
+	var links []trace.Link
+	for _, r := range recs {
+		if len(links) == maxSpanLinks {
+			break
+		}
+		if tp, ok := cloudevents.Lookup(r.Headers, cloudevents.HeaderTraceParent); ok {
+			sc := trace.SpanContextFromContext(telemetry.ContextWithTraceParent(ctx, tp))
+			if sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+	}
+	return telemetry.Tracer().Start(ctx, "outbox.publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(links...), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(recs))))
+}
