@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -68,8 +67,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	handler.set(telemetry.Handler(reg, starting))
 	httpServer := &http.Server{Handler: &handler, ReadHeaderTimeout: 5 * time.Second}
 	httpDone := make(chan error, 1)
+	log.Info("HTTP server listening", "addr", httpLn.Addr().String())
 	go func() {
-		log.Info("HTTP server listening", "addr", httpLn.Addr().String())
 		err := httpServer.Serve(httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
@@ -82,6 +81,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	defer func() {
 		if !started {
 			httpServer.Close()
+			<-httpDone
 		}
 	}()
 
@@ -228,9 +228,6 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // of failure is logged once. A failure no wait can fix (a bad DSN, wrong
 // credentials, a missing database, a failed migration) returns at once.
 func waitForDatabase(ctx context.Context, cfg config, log *slog.Logger, dev bool) (*postgres.DB, error) {
-	if _, err := pgxpool.ParseConfig(cfg.PostgresDSN); err != nil {
-		return nil, fmt.Errorf("POSTGRES_DSN: %w", err)
-	}
 	waitCtx, cancel := context.WithTimeout(ctx, cfg.PostgresStartTimeout)
 	defer cancel()
 	delay, logged := 250*time.Millisecond, ""
