@@ -602,6 +602,10 @@ type probe struct {
 		Port    int    `yaml:"port"`
 		Service string `yaml:"service"`
 	} `yaml:"grpc"`
+	HTTPGet *struct {
+		Path string `yaml:"path"`
+		Port any    `yaml:"port"` // a number or the container port's name
+	} `yaml:"httpGet"`
 }
 
 type deployment struct {
@@ -704,8 +708,20 @@ func TestDeploymentFitsConfig(t *testing.T) {
 			t.Errorf("container ports %v lack %d", ports, want)
 		}
 	}
+	// Kubernetes gRPC probes speak plaintext only: with gRPC over TLS the
+	// probes ask HTTP_PORT's /healthz (alive) and /readyz instead.
+	tls := cm.Data["GRPC_TLS_CERT_FILE"] != ""
 	for name, p := range map[string]probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-		if p.GRPC == nil || p.GRPC.Port != grpcPort {
+		switch {
+		case tls:
+			want := map[string]string{"readiness": "/readyz"}[name]
+			if want == "" {
+				want = "/healthz" // a database outage must not restart every pod
+			}
+			if p.HTTPGet == nil || p.HTTPGet.Path != want || (p.HTTPGet.Port != "http" && p.HTTPGet.Port != httpPort) {
+				t.Errorf("%s probe is not an HTTP probe of %s on HTTP_PORT %d (gRPC is served over TLS)", name, want, httpPort)
+			}
+		case p.GRPC == nil || p.GRPC.Port != grpcPort:
 			t.Errorf("%s probe is not a gRPC probe on GRPC_PORT %d", name, grpcPort)
 		}
 	}

@@ -80,7 +80,14 @@ func TestKubernetesJWTKeySwitch(t *testing.T) {
 	publicKey[auth.EnvPublicKeyFile] = m[1]
 
 	for name, env := range map[string]map[string]string{"configmap.yaml": cm.Data, "after the documented switch": publicKey} {
-		if _, err := settings.Load(func(k string) string { return env[k] }); err != nil {
+		// The Deployment takes the SASL password from a Secret, not the ConfigMap.
+		withSecrets := func(k string) string {
+			if k == "KAFKA_SASL_PASSWORD" {
+				return "from-the-secret"
+			}
+			return env[k]
+		}
+		if _, err := settings.Load(withSecrets); err != nil {
 			t.Errorf("%s: the configuration does not load: %v", name, err)
 		}
 		for _, v := range []string{auth.EnvHS256SecretFile, auth.EnvPublicKeyFile} {

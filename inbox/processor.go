@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -65,6 +66,10 @@ type ProcessorOptions struct {
 	RetentionBatch    int             // rows per delete statement; default 1000
 	GaugeInterval     time.Duration   // refresh of orders_inbox_unprocessed; default 5s
 	GaugeLimit        int             // bound of the pending count; default 100000
+	// AllowedSources, when not empty, are the only ce_source values applied
+	// (KAFKA_INBOX_ALLOWED_SOURCES); a record from any other source, or
+	// without one, is dead-lettered at once.
+	AllowedSources []string
 }
 
 func (c ProcessorOptions) withDefaults() ProcessorOptions {
@@ -266,7 +271,7 @@ func (p *Processor) applyAll(ctx context.Context, tx pgx.Tx, msgs []postgres.Inb
 		// the row causes continues its trace.
 		sctx, span := applySpan(ctx, m)
 		defer span.End()
-		result, succeeded, err := decode(m)
+		result, succeeded, err := p.decode(m)
 		if err != nil {
 			if err := p.deadLetter(ctx, tx, m, "", err); err != nil {
 				return counts, err
@@ -297,7 +302,7 @@ func (p *Processor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.In
 	var counts [3]int
 	ids := make([]string, 0, len(msgs))
 	for _, m := range msgs {
-		if result, _, err := decode(m); err == nil {
+		if result, _, err := p.decode(m); err == nil {
 			ids = append(ids, result.OrderID)
 		}
 	}
@@ -319,7 +324,7 @@ func (p *Processor) applyEach(ctx context.Context, tx pgx.Tx, msgs []postgres.In
 func (p *Processor) handle(ctx context.Context, tx pgx.Tx, m postgres.InboxMessage) (outcome, error) {
 	ctx, span := applySpan(ctx, m)
 	defer span.End()
-	result, succeeded, err := decode(m)
+	result, succeeded, err := p.decode(m)
 	if err != nil {
 		return outcomeDead, p.deadLetter(ctx, tx, m, "", err)
 	}
@@ -363,6 +368,19 @@ func applySpan(ctx context.Context, m postgres.InboxMessage) (context.Context, t
 	return telemetry.Tracer().Start(telemetry.ContextWithTraceParent(ctx, traceParent(m.Headers)),
 		"inbox.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 			attribute.String("messaging.message.id", m.MessageID), attribute.String("cloudevents.event_type", m.EventType)))
+}
+
+// decode checks that m comes from an allowed source (AllowedSources) and is
+// a payment result this service understands. Its error is permanent: the
+// same message can never decode.
+func (p *Processor) decode(m postgres.InboxMessage) (orders.PaymentResult, bool, error) {
+	if len(p.cfg.AllowedSources) > 0 {
+		source, _ := cloudevents.Lookup(m.Headers, cloudevents.HeaderSource)
+		if !slices.Contains(p.cfg.AllowedSources, source) {
+			return orders.PaymentResult{}, false, fmt.Errorf("ce_source %q is not an allowed source", validText(source))
+		}
+	}
+	return decode(m)
 }
 
 // decode checks that m is a payment result this service understands. Its

@@ -30,6 +30,9 @@
 #   127.0.0.1:$((KAFKA_CLUSTER_PORT+100+N-1)) (controller quorum).
 # Processes are signalled only by the pid in their pid file, after checking
 # that the pid still runs this node's kafka.Kafka; never by name.
+# The run directory is private: created 0700, and refused when it is a
+# symlink or belongs to another user (a shared /tmp lets anyone plant one);
+# every file the script writes is readable by its owner only.
 #
 # Environment (all optional):
 #   KAFKA_CLUSTER_DIR      run directory    ${TMPDIR:-/tmp}/orders-service-kafka
@@ -45,6 +48,7 @@
 #                          $KAFKA_CLUSTER_DIR/secure_bootstrap and $KAFKA_CLUSTER_DIR/pki/
 #                          (ca.crt, client.crt, client.key, scram-user, scram-password).
 set -euo pipefail
+umask 077
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 pom=$root/deploy/kafka/pom.xml
@@ -52,7 +56,8 @@ template=$root/deploy/kafka/server.properties
 log4j=$root/deploy/kafka/log4j2.properties
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 
-dir=$(realpath -m "${KAFKA_CLUSTER_DIR:-${TMPDIR:-/tmp}/orders-service-kafka}")
+# Absolute and cleaned, but symlinks are not resolved: private_dir refuses one.
+dir=$(realpath -m -s -- "${KAFKA_CLUSTER_DIR:-${TMPDIR:-/tmp}/orders-service-kafka}")
 port=${KAFKA_CLUSTER_PORT:-19092}
 heap=${KAFKA_CLUSTER_HEAP:-384m}
 timeout=${KAFKA_CLUSTER_TIMEOUT:-180}
@@ -82,6 +87,22 @@ node_arg() {
 	case ${1:-} in 1 | 2 | 3) ;; *) die "want a node number 1, 2 or 3, got \"${1:-}\"" ;; esac
 }
 
+# private_dir refuses a run directory that is a symlink or owned by another
+# user, and keeps it 0700; with "create" it makes a missing one (0700).
+private_dir() {
+	local owner
+	[ -L "$dir" ] && die "run directory $dir is a symlink: refused (remove it, or set KAFKA_CLUSTER_DIR to a directory of your own)"
+	if [ ! -e "$dir" ]; then
+		[ "${1:-}" = create ] || return 0
+		mkdir -p -- "$(dirname -- "$dir")"
+		mkdir -m 700 -- "$dir" || die "cannot create run directory $dir"
+	fi
+	[ -d "$dir" ] && [ ! -L "$dir" ] || die "run directory $dir is not a directory: refused"
+	owner=$(stat -c %u -- "$dir")
+	[ "$owner" = "$(id -u)" ] || die "run directory $dir is owned by uid $owner, not by you (uid $(id -u)): refused"
+	chmod 700 -- "$dir"
+}
+
 java_run() { java -Xmx256m -cp "$libs/*" -Dlog4j2.configurationFile="$log4j" "$@"; }
 
 fetch_libs() {
@@ -100,8 +121,9 @@ node_pid() {
 	local f=$dir/node$1/kafka.pid pid
 	[ -f "$f" ] || return 0
 	pid=$(<"$f")
+	# Its command line must end in this node's "kafka.Kafka <properties>".
 	if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-		tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $dir/node$1/server.properties"; then
+		[ "$(tr '\0' '\n' <"/proc/$pid/cmdline" | tail -n 2 | tr '\n' ' ')" = "kafka.Kafka $dir/node$1/server.properties " ]; then
 		echo "$pid"
 	else
 		rm -f "$f"
@@ -281,8 +303,11 @@ status() {
 
 cmd=${1:-}
 case $cmd in
+up) private_dir create ;;
+down | stop | kill | start | status) private_dir ;;
+esac
+case $cmd in
 up)
-	mkdir -p "$dir"
 	running=0
 	for n in "${nodes[@]}"; do [ -n "$(node_pid "$n")" ] && running=$((running + 1)); done
 	if ((running == ${#nodes[@]})); then

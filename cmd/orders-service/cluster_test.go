@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/internal/poll"
 )
 
@@ -121,18 +122,9 @@ func (c *cluster) startAsync(n int) <-chan error {
 	return done
 }
 
-// pid is node n's pid from its pid file, 0 when it is stopped.
-func (c *cluster) pid(n int) int {
-	b, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node%d", n), "kafka.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid > 0 && syscall.Kill(pid, 0) != nil {
-		return 0
-	}
-	return pid
-}
+// pid is node n's pid from its pid file, 0 when it is stopped; as the
+// script does, it checks that the pid runs that node's Kafka.
+func (c *cluster) pid(n int) int { return kafkatest.NodePID(c.dir, n) }
 
 // kill SIGKILLs node n by its pid and waits until it is gone.
 func (c *cluster) kill(t *testing.T, n int) { t.Helper(); c.script(t, "kill", strconv.Itoa(n)) }

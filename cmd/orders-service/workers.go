@@ -67,6 +67,8 @@ func (w workers) run(ctx context.Context) error {
 			Wake:        consumer.Stored(),
 			MaxAttempts: w.cfg.InboxMaxAttempts,
 			Retention:   w.cfg.InboxRetention,
+
+			AllowedSources: w.cfg.InboxAllowedSources,
 		})
 
 	// The relay has producers of its own: it closes one whose records stay

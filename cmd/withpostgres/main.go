@@ -38,7 +38,7 @@ func run(args []string) (int, error) {
 	vars := fs.String("env", "POSTGRES_DSN", "comma-separated DSN variables to read, first set wins; an embedded server's DSN is exported as the one read (the first when none is set)")
 	def := fs.String("default", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "DSN when none of -env is set")
 	persist := fs.Bool("persist", false, "keep an embedded server's data in the cache folder between runs (otherwise it is thrown away)")
-	repo := fs.String("repo", devpostgres.MavenCentral, "Maven repository to download the PostgreSQL binaries from; where it refuses, mvn fetches them")
+	repo := fs.String("repo", devpostgres.MavenCentral, "Maven repository (https) to download the PostgreSQL binaries from; where it cannot be reached, mvn fetches them; either way they must have the pinned SHA-256")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: withpostgres [flags] -- command [args...]")
 		fs.PrintDefaults()

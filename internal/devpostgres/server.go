@@ -36,8 +36,9 @@ type Options struct {
 	// Persist keeps the data in CacheDir/data between runs; otherwise the
 	// data lives in a temporary folder removed by Stop.
 	Persist bool
-	// RepoURL is the Maven repository to download the binaries from
-	// (MavenCentral when empty); when it refuses, Maven is asked instead.
+	// RepoURL is the Maven repository (https) to download the binaries from
+	// (MavenCentral when empty); when it cannot be reached, Maven is asked
+	// instead. The binaries must have the pinned digests either way.
 	RepoURL string
 }
 

@@ -85,6 +85,10 @@ type Config struct {
 	InboxRetention     time.Duration
 	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
+	// InboxAllowedSources are the only ce_source values the inbox applies
+	// (KAFKA_INBOX_ALLOWED_SOURCES); empty: any source.
+	InboxAllowedSources []string
+
 	Auth               auth.Config
 	TLSCertFile        string
 	TLSKeyFile         string
@@ -228,6 +232,17 @@ func brokers(v string) ([]string, error) {
 	return bs, nil
 }
 
+// list is a comma-separated list; blank items are dropped, and "" is none.
+func list(v string) ([]string, error) {
+	var l []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			l = append(l, x)
+		}
+	}
+	return l, nil
+}
+
 func dsn(v string) (string, error) {
 	if _, err := url.Parse(v); err != nil && strings.Contains(v, "://") {
 		return "", fmt.Errorf("not a valid connection URL")
@@ -355,6 +370,8 @@ var service = []Setting{
 		topic, func(c *Config) *string { return &c.KafkaTopic }),
 	value("KAFKA_INBOX_TOPIC", "payments.events", "topic of payment results; must differ from KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaInboxTopic }),
+	value("KAFKA_INBOX_ALLOWED_SOURCES", "", "comma-separated ce_source values the inbox applies; records from other sources are dead-lettered at once; empty: any source",
+		list, func(c *Config) *[]string { return &c.InboxAllowedSources }),
 	value("KAFKA_DLQ_TOPIC", "payments.events.dlq", "dead-letter topic; must differ from KAFKA_INBOX_TOPIC and KAFKA_TOPIC",
 		topic, func(c *Config) *string { return &c.KafkaDLQTopic }),
 	value("KAFKA_GROUP_ID", "orders-service", "consumer group of the inbox consumer",
