@@ -85,11 +85,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 		}
 	}()
 
+	// Set once shutdown begins: what is still closing then gets until the
+	// deadline, no longer.
+	var deadline, workersBy stopBy
 	db, err := waitForDatabase(ctx, cfg, log, dev)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer deadline.within(db.Close)
 	pageKey, err := db.PageTokenKey(ctx)
 	if err != nil {
 		return err
@@ -109,7 +112,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
-	defer producer.Close()
+	defer deadline.within(producer.Close)
 
 	telemetry.RegisterPool(reg, db.Pool)
 	grpcMetrics := telemetry.NewGRPCMetrics(reg)
@@ -154,7 +157,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	// events are still relayed; they stop once it has stopped.
 	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorkers()
-	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, topics: topics, reg: reg, dev: dev}
+	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, topics: topics, stopBy: &workersBy, reg: reg, dev: dev}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.run(workersCtx) })
@@ -184,18 +187,24 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+		plan := planShutdown(time.Now(), cfg.ShutdownTimeout)
+		deadline.set(plan.deadline)
+		workersBy.set(plan.workersBy)
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout, "grpc_drain", time.Until(plan.grpcBy).Round(time.Millisecond),
+			"relay_drain", relayDrain(cfg.ShutdownTimeout))
 		hs.Shutdown()
 		stopped := make(chan struct{})
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
+		grpcBy := time.NewTimer(time.Until(plan.grpcBy))
+		defer grpcBy.Stop()
 		select {
 		case <-stopped:
-		case <-time.After(cfg.ShutdownTimeout):
-			log.Warn("shutdown timeout: cancelling in-flight calls")
+		case <-grpcBy.C:
+			log.Warn("shutdown: cancelling in-flight calls after half of SHUTDOWN_TIMEOUT")
 			grpcServer.Stop()
 		}
 		stopWorkers()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		shutdownCtx, cancel := context.WithDeadline(context.Background(), plan.deadline)
 		defer cancel()
 		return httpServer.Shutdown(shutdownCtx)
 	})

@@ -29,6 +29,7 @@ type workers struct {
 	producer *kgo.Client
 	produced *kafka.ProduceHealth // hooked into every producer of the service
 	topics   *topicsCheck         // readiness of the service's topics
+	stopBy   *stopBy              // when the workers must have stopped, once shutdown begins
 	reg      prometheus.Registerer
 	dev      bool
 }
@@ -58,7 +59,11 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inbox consumer client: %w", err)
 	}
-	defer inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.cfg.ShutdownTimeout, w.log)
+	// Closed as soon as the consumer stops, beside the relay's drain, within
+	// the shutdown's time.
+	closeConsumer := func() {
+		inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.stopBy.remaining(w.cfg.ShutdownTimeout), w.log)
+	}
 	consumer := inbox.NewConsumer(inbox.ConsumerDeps{Client: consumerClient, Store: w.db, Metrics: inboxMetrics, Logger: w.log},
 		inbox.ConsumerOptions{})
 	processor := inbox.NewProcessor(inbox.ProcessorDeps{Store: w.db, Applier: w.orders, Metrics: inboxMetrics, Logger: w.log},
@@ -86,6 +91,7 @@ func (w workers) run(ctx context.Context) error {
 		Retention:      w.cfg.OutboxRetention,
 		NewProducer:    newRelayProducer,
 		MaxRecordBytes: kafka.ProducerBatchMaxBytes,
+		DrainTimeout:   relayDrain(w.cfg.ShutdownTimeout),
 	})
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -95,6 +101,7 @@ func (w workers) run(ctx context.Context) error {
 	g.Go(func() error { return processor.Run(ctx) })
 	topicsReady := make(chan struct{})
 	g.Go(func() error {
+		defer closeConsumer()
 		if err := w.ensureTopics(ctx); err != nil {
 			return err
 		}
@@ -113,7 +120,23 @@ func (w workers) run(ctx context.Context) error {
 			return w.runSimulator(ctx)
 		})
 	}
-	err = g.Wait()
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.Wait() }()
+	select {
+	case err = <-stopped:
+	case <-ctx.Done():
+		// A relay batch in flight may wait for Kafka longer than the
+		// shutdown may last. Left behind, it ends with the process; its
+		// rows stay unsent and are published after the next start.
+		t := time.NewTimer(max(w.stopBy.remaining(w.cfg.ShutdownTimeout), 0))
+		defer t.Stop()
+		select {
+		case err = <-stopped:
+		case <-t.C:
+			w.log.Warn("Kafka workers did not stop within SHUTDOWN_TIMEOUT; leaving them: unsent outbox rows are published after the next start")
+			return nil
+		}
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -426,7 +426,7 @@ var service = []Setting{
 		text, func(c *Config) *string { return &c.TLSKeyFile }),
 	value("GRPC_TLS_CLIENT_CA_FILE", "", "also require client certificates signed by this PEM CA (mTLS)",
 		text, func(c *Config) *string { return &c.TLSClientCAFile }),
-	value("SHUTDOWN_TIMEOUT", "30s", "how long in-flight calls may finish after SIGTERM",
+	value("SHUTDOWN_TIMEOUT", "25s", "the whole graceful shutdown after SIGTERM: in-flight calls get the first half, the relay's final drain and the consumer's close the rest",
 		duration, func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	value("READINESS_INTERVAL", "5s", "how often /readyz and the gRPC health status are re-checked",
 		duration, func(c *Config) *time.Duration { return &c.ReadinessInterval }),
