@@ -80,8 +80,9 @@ type SASLConfig struct {
 	Mechanism string // KAFKA_SASL_MECHANISM: "", PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
 	User      string // KAFKA_SASL_USER
 	Password  string // KAFKA_SASL_PASSWORD
-	// AllowPlaintext (KAFKA_SASL_ALLOW_PLAINTEXT) accepts PLAIN without TLS,
-	// which sends the password in clear text; Validate refuses that otherwise.
+	// AllowPlaintext (KAFKA_SASL_ALLOW_PLAINTEXT) accepts SASL (PLAIN or
+	// SCRAM) without TLS, which sends the password or the SCRAM exchange and
+	// every record in clear text; Validate refuses that otherwise.
 	AllowPlaintext bool
 }
 
@@ -105,9 +106,16 @@ func (c Config) Validate() error {
 	if err := c.SASL.validate(); err != nil {
 		return err
 	}
-	if c.SASL.mechanism() == MechanismPlain && !c.TLS.Enabled && !c.SASL.AllowPlaintext {
-		return fmt.Errorf("%s: PLAIN without %s=true sends the password in clear text; set %s=true, or %s=true to accept that",
-			envSASLMechanism, envTLS, envTLS, envSASLAllowPlaintext)
+	if m := c.SASL.mechanism(); m != "" && !c.TLS.Enabled && !c.SASL.AllowPlaintext {
+		what := "the password"
+		if m != MechanismPlain {
+			// SCRAM hides the password, but not from offline guessing, and
+			// the session it opens (payment results included) is not
+			// protected: treated as PLAIN is.
+			what = "the SCRAM exchange (open to offline password guessing) and every record"
+		}
+		return fmt.Errorf("%s: %s without %s=true sends %s in clear text; set %s=true, or %s=true to accept that",
+			envSASLMechanism, m, envTLS, what, envTLS, envSASLAllowPlaintext)
 	}
 	return nil
 }

@@ -44,9 +44,18 @@ func TestConfigValidate(t *testing.T) {
 		{"PLAIN allowed in clear text", with(func(c *Config) {
 			c.SASL = SASLConfig{Mechanism: "PLAIN", User: "u", Password: "p", AllowPlaintext: true}
 		}), ""},
-		{"SCRAM without TLS", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-256", User: "u", Password: "p"} }), ""},
-		{"SCRAM-SHA-256", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-256", User: "u", Password: "p"} }), ""},
-		{"SCRAM-SHA-512 lower case", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "scram-sha-512", User: "u", Password: "p"} }), ""},
+		{"SCRAM without TLS", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-256", User: "u", Password: "p"} }), "KAFKA_SASL_MECHANISM: SCRAM-SHA-256 without KAFKA_TLS=true sends the SCRAM exchange (open to offline password guessing) and every record in clear text; set KAFKA_TLS=true, or KAFKA_SASL_ALLOW_PLAINTEXT=true to accept that"},
+		{"SCRAM allowed in clear text", with(func(c *Config) {
+			c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-512", User: "u", Password: "p", AllowPlaintext: true}
+		}), ""},
+		{"SCRAM-SHA-256", with(func(c *Config) {
+			c.TLS.Enabled = true
+			c.SASL = SASLConfig{Mechanism: "SCRAM-SHA-256", User: "u", Password: "p"}
+		}), ""},
+		{"SCRAM-SHA-512 lower case", with(func(c *Config) {
+			c.TLS.Enabled = true
+			c.SASL = SASLConfig{Mechanism: "scram-sha-512", User: "u", Password: "p"}
+		}), ""},
 		{"unknown mechanism", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "FOO", User: "u", Password: "p"} }), `KAFKA_SASL_MECHANISM: unknown mechanism "FOO" (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)`},
 		{"mechanism without user", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "PLAIN", Password: "p"} }), "KAFKA_SASL_USER: required when KAFKA_SASL_MECHANISM is set"},
 		{"mechanism without password", with(func(c *Config) { c.SASL = SASLConfig{Mechanism: "PLAIN", User: "u"} }), "KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM is set"},

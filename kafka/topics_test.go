@@ -180,7 +180,7 @@ func TestEnsureTopicsRefusedByBroker(t *testing.T) {
 	)
 	cl := newClient(t, Config{
 		Brokers: []string{b.Addr()},
-		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "reader", Password: "reader-pass"},
+		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "reader", Password: "reader-pass", AllowPlaintext: true},
 	})
 	err := EnsureTopics(testContext(t, 10*time.Second), cl, 1, -1, "orders.events", "payments.events")
 	if err == nil {

@@ -5,13 +5,14 @@
 //	orders-service -dev       serve with an embedded Kafka broker, the database
 //	                          created if missing and a payments simulator
 //	orders-service migrate    apply migrations and exit
-//	orders-service redrive [message_id...]
-//	                          re-queue dead inbox rows (all, or the given ones)
+//	orders-service redrive (message_id... | -all)
+//	                          re-queue dead inbox rows (the given ones, or all)
 //	orders-service outbox-parked
-//	                          list parked outbox rows
-//	orders-service outbox-redrive [id...]
-//	                          un-park outbox rows (all, or the given ones with
-//	                          their keys' other parked rows)
+//	                          list parked outbox rows (reads only: applies no
+//	                          migrations)
+//	orders-service outbox-redrive (id... | -all)
+//	                          un-park outbox rows (the given ones with their
+//	                          keys' other parked rows, or all)
 //	orders-service healthcheck
 //	                          exit 0 when the local /readyz answers 200 (for
 //	                          container healthchecks; the image has no shell)
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.SetOutput(stdout)
 	dev := fs.Bool("dev", false, "local mode: embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive [message_id...] | outbox-parked | outbox-redrive [id...] | healthcheck]")
+		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive (message_id... | -all) | outbox-parked | outbox-redrive (id... | -all) | healthcheck]")
 		fs.PrintDefaults()
 		fmt.Fprintln(stdout, "environment variables (and OTEL_*, as OpenTelemetry defines them):")
 		settings.WriteUsage(stdout, settings.All())

@@ -439,66 +439,6 @@ func grpcOptions(cfg config, log *slog.Logger) (grpcapi.Options, error) {
 	return o, nil
 }
 
-// redrive re-queues dead inbox rows, all of them or those named by ids, for
-// the processor to try again once the cause is fixed.
-func redrive(ctx context.Context, cfg config, log *slog.Logger, ids []string, stdout io.Writer) error {
-	db, err := openDatabase(ctx, cfg, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	n, err := postgres.Redrive(ctx, db, ids)
-	if err != nil {
-		return fmt.Errorf("redrive: %w", err)
-	}
-	fmt.Fprintf(stdout, "re-queued %d dead inbox message(s)\n", n)
-	return nil
-}
-
-// outboxParked lists parked outbox rows: rows Kafka will never accept as
-// they are, and rows parked behind them.
-func outboxParked(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
-	db, err := openDatabase(ctx, cfg, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	rows, err := db.ListParkedOutbox(ctx, 1000)
-	if err != nil {
-		return fmt.Errorf("outbox-parked: %w", err)
-	}
-	for _, r := range rows {
-		fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\t%d bytes\tparked %s\t%s\n", r.ID, r.EventID, r.EventType, r.Topic, kafka.KeyText(r.Key),
-			r.Bytes, r.ParkedAt.UTC().Format(time.RFC3339), r.LastError)
-	}
-	fmt.Fprintf(stdout, "%d parked outbox row(s)\n", len(rows))
-	return nil
-}
-
-// outboxRedrive un-parks outbox rows, all of them or those named by ids with
-// the other parked rows of their keys, for the relay to publish in order.
-func outboxRedrive(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error {
-	ids := make([]int64, 0, len(args))
-	for _, a := range args {
-		id, err := strconv.ParseInt(a, 10, 64)
-		if err != nil || id <= 0 {
-			return fmt.Errorf("%w: outbox-redrive: %q is not an outbox row id", errUsage, a)
-		}
-		ids = append(ids, id)
-	}
-	db, err := openDatabase(ctx, cfg, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	n, err := db.RedriveOutbox(ctx, ids)
-	if err != nil {
-		return fmt.Errorf("outbox-redrive: %w", err)
-	}
-	fmt.Fprintf(stdout, "un-parked %d outbox row(s)\n", n)
-	return nil
-}
-
 // writeWelcome tells a person at a terminal where the service listens and
 // how to try it: the README's walk-through with the real addresses.
 func writeWelcome(w io.Writer, cfg config, grpcAddr, httpAddr net.Addr) {

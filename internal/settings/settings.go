@@ -343,7 +343,7 @@ var kafkaConnection = []Setting{
 	value("KAFKA_SASL_USER", "", "SASL user",
 		text, func(c *Config) *string { return &c.Kafka.SASL.User }),
 	secret("KAFKA_SASL_PASSWORD", "SASL password", func(c *Config) *string { return &c.Kafka.SASL.Password }),
-	value("KAFKA_SASL_ALLOW_PLAINTEXT", "false", "accept PLAIN without KAFKA_TLS=true (the password crosses the network in clear text)",
+	value("KAFKA_SASL_ALLOW_PLAINTEXT", "false", "accept SASL (PLAIN or SCRAM) without KAFKA_TLS=true (credentials and records cross the network in clear text)",
 		boolean, func(c *Config) *bool { return &c.Kafka.SASL.AllowPlaintext }),
 }
 

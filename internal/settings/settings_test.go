@@ -51,7 +51,7 @@ func TestLoadReadsOnlyTheTable(t *testing.T) {
 // durations as people write them, and no secret.
 func TestLogValueShowsEverySetting(t *testing.T) {
 	c, err := Load(envOf(map[string]string{
-		"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USER": "orders", "KAFKA_SASL_PASSWORD": "s3cret-sasl",
+		"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USER": "orders", "KAFKA_SASL_PASSWORD": "s3cret-sasl", "KAFKA_TLS": "true",
 		"AUTH_MODE": "jwt", "AUTH_JWT_HS256_SECRET": "s3cret-jwt-0123456789-0123456789-0123456789",
 		"POSTGRES_DSN": "postgres://app:s3cret@db/orders",
 	}))
