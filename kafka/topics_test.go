@@ -216,7 +216,7 @@ func TestEnsureTopicsWithoutCreatePermission(t *testing.T) {
 		kfake.User(MechanismScramSHA256, "svc", "svc-pass", acls...))
 	cl := newClient(t, Config{
 		Brokers: []string{b.Addr()},
-		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "svc", Password: "svc-pass"},
+		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "svc", Password: "svc-pass", AllowPlaintext: true},
 	})
 	if err := EnsureTopics(testContext(t, 10*time.Second), cl, 1, -1, "orders.events", "payments.events"); err != nil {
 		t.Fatalf("existing topics without CREATE permission: %v", err)
