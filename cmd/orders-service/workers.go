@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +20,12 @@ import (
 	"github.com/acme/orders-service/paymentsim"
 	"github.com/acme/orders-service/postgres"
 )
+
+// outboxTransactionTimeout bounds an outbox batch's Kafka transaction: longer
+// than the relay's produce and resolve timeouts (10s + 30s), so the
+// coordinator never aborts a batch the relay still waits for, and within
+// the brokers' default transaction.max.timeout.ms (15 minutes).
+const outboxTransactionTimeout = time.Minute
 
 // workers are the Kafka-facing loops: the outbox relay, the inbox consumer
 // and processor, and in -dev mode the payments simulator.
@@ -83,15 +91,24 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("outbox producer: %w", err)
 	}
+	var newLaneProducer func(int) (outbox.TxProducer, error)
+	if w.cfg.OutboxTransactions {
+		prefix := cmp.Or(w.cfg.OutboxTransactionalIDPrefix, "orders-service."+w.cfg.KafkaTopic+".lane-")
+		newLaneProducer = func(lane int) (outbox.TxProducer, error) {
+			return kafka.NewClient(w.cfg.Kafka, kgo.WithHooks(w.produced),
+				kgo.TransactionalID(prefix+strconv.Itoa(lane)), kgo.TransactionTimeout(outboxTransactionTimeout))
+		}
+	}
 	relay := outbox.New(outbox.Deps{Store: w.db, Producer: relayProducer, Metrics: outboxMetrics, Logger: w.log}, outbox.Options{
-		Wake:           w.db.OutboxWritten(),
-		Publishers:     w.cfg.OutboxPublishers,
-		BatchSize:      w.cfg.OutboxBatchSize,
-		PollInterval:   w.cfg.OutboxPollInterval,
-		Retention:      w.cfg.OutboxRetention,
-		NewProducer:    newRelayProducer,
-		MaxRecordBytes: kafka.ProducerBatchMaxBytes,
-		DrainTimeout:   relayDrain(w.cfg.ShutdownTimeout),
+		Wake:            w.db.OutboxWritten(),
+		Publishers:      w.cfg.OutboxPublishers,
+		BatchSize:       w.cfg.OutboxBatchSize,
+		PollInterval:    w.cfg.OutboxPollInterval,
+		Retention:       w.cfg.OutboxRetention,
+		NewProducer:     newRelayProducer,
+		NewLaneProducer: newLaneProducer,
+		MaxRecordBytes:  kafka.ProducerBatchMaxBytes,
+		DrainTimeout:    relayDrain(w.cfg.ShutdownTimeout),
 	})
 
 	g, ctx := errgroup.WithContext(ctx)

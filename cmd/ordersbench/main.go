@@ -527,14 +527,14 @@ func (b *bench) printTable(w io.Writer) {
 		fmt.Fprintf(w, "\ncost per operation: CPU µs of each process group and WAL bytes (PostgreSQL: the phase database's backends and WAL records;\n"+
 			"bench: the load generator with pgbench, or the in-process workers; other: cores used outside the benchmark, of %d)\n", m.Cores)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "phase\tops\tops/s\tservice\tpostgres\tbroker\tbench\tWAL B\tother\t")
+		fmt.Fprintln(tw, "phase\tops\tops/s\tservice\tpostgres\tbroker\tbench\tWAL B\tof it FPI\tother\t")
 		for _, c := range b.res.CPU {
 			wal := formatValue(c.WALBytes, "")
 			if c.WALScope == "server" {
 				wal += " (server)"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%.2f\t\n", c.Phase, c.Ops, float64(c.Ops)/max(c.Seconds, 1e-9),
-				c.ServiceUS, c.PostgresUS, c.BrokerUS, c.BenchUS, wal, c.OtherCores)
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%.2f\t\n", c.Phase, c.Ops, float64(c.Ops)/max(c.Seconds, 1e-9),
+				c.ServiceUS, c.PostgresUS, c.BrokerUS, c.BenchUS, wal, formatValue(c.FPIBytes, ""), c.OtherCores)
 		}
 		tw.Flush()
 	}

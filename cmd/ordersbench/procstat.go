@@ -135,6 +135,7 @@ type Usage struct {
 	BrokerUS   float64 `json:"broker_us_per_op"`
 	BenchUS    float64 `json:"bench_us_per_op"`
 	WALBytes   float64 `json:"wal_bytes_per_op"`
+	FPIBytes   float64 `json:"wal_fpi_bytes_per_op"` // of WALBytes, full-page images: they follow the checkpoints, not the code
 	// WALScope is "database" when the WAL is that of the phase's database
 	// (pg_walinspect), "server" when it is the whole server's LSN delta.
 	WALScope   string  `json:"wal_scope"`
@@ -185,12 +186,12 @@ func (b *bench) accountBetween(ctx context.Context, phase string, s, e cpuSnap, 
 		own := (e.service - s.service) + pg + (e.broker - s.broker) + (e.load - s.load)
 		u.OtherCores = max(0, (e.machineBusy-s.machineBusy-own)/u.Seconds)
 	}
-	wal, scope, err := walBytes(ctx, s.db, s.wal, e.wal)
+	wal, fpi, scope, err := walBytes(ctx, s.db, s.wal, e.wal)
 	if err != nil {
 		b.log.Warn("WAL of the phase's database unknown: the server's LSN delta is reported", "phase", phase, "error", err)
 	}
 	releaseWAL(ctx, b.walSlot, e.wal, b.log)
-	u.WALBytes, u.WALScope = wal/float64(max(ops, 1)), scope
+	u.WALBytes, u.FPIBytes, u.WALScope = wal/float64(max(ops, 1)), fpi/float64(max(ops, 1)), scope
 	b.res.CPU = append(b.res.CPU, u)
 	return u
 }
@@ -234,32 +235,32 @@ func releaseWAL(ctx context.Context, conn *pgx.Conn, lsn string, log *slog.Logge
 // with pg_walinspect, the records that touch its relations and those of the
 // transactions that did (their commits), each padded to 8 bytes as in the
 // WAL; without it, or when the WAL has been recycled, the LSN delta of the
-// whole server.
-func walBytes(ctx context.Context, db *postgres.DB, from, to string) (float64, string, error) {
+// whole server. fpi is the full-page images among them (NaN without
+// pg_walinspect).
+func walBytes(ctx context.Context, db *postgres.DB, from, to string) (n, fpi float64, scope string, err error) {
 	if from == "" || to == "" {
-		return math.NaN(), "none", nil
+		return math.NaN(), math.NaN(), "none", nil
 	}
 	if from == to { // pg_walinspect refuses an empty range
-		return 0, "database", nil
+		return 0, 0, "database", nil
 	}
-	var n float64
-	err := db.Pool.QueryRow(ctx, `
+	err = db.Pool.QueryRow(ctx, `
 		WITH r AS (
-			SELECT xid, record_length, block_ref FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)
+			SELECT xid, record_length, fpi_length, block_ref FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)
 		), p AS (
 			SELECT '% rel %/' || oid || '/%' AS rel FROM pg_database WHERE datname = current_database()
 		), x AS (
 			SELECT DISTINCT xid FROM r, p WHERE xid <> 0 AND block_ref LIKE p.rel
 		)
-		SELECT coalesce(sum((record_length + 7) / 8 * 8), 0)::float8 FROM r, p
-		WHERE block_ref LIKE p.rel OR xid IN (SELECT xid FROM x)`, from, to).Scan(&n)
+		SELECT coalesce(sum((record_length + 7) / 8 * 8), 0)::float8, coalesce(sum(fpi_length), 0)::float8 FROM r, p
+		WHERE block_ref LIKE p.rel OR xid IN (SELECT xid FROM x)`, from, to).Scan(&n, &fpi)
 	if err == nil {
-		return n, "database", nil
+		return n, fpi, "database", nil
 	}
 	if err := db.Pool.QueryRow(ctx, `SELECT ($2::pg_lsn - $1::pg_lsn)::float8`, from, to).Scan(&n); err != nil {
-		return math.NaN(), "none", err
+		return math.NaN(), math.NaN(), "none", err
 	}
-	return n, "server", err
+	return n, math.NaN(), "server", err
 }
 
 // rssSampler samples the service's resident memory every 100ms and keeps

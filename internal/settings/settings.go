@@ -77,13 +77,18 @@ type Config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
-	OutboxPublishers   int // lanes one replica publishes at once
-	OutboxBatchSize    int
-	OutboxPollInterval time.Duration
-	OutboxRetention    time.Duration
-	InboxMaxAttempts   int
-	InboxRetention     time.Duration
-	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
+	OutboxPublishers int // lanes one replica publishes at once
+	// OutboxTransactions publishes each lane's batch in a Kafka transaction
+	// (OUTBOX_TRANSACTIONS); OutboxTransactionalIDPrefix prefixes the
+	// lanes' transactional ids, empty: "orders-service." + KafkaTopic + ".lane-".
+	OutboxTransactions          bool
+	OutboxTransactionalIDPrefix string
+	OutboxBatchSize             int
+	OutboxPollInterval          time.Duration
+	OutboxRetention             time.Duration
+	InboxMaxAttempts            int
+	InboxRetention              time.Duration
+	SimDeclineAbove             int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
 	// InboxAllowedSources are the only ce_source values the inbox applies
 	// (KAFKA_INBOX_ALLOWED_SOURCES); empty: any source.
@@ -438,6 +443,10 @@ var service = []Setting{
 		logLevel, func(c *Config) *slog.Level { return &c.LogLevel }),
 	value("OUTBOX_PUBLISHERS", "4", "lanes this replica's relay publishes at once, each with its own Kafka producer (1 to 16)",
 		integer(1, 16), func(c *Config) *int { return &c.OutboxPublishers }),
+	value("OUTBOX_TRANSACTIONS", "true", "publish each outbox batch in a Kafka transaction, one transactional id per lane, fencing older producers of the lane; false for clusters that forbid transactions (see docs/kafka.md for what is lost)",
+		boolean, func(c *Config) *bool { return &c.OutboxTransactions }),
+	value("OUTBOX_TRANSACTIONAL_ID_PREFIX", "", "prefix of the outbox lanes' transactional ids (the lane number follows); empty: orders-service.<KAFKA_TOPIC>.lane-; deployments sharing a cluster need different ones",
+		text, func(c *Config) *string { return &c.OutboxTransactionalIDPrefix }),
 	value("OUTBOX_BATCH_SIZE", "1000", "rows the relay publishes per transaction",
 		integer(1, 100_000), func(c *Config) *int { return &c.OutboxBatchSize }),
 	value("OUTBOX_POLL_INTERVAL", "500ms", "how often the relay looks for other replicas' rows",
