@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
@@ -393,6 +394,10 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	}
 	if n := metric(t, scrape(t, in), `grpc_server_handled_total{grpc_code="OK",grpc_method="GetOrderStatus",grpc_service="orders.v1.OrderService",grpc_type="unary"}`); n < 1 {
 		t.Fatalf("GetOrderStatus calls counted: %v", n)
+	}
+	bi := buildinfo.Read()
+	if n := metric(t, scrape(t, in), fmt.Sprintf(`orders_build_info{goversion=%q,revision=%q,version=%q}`, bi.GoVersion, bi.Revision, bi.Version)); n != 1 {
+		t.Fatalf("orders_build_info = %v, want 1", n)
 	}
 
 	// redrive re-queues the dead row; it is poison still, so it dies again.

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/telemetry"
 )
@@ -55,8 +56,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs := flag.NewFlagSet("orders-service", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	dev := fs.Bool("dev", false, "local mode: embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive (message_id... | -all) | outbox-parked | outbox-redrive (id... | -all) | healthcheck]")
+		fmt.Fprintln(stdout, "usage: orders-service [-dev] [-version] [serve | migrate | redrive (message_id... | -all) | outbox-parked | outbox-redrive (id... | -all) | healthcheck]")
 		fs.PrintDefaults()
 		fmt.Fprintln(stdout, "environment variables (and OTEL_*, as OpenTelemetry defines them):")
 		settings.WriteUsage(stdout, settings.All())
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return nil // -h asked for the usage text, which is printed: not an error
 	} else if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, "orders-service", buildinfo.Read())
+		return nil
 	}
 	terminal := isTerminal(stdout)
 	if *dev {

@@ -31,6 +31,7 @@ import (
 	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/grpcapi"
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/peerlimit"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
@@ -45,7 +46,8 @@ import (
 // timeout, then the workers stop. A non-nil welcome gets a short greeting
 // for a person once the service listens.
 func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome io.Writer) error {
-	log.Info("starting orders-service", "config", cfg, "dev", dev)
+	build := buildinfo.Read()
+	log.Info("starting orders-service", "version", build.Version, "revision", build.Revision, "config", cfg, "dev", dev)
 	stopTracing, err := telemetry.SetupTracing(ctx, cfg.getenv, "orders-service", log)
 	if err != nil {
 		return err
@@ -115,6 +117,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	defer deadline.within(producer.Close)
 
 	telemetry.RegisterPool(reg, db.Pool)
+	telemetry.RegisterBuildInfo(reg, build)
 	grpcMetrics := telemetry.NewGRPCMetrics(reg)
 
 	writer := postgres.NewOrderWriter(cfg.KafkaTopic, cloudevents.Encoder[postgres.Header]{Source: "orders-service", TraceParent: telemetry.TraceParent})
