@@ -302,9 +302,9 @@ func startFailure(err error) (kind string, transient bool) {
 // most GRPC_MAX_CONNECTIONS_PER_PEER of one IP address, further ones closed
 // at once (so they give their slot back).
 func grpcListener(cfg config) (net.Listener, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.GRPCHost, strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
-		return nil, fmt.Errorf("listen GRPC_PORT %d: %w", cfg.GRPCPort, err)
+		return nil, fmt.Errorf("listen GRPC_HOST/GRPC_PORT %s: %w", net.JoinHostPort(cfg.GRPCHost, strconv.Itoa(cfg.GRPCPort)), err)
 	}
 	return peerlimit.Listener(netutil.LimitListener(ln, cfg.GRPCMaxConnections), cfg.GRPCMaxPeerConns), nil
 }

@@ -76,10 +76,11 @@ func (w workers) run(ctx context.Context) error {
 		inbox.ConsumerOptions{})
 	processor := inbox.NewProcessor(inbox.ProcessorDeps{Store: w.db, Applier: w.orders, Metrics: inboxMetrics, Logger: w.log},
 		inbox.ProcessorOptions{
-			DLQTopic:    w.cfg.KafkaDLQTopic,
-			Wake:        consumer.Stored(),
-			MaxAttempts: w.cfg.InboxMaxAttempts,
-			Retention:   w.cfg.InboxRetention,
+			DLQTopic:      w.cfg.KafkaDLQTopic,
+			Wake:          consumer.Stored(),
+			MaxAttempts:   w.cfg.InboxMaxAttempts,
+			Retention:     w.cfg.InboxRetention,
+			DeadRetention: w.cfg.InboxDeadRetention,
 
 			AllowedSources: w.cfg.InboxAllowedSources,
 		})

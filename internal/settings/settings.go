@@ -54,6 +54,7 @@ type Config struct {
 	KafkaGroupProtocol string
 
 	GRPCPort        int
+	GRPCHost        string // address GRPC_PORT binds to; empty: every interface
 	HTTPPort        int
 	HTTPHost        string // address HTTP_PORT binds to; empty: every interface
 	HTTPPprof       bool   // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
@@ -88,6 +89,7 @@ type Config struct {
 	OutboxRetention             time.Duration
 	InboxMaxAttempts            int
 	InboxRetention              time.Duration
+	InboxDeadRetention          time.Duration
 	SimDeclineAbove             int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
 	// InboxAllowedSources are the only ce_source values the inbox applies
@@ -399,7 +401,9 @@ var service = []Setting{
 		oneOf("classic", "consumer"), func(c *Config) *string { return &c.KafkaGroupProtocol }),
 	value("HTTP_PORT", "8080", "/metrics, /healthz and /readyz listen port; 0: a free port, logged at start",
 		integer(0, 65535), func(c *Config) *int { return &c.HTTPPort }),
-	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface",
+	value("GRPC_HOST", "", "address GRPC_PORT binds to (no port); empty: every interface (-dev: 127.0.0.1)",
+		host, func(c *Config) *string { return &c.GRPCHost }),
+	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface (-dev: 127.0.0.1)",
 		host, func(c *Config) *string { return &c.HTTPHost }),
 	value("HTTP_PPROF", "false", "serve net/http/pprof under /debug/pprof/ on HTTP_PORT",
 		boolean, func(c *Config) *bool { return &c.HTTPPprof }),
@@ -457,6 +461,8 @@ var service = []Setting{
 		integer(1, 1000), func(c *Config) *int { return &c.InboxMaxAttempts }),
 	value("INBOX_RETENTION", "336h", "processed inbox rows are deleted after this",
 		duration, func(c *Config) *time.Duration { return &c.InboxRetention }),
+	value("INBOX_DEAD_RETENTION", "720h", "dead (dead-lettered) inbox rows are deleted this long after they died; their DLQ copies stay",
+		duration, func(c *Config) *time.Duration { return &c.InboxDeadRetention }),
 	{
 		Name: "PAYMENTS_SIM_DECLINE_ABOVE", Default: "0", Doc: "the payments simulator (-dev, payments-sim) declines orders above this amount (minor units); 0 approves all",
 		set: func(c *Config, v string) error {
