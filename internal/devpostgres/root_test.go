@@ -234,3 +234,35 @@ func TestStartAsRootPersists(t *testing.T) {
 		}
 	}
 }
+
+// TestReclaimOldCache: as root, a cache that an earlier version gave to
+// nobody (binaries extracted by nobody, nobody's lock) is taken back: the
+// folder is root's again and what nobody owned in it is gone, to be made
+// afresh; the archive (root's, and checked against its pinned digest) stays.
+func TestReclaimOldCache(t *testing.T) {
+	cache := rootCache(t, false)
+	nb := nobody()
+	bin := filepath.Join(cache, "postgres-"+Version)
+	os.MkdirAll(filepath.Join(bin, "bin"), 0o755)
+	os.WriteFile(filepath.Join(bin, "bin", "postgres"), []byte("nobody's"), 0o755)
+	os.WriteFile(filepath.Join(cache, ".lock"), nil, 0o644)
+	for _, p := range []string{cache, filepath.Join(cache, ".lock"), bin, filepath.Join(bin, "bin", "postgres")} {
+		if err := os.Lchown(p, int(nb.Uid), int(nb.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := reclaimCache(cache, nb); err != nil {
+		t.Fatal(err)
+	}
+	if owner(t, cache) != 0 {
+		t.Errorf("cache belongs to uid %d, want root", owner(t, cache))
+	}
+	for _, p := range []string{filepath.Join(cache, ".lock"), bin} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s, nobody's, is still there", p)
+		}
+	}
+	if _, err := os.Stat(archivePath(cache)); err != nil {
+		t.Errorf("root's archive was removed: %v", err)
+	}
+}

@@ -55,6 +55,38 @@ func ownDir(dir string, perm os.FileMode) error {
 	return os.Chmod(dir, perm)
 }
 
+// reclaimCache takes back a cache folder that earlier versions of this tool
+// gave to cred's user (nobody): the folder becomes root's again, and what
+// that user may have written or replaced in it (the lock, the binaries, the
+// archive: anything not root's) is removed, to be made again. The run folder
+// is left for ownDir to refuse (its old data is not used). RemoveAll follows
+// no symlink, and once the folder is root's nobody can add anything to it.
+func reclaimCache(dir string, cred *syscall.Credential) error {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() {
+		return nil // missing, or refused by ownDir
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != cred.Uid {
+		return nil
+	}
+	if err := os.Lchown(dir, os.Geteuid(), os.Getegid()); err != nil {
+		return fmt.Errorf("take back cache folder %s from uid %d: %w", dir, cred.Uid, err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range []string{".lock", "postgres-" + Version, filepath.Base(archivePath(dir))} {
+		p := filepath.Join(dir, name)
+		if checkOwn(os.Lstat(p)) == nil {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("take back cache folder: %w", err)
+		}
+	}
+	return nil
+}
+
 // serverDir makes dir the server's own folder (0700), owned by cred's user
 // when cred is set (nothing inside it is ever followed by this process
 // then), or checks that the folder it finds is one. It reports whether it

@@ -110,6 +110,11 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if err := os.MkdirAll(filepath.Dir(o.CacheDir), 0o755); err != nil {
 		return nil, fmt.Errorf("create cache folder: %w", err)
 	}
+	if cred != nil {
+		if err := reclaimCache(o.CacheDir, cred); err != nil {
+			return nil, err
+		}
+	}
 	if err := ownDir(o.CacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("cache folder: %w", err)
 	}
