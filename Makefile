@@ -6,7 +6,7 @@ PROTOC_GEN_GRPC_VERSION := v1.6.2
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
+.PHONY: help check-asyncapi check-breaking release release-smoke run build test generate check-generated lint tools bench bench-smoke soak fuzz kafka-up kafka-down test-kafka test-failover
 
 # withpostgres gives a command the PostgreSQL its DSN names, or starts an
 # embedded one (github.com/fergusstrange/embedded-postgres) where nothing
@@ -24,8 +24,15 @@ run: ## start the service locally: embedded Kafka, database created if missing, 
 	go build -o $(BIN)/orders-service ./cmd/orders-service
 	$(WITHPOSTGRES) -persist -env POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/orders?sslmode=disable' -- $(BIN)/orders-service -dev
 
-build: ## static binaries of every command into bin/
-	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/...
+# VERSION is the release tag at HEAD (git describe: vX.Y.Z, or vX.Y.Z-N-gSHA
+# after it), or v0.0.0-<sha> before the first tag; -dirty marks local changes.
+# Binaries print it with -version; make release names its files after it.
+VERSION  ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo "v0.0.0-$$(git describe --always --dirty 2>/dev/null || echo unknown)")
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X github.com/acme/orders-service/internal/buildinfo.version=$(VERSION) -X github.com/acme/orders-service/internal/buildinfo.revision=$(REVISION)
+
+build: ## build every binary in cmd/ into bin/, stamped with VERSION and REVISION
+	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 test: ## every test, against the local PostgreSQL (or an embedded one) and an in-process Kafka broker
 	$(WITHPOSTGRES) -env TEST_POSTGRES_DSN,POSTGRES_DSN -default 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' -- go test -race -count=1 ./...
@@ -87,6 +94,42 @@ bench-smoke: ## the benchmark with tiny sizes, so that it cannot rot (CI)
 SOAK ?= 10m
 soak: ## steady load for SOAK against a service with one-minute retention: table sizes, memory and goroutines stay flat
 	go run ./cmd/ordersbench -phases soak -soak $(SOAK) -out bench/soak-results.json
+
+check-breaking: tools ## buf breaking: proto/ against the last release tag, or the previous commit while there is none (BREAKING_AGAINST=<ref> for another)
+	scripts/check-breaking.sh
+
+# make release: static binaries (CGO_ENABLED=0, -trimpath) of the commands a
+# user runs, stamped with VERSION, one archive per platform with LICENSE,
+# README.md and CHANGELOG.md, and dist/checksums.txt (SHA-256).
+RELEASE_CMDS      := orders-service payments-sim ordersctl
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
+DIST              := dist
+
+release: ## versioned static binaries for RELEASE_PLATFORMS into dist/: an archive per platform and checksums.txt
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	set -e; mtime=$$(git log -1 --format=%ct 2>/dev/null || date +%s); \
+	for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; name=orders-service_$(VERSION:v%=%)_$${os}_$${arch}; \
+		echo "release: $$name"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(DIST)/$$name/ $(addprefix ./cmd/,$(RELEASE_CMDS)); \
+		cp LICENSE README.md CHANGELOG.md $(DIST)/$$name/; \
+		tar -C $(DIST) --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$$mtime -cf - $$name | gzip -n > $(DIST)/$$name.tar.gz; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > checksums.txt && cat checksums.txt
+
+release-smoke: ## make release for linux/amd64 only, then check the checksums and that each binary is static and prints VERSION (CI)
+	$(MAKE) release RELEASE_PLATFORMS=linux/amd64
+	cd $(DIST) && sha256sum -c checksums.txt
+	set -e; dir=$(DIST)/orders-service_$(VERSION:v%=%)_linux_amd64; \
+	for c in $(RELEASE_CMDS); do \
+		go version -m $$dir/$$c | grep -q 'CGO_ENABLED=0' || { echo "$$c is not static" >&2; exit 1; }; \
+		out=$$($$dir/$$c -version); echo "$$out"; \
+		case "$$out" in "$$c $(VERSION) (revision $(REVISION)"*) ;; *) echo "$$c -version does not print $(VERSION) and $(REVISION)" >&2; exit 1;; esac; \
+	done
+
+check-asyncapi: ## validate api/asyncapi.yaml and its schemas with the official AsyncAPI parser (npm's @asyncapi/parser, pinned in scripts/asyncapi; needs Node.js)
+	npm ci --prefix scripts/asyncapi --no-audit --no-fund --ignore-scripts --loglevel=error
+	node scripts/asyncapi/validate.mjs api/asyncapi.yaml
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each (seed corpora are in testdata/fuzz)

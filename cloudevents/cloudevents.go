@@ -24,6 +24,7 @@ const (
 	HeaderSource      = "ce_source"
 	HeaderTime        = "ce_time"
 	HeaderContentType = "content-type"
+	HeaderDataSchema  = "ce_dataschema"
 	HeaderTraceParent = "traceparent"
 )
 
@@ -32,6 +33,16 @@ const (
 	SpecVersion     = "1.0"
 	ContentTypeJSON = "application/json"
 )
+
+// SchemaBaseURI is where the JSON Schemas of the events' data live: the
+// repository's api/schemas directory, one file per event type.
+const SchemaBaseURI = "https://github.com/acme/orders-service/blob/main/api/schemas/"
+
+// DataSchemaURI returns the ce_dataschema of events of type ceType: the URI
+// of the JSON Schema of their data, which is also that schema's $id.
+func DataSchemaURI(ceType string) string {
+	return SchemaBaseURI + ceType + ".json"
+}
 
 // Header is the constraint of the header types this package reads and
 // writes.
@@ -54,13 +65,14 @@ type Event struct {
 	Type        string    // ce_type, e.g. orders.v1.OrderCreated
 	Source      string    // ce_source
 	Time        time.Time // ce_time
+	DataSchema  string    // ce_dataschema (DataSchemaURI); empty: no header
 	TraceParent string    // traceparent; empty when no trace is active
 }
 
 // AppendHeaders appends e's record headers to hs: ce_specversion 1.0,
 // ce_id, ce_type, ce_source, ce_time in RFC 3339 (UTC, with the fraction of
 // a second when there is one), content-type application/json, and
-// traceparent when e has one.
+// ce_dataschema and traceparent when e has them.
 func AppendHeaders[H Header](hs []H, e Event) []H {
 	hs = append(hs,
 		H(header{HeaderSpecVersion, []byte(SpecVersion)}),
@@ -70,6 +82,9 @@ func AppendHeaders[H Header](hs []H, e Event) []H {
 		H(header{HeaderTime, e.Time.UTC().AppendFormat(nil, time.RFC3339Nano)}),
 		H(header{HeaderContentType, []byte(ContentTypeJSON)}),
 	)
+	if e.DataSchema != "" {
+		hs = append(hs, H(header{HeaderDataSchema, []byte(e.DataSchema)}))
+	}
 	if e.TraceParent != "" {
 		hs = append(hs, H(header{HeaderTraceParent, []byte(e.TraceParent)}))
 	}
@@ -84,6 +99,7 @@ func Parse[H Header](hs []H) Event {
 	e.ID, _ = Lookup(hs, HeaderID)
 	e.Type, _ = Lookup(hs, HeaderType)
 	e.Source, _ = Lookup(hs, HeaderSource)
+	e.DataSchema, _ = Lookup(hs, HeaderDataSchema)
 	e.TraceParent, _ = Lookup(hs, HeaderTraceParent)
 	if s, ok := Lookup(hs, HeaderTime); ok {
 		e.Time, _ = time.Parse(time.RFC3339Nano, s)

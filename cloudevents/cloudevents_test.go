@@ -21,6 +21,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 		Type:        "orders.v1.OrderCreated",
 		Source:      "orders-service",
 		Time:        time.Date(2026, 3, 4, 5, 6, 7, 891000, time.FixedZone("X", 3600)),
+		DataSchema:  cloudevents.DataSchemaURI("orders.v1.OrderCreated"),
 		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 	}
 	hs := cloudevents.AppendHeaders([]recordHeader(nil), e)
@@ -31,6 +32,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 		{"ce_source", []byte(e.Source)},
 		{"ce_time", []byte("2026-03-04T04:06:07.000891Z")},
 		{"content-type", []byte("application/json")},
+		{"ce_dataschema", []byte("https://github.com/acme/orders-service/blob/main/api/schemas/orders.v1.OrderCreated.json")},
 		{"traceparent", []byte(e.TraceParent)},
 	}
 	if len(hs) != len(want) {
@@ -42,7 +44,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 		}
 	}
 	got := cloudevents.Parse(hs)
-	if got.ID != e.ID || got.Type != e.Type || got.Source != e.Source || got.TraceParent != e.TraceParent || !got.Time.Equal(e.Time) {
+	if got.ID != e.ID || got.Type != e.Type || got.Source != e.Source || got.DataSchema != e.DataSchema || got.TraceParent != e.TraceParent || !got.Time.Equal(e.Time) {
 		t.Fatalf("Parse = %+v, want %+v", got, e)
 	}
 
@@ -53,6 +55,9 @@ func TestHeadersRoundTrip(t *testing.T) {
 	}
 	if _, ok := cloudevents.Lookup(noTrace, cloudevents.HeaderTraceParent); ok {
 		t.Error("traceparent header present without a trace")
+	}
+	if _, ok := cloudevents.Lookup(noTrace, cloudevents.HeaderDataSchema); ok {
+		t.Error("ce_dataschema header present without a schema")
 	}
 	if got := string(cloudevents.AppendHeaders([]recordHeader(nil), cloudevents.Event{Time: e.Time.Truncate(time.Second)})[4].Value); got != "2026-03-04T04:06:07Z" {
 		t.Errorf("ce_time of a whole second = %q, want no fraction", got)

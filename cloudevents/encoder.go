@@ -31,7 +31,8 @@ type Encoder[H Header] struct {
 
 // Encode returns the record of ev: key = its order id, value = its JSON
 // data, headers = AppendHeaders with a new UUIDv7 as ce_id, ev's type,
-// e.Source, time now and traceParent (when empty, e.TraceParent(ctx)).
+// e.Source, time now, the type's DataSchemaURI and traceParent (when empty,
+// e.TraceParent(ctx)).
 func (e Encoder[H]) Encode(ctx context.Context, ev orders.Event, traceParent string, now time.Time) (Message[H], error) {
 	value, err := json.Marshal(ev)
 	if err != nil {
@@ -44,12 +45,12 @@ func (e Encoder[H]) Encode(ctx context.Context, ev orders.Event, traceParent str
 	if traceParent == "" && e.TraceParent != nil {
 		traceParent = e.TraceParent(ctx)
 	}
-	ce := Event{ID: id.String(), Type: ev.EventType(), Source: e.Source, Time: now, TraceParent: traceParent}
+	ce := Event{ID: id.String(), Type: ev.EventType(), Source: e.Source, Time: now, DataSchema: DataSchemaURI(ev.EventType()), TraceParent: traceParent}
 	return Message[H]{
 		ID:      ce.ID,
 		Type:    ce.Type,
 		Key:     []byte(ev.EventOrderID()),
-		Headers: AppendHeaders(make([]H, 0, 7), ce),
+		Headers: AppendHeaders(make([]H, 0, 8), ce),
 		Value:   value,
 	}, nil
 }

@@ -46,13 +46,14 @@ func TestEncoder(t *testing.T) {
 		if id, err := uuid.Parse(m.ID); err != nil || id.Version() != 7 {
 			t.Errorf("ce_id %q is not a UUIDv7", m.ID)
 		}
-		want := cloudevents.Event{ID: m.ID, Type: orders.TypeOrderCreated, Source: "orders-service/test", Time: now, TraceParent: tc.wantTrace}
+		want := cloudevents.Event{ID: m.ID, Type: orders.TypeOrderCreated, Source: "orders-service/test", Time: now,
+			DataSchema: cloudevents.DataSchemaURI(orders.TypeOrderCreated), TraceParent: tc.wantTrace}
 		if got := cloudevents.Parse(m.Headers); got != want {
 			t.Errorf("headers parse as %+v, want %+v", got, want)
 		}
-		wantHeaders := 6
+		wantHeaders := 7
 		if tc.wantTrace != "" {
-			wantHeaders = 7
+			wantHeaders = 8
 		}
 		if len(m.Headers) != wantHeaders {
 			t.Errorf("%d headers, want %d: %q", len(m.Headers), wantHeaders, m.Headers)

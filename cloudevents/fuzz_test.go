@@ -30,6 +30,7 @@ func FuzzHeaders(f *testing.F) {
 			{Key: cloudevents.HeaderID, Value: []byte(ceID)},
 			{Key: cloudevents.HeaderType, Value: []byte(ceType)},
 			{Key: cloudevents.HeaderTime, Value: []byte(ceTime)},
+			{Key: cloudevents.HeaderDataSchema, Value: []byte(cloudevents.DataSchemaURI(ceType))},
 		}
 		id, alias := cloudevents.MessageID(pos, hs)
 		if id == "" || !utf8.ValidString(id) || strings.ContainsRune(id, 0) || len(id) > cloudevents.MaxMessageIDLen+len(pos.String()) {
@@ -49,7 +50,7 @@ func FuzzHeaders(f *testing.F) {
 		}
 
 		e := cloudevents.Parse(hs)
-		if e.ID != ceID || e.Type != ceType {
+		if e.ID != ceID || e.Type != ceType || e.DataSchema != cloudevents.DataSchemaURI(ceType) {
 			t.Fatalf("Parse = %+v, want ce_id %q, ce_type %q", e, ceID, ceType)
 		}
 		want, err := time.Parse(time.RFC3339Nano, ceTime)
@@ -63,7 +64,7 @@ func FuzzHeaders(f *testing.F) {
 			e.Time = time.Time{} // RFC 3339 has four-digit years: an offset can push one out of range in UTC
 		}
 		back := cloudevents.Parse(cloudevents.AppendHeaders(hs[:0:0], e))
-		if back.ID != e.ID || back.Type != e.Type || back.Source != e.Source || back.TraceParent != e.TraceParent || !back.Time.Equal(e.Time) {
+		if back.ID != e.ID || back.Type != e.Type || back.Source != e.Source || back.DataSchema != e.DataSchema || back.TraceParent != e.TraceParent || !back.Time.Equal(e.Time) {
 			t.Fatalf("headers of %+v parse as %+v", e, back)
 		}
 	})

@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/acme/orders-service/inbox"
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/outbox"
 	"github.com/acme/orders-service/telemetry"
@@ -49,8 +50,8 @@ var runtimeEnv = []string{"GOMEMLIMIT", "GOMAXPROCS", "GOGC"}
 
 // serviceMetrics are the service's own metric families (orders_*, without
 // the _bucket/_sum/_count suffixes of histograms), gathered from a registry
-// holding what the service registers: the relay's, the inbox's and the
-// PostgreSQL pool's metrics.
+// holding what the service registers: the relay's, the inbox's, the
+// PostgreSQL pool's and the build's metrics.
 var serviceMetrics = func() []string {
 	reg := prometheus.NewRegistry()
 	if _, err := outbox.NewMetrics(reg); err != nil {
@@ -65,6 +66,7 @@ var serviceMetrics = func() []string {
 	}
 	defer pool.Close()
 	telemetry.RegisterPool(reg, pool)
+	telemetry.RegisterBuildInfo(reg, buildinfo.Read())
 	mfs, err := reg.Gather()
 	if err != nil {
 		panic(err)
@@ -79,7 +81,7 @@ var serviceMetrics = func() []string {
 // TestServiceMetricsGathered guards the derived list: an empty one would let
 // the dashboard and documentation checks pass on nothing.
 func TestServiceMetricsGathered(t *testing.T) {
-	for _, m := range []string{"orders_outbox_published_total", "orders_outbox_parked", "orders_inbox_dead_total", "orders_pgxpool_total_conns"} {
+	for _, m := range []string{"orders_outbox_published_total", "orders_outbox_parked", "orders_inbox_dead_total", "orders_pgxpool_total_conns", "orders_build_info"} {
 		if !slices.Contains(serviceMetrics, m) {
 			t.Errorf("serviceMetrics %v lacks %s", serviceMetrics, m)
 		}

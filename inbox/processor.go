@@ -40,6 +40,7 @@ type PaymentApplier interface {
 type ProcessorStore interface {
 	InTx(ctx context.Context, wroteOutbox bool, fn func(pgx.Tx) error) error
 	DeleteProcessedInbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
+	DeleteDeadInbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
 	CountPendingInbox(ctx context.Context, limit int) (int64, error)
 }
 
@@ -62,6 +63,7 @@ type ProcessorOptions struct {
 	RetryBase         time.Duration   // wait after the first failed attempt, doubling; default 1s
 	RetryMax          time.Duration   // cap of the wait between attempts; default 60s
 	Retention         time.Duration   // INBOX_RETENTION for processed rows; default 336h
+	DeadRetention     time.Duration   // INBOX_DEAD_RETENTION for dead rows, from when they died; default 720h
 	RetentionInterval time.Duration   // how often old processed rows are deleted; default 1m
 	RetentionBatch    int             // rows per delete statement; default 1000
 	GaugeInterval     time.Duration   // refresh of orders_inbox_unprocessed; default 5s
@@ -89,6 +91,7 @@ func (c ProcessorOptions) withDefaults() ProcessorOptions {
 	def(&c.RetryBase, time.Second)
 	def(&c.RetryMax, time.Minute)
 	def(&c.Retention, 336*time.Hour)
+	def(&c.DeadRetention, 720*time.Hour)
 	def(&c.RetentionInterval, time.Minute)
 	defInt(&c.RetentionBatch, 1000)
 	def(&c.GaugeInterval, 5*time.Second)
@@ -483,16 +486,24 @@ func (p *Processor) refreshGauge(ctx context.Context) error {
 func (p *Processor) retention(ctx context.Context) error {
 	n, _, err := p.DeleteExpired(ctx)
 	if err == nil && n > 0 {
-		p.log.Info("inbox retention deleted processed rows", "rows", n)
+		p.log.Info("inbox retention deleted processed and dead rows", "rows", n)
 	}
 	return err
 }
 
-// DeleteExpired deletes rows processed more than Retention ago by the
-// database clock, RetentionBatch at a time, until a statement deletes fewer
-// than that. Run calls it every RetentionInterval.
+// DeleteExpired deletes rows processed more than Retention ago and rows
+// dead-lettered more than DeadRetention ago, by the database clock,
+// RetentionBatch at a time, until a statement deletes fewer than that. Run
+// calls it every RetentionInterval.
 func (p *Processor) DeleteExpired(ctx context.Context) (deleted int64, statements int, err error) {
-	return periodic.DeleteInBatches(ctx, p.cfg.RetentionBatch, func(ctx context.Context, batch int) (int64, error) {
+	deleted, statements, err = periodic.DeleteInBatches(ctx, p.cfg.RetentionBatch, func(ctx context.Context, batch int) (int64, error) {
 		return p.db.DeleteProcessedInbox(ctx, p.cfg.Retention, batch)
 	})
+	if err != nil {
+		return deleted, statements, err
+	}
+	dead, deadStatements, err := periodic.DeleteInBatches(ctx, p.cfg.RetentionBatch, func(ctx context.Context, batch int) (int64, error) {
+		return p.db.DeleteDeadInbox(ctx, p.cfg.DeadRetention, batch)
+	})
+	return deleted + dead, statements + deadStatements, err
 }

@@ -156,6 +156,16 @@ func (b *batch) plan(firstParked map[string]int64, maxBytes int) {
 	}
 }
 
+// anyAcked reports whether Kafka acknowledged any of the batch's records.
+func (b *batch) anyAcked() bool {
+	for _, o := range b.outs {
+		if !o.acked.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
 // settled is what settle decided: the rows to mark and park, the rows whose
 // keys now wait, and the first error that left a row unsent.
 type settled struct {

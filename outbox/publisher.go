@@ -62,14 +62,23 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			b.plan(firstParked, w.cfg.MaxRecordBytes)
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
-			fatal = p.produce(pctx, b)
-			s = b.settle(true)
+			committed, err := p.send(pctx, lane, b)
+			if err != nil {
+				fatal = err
+			}
+			s = b.settle(committed)
 			if s.err != nil {
 				span.RecordError(s.err)
 				span.SetStatus(codes.Error, "records left unsent")
 			}
+			if !committed {
+				res.aborted = true
+				if len(s.waiting) == 0 && fatal == nil {
+					fatal = errors.New("kafka transaction aborted")
+				}
+			}
 			// Nothing reached Kafka: the relay backs off (and its keys wait).
-			res.noAnswer = len(s.sent) == 0 && len(s.waiting) > 0 && !kafkaAnswered(s.err)
+			res.noAnswer = !b.anyAcked() && len(s.waiting) > 0 && !kafkaAnswered(s.err)
 			res.parked = len(s.marks.Parked)
 			return s.marks, nil
 		})
@@ -146,7 +155,7 @@ func permanent(err error) bool {
 // it closes the producer, so those records are never sent again, and
 // replaces it; the records without an outcome stay so (their keys wait).
 // It returns ErrStalled when it cannot replace the producer.
-func (p *publisher) produce(ctx context.Context, b *batch) error {
+func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b *batch) error {
 	w := p.w
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
 	defer cancel()
@@ -163,7 +172,6 @@ func (p *publisher) produce(ctx context.Context, b *batch) error {
 	}
 	outs := make([]outcome, len(b.outs)) // written by the promises, copied to b.outs under mu
 	wg.Add(pending)
-	producer := p.producer
 	for i, rec := range b.krecs {
 		if b.outs[i].parkErr != "" {
 			continue
@@ -244,8 +252,45 @@ func (p *publisher) produce(ctx context.Context, b *batch) error {
 		}
 	}
 	mu.Unlock()
-	return p.replaceProducer(fmt.Errorf("produce: %d of %d records without an outcome after %s: %w",
-		n, len(b.recs), w.cfg.ProduceTimeout+w.cfg.ResolveTimeout, errUnresolved))
+	cause := fmt.Errorf("produce: %d of %d records without an outcome after %s: %w",
+		n, len(b.recs), w.cfg.ProduceTimeout+w.cfg.ResolveTimeout, errUnresolved)
+	if w.cfg.NewLaneProducer != nil {
+		// The lane's next producer fences this one's transaction.
+		w.log.Error("outbox closing the lane's Kafka producer: records stayed without an outcome; they will never be committed", "lane", lane, "error", cause)
+		w.dropLaneProducer(lane)
+		return nil
+	}
+	return p.replaceProducer(cause)
+}
+
+// send produces the batch: through the publisher's producer, or, with
+// transactions, in one transaction of the lane's producer, committed only
+// when every record was acknowledged. It reports whether the records
+// Kafka acknowledged are visible (committed).
+func (p *publisher) send(ctx context.Context, lane int, b *batch) (committed bool, err error) {
+	w := p.w
+	if w.cfg.NewLaneProducer == nil {
+		return true, p.produce(ctx, lane, p.producer, b)
+	}
+	lp, err := w.laneProducer(lane)
+	if err != nil {
+		return false, err
+	}
+	if err := lp.BeginTransaction(); err != nil {
+		w.dropLaneProducer(lane)
+		return false, fmt.Errorf("begin Kafka transaction: %w", err)
+	}
+	if err := p.produce(ctx, lane, lp, b); err != nil {
+		return false, err
+	}
+	if w.lanes[lane] != lp {
+		return false, nil // given up on: its transaction is fenced by the next
+	}
+	// End the transaction even when ctx ends (a publish span's context):
+	// an open one holds back read_committed consumers.
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ProduceTimeout)
+	defer cancel()
+	return w.endTransaction(ectx, lane, lp, b)
 }
 
 var errUnresolved = errors.New("records unresolved")

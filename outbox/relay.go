@@ -94,6 +94,13 @@ type Options struct {
 	// producers: it closes the one it gives up on and, when Run returns,
 	// those in use, the one given in Deps included. Nil: see ResolveTimeout.
 	NewProducer func() (Producer, error)
+	// NewLaneProducer, when set, turns on Kafka transactions: each lane
+	// publishes through a producer of its own, made by NewLaneProducer(lane)
+	// with a transactional id of the lane's, one transaction per batch, and
+	// rows are marked sent only after it committed. Such a producer fences
+	// every older producer of its lane (see laneProducer). The relay owns
+	// these producers. Deps.Producer then only tells whether Kafka answers.
+	NewLaneProducer func(lane int) (TxProducer, error)
 	// DrainTimeout bounds the final drain: when Run's ctx ends, the relay
 	// goes on publishing the rows committed until then for at most this
 	// long (5s) while Kafka takes them, then returns. Negative: no drain.
@@ -169,6 +176,7 @@ type Relay struct {
 
 	pubs  []*publisher
 	taken [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
+	lanes [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
 	kick  kicker
 
 	minBackoff, maxBackoff time.Duration
@@ -217,10 +225,15 @@ func (w *Relay) Run(ctx context.Context) error {
 	if err := w.startPublishers(); err != nil {
 		return err
 	}
+	defer w.closeLaneProducers()
 	if w.cfg.NewProducer != nil {
 		defer func() {
+			closed := map[Producer]bool{}
 			for _, p := range w.pubs {
-				p.producer.Close()
+				if !closed[p.producer] {
+					closed[p.producer] = true
+					p.producer.Close()
+				}
 			}
 		}()
 	}
@@ -253,7 +266,7 @@ func (w *Relay) Run(ctx context.Context) error {
 func (w *Relay) startPublishers() error {
 	for len(w.pubs) < w.cfg.Publishers {
 		p := w.pubs[0].producer
-		if w.cfg.NewProducer != nil {
+		if w.cfg.NewProducer != nil && w.cfg.NewLaneProducer == nil {
 			var err error
 			if p, err = w.cfg.NewProducer(); err != nil {
 				return errors.Join(errors.New("outbox publisher producer"), err)

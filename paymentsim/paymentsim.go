@@ -133,6 +133,6 @@ func (c Config) Answer(r *kgo.Record, now time.Time) (*kgo.Record, error) {
 		Value: data,
 		// The payment continues the order's trace, as payments-service would.
 		Headers: cloudevents.AppendHeaders([]kgo.RecordHeader(nil), cloudevents.Event{ID: id, Type: typ, Source: Source,
-			Time: now, TraceParent: cloudevents.Parse(r.Headers).TraceParent}),
+			Time: now, DataSchema: cloudevents.DataSchemaURI(typ), TraceParent: cloudevents.Parse(r.Headers).TraceParent}),
 	}, nil
 }

@@ -146,7 +146,7 @@ func RetryInbox(ctx context.Context, tx pgx.Tx, messageID, lastError string, del
 // re-driven. The caller copies it to the dead-letter topic in the same tx.
 func MarkInboxDead(ctx context.Context, tx pgx.Tx, messageID, lastError string) error {
 	_, err := tx.Exec(ctx, `
-		UPDATE inbox SET dead = true, last_error = $2, attempts = attempts + 1
+		UPDATE inbox SET dead = true, dead_at = now(), last_error = $2, attempts = attempts + 1
 		WHERE message_id = $1`, messageID, lastError)
 	if err != nil {
 		return fmt.Errorf("mark inbox %s dead: %w", messageID, err)
@@ -162,7 +162,7 @@ func Redrive(ctx context.Context, db *DB, ids []string) (int64, error) {
 		ids = []string{}
 	}
 	tag, err := db.Pool.Exec(ctx, `
-		UPDATE inbox SET dead = false, attempts = 0, next_attempt_at = now()
+		UPDATE inbox SET dead = false, dead_at = NULL, attempts = 0, next_attempt_at = now()
 		WHERE dead AND (cardinality($1::text[]) = 0 OR message_id = ANY($1::text[]))`, ids)
 	if err != nil {
 		return 0, fmt.Errorf("redrive inbox: %w", classify(err))
@@ -182,6 +182,22 @@ func (db *DB) DeleteProcessedInbox(ctx context.Context, olderThan time.Duration,
 			LIMIT $2)`, olderThan.Microseconds(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("delete processed inbox rows: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// DeleteDeadInbox deletes up to limit rows dead-lettered more than olderThan
+// ago by the database clock, which stamped dead_at, and returns how many it
+// deleted. Their copies stay on the dead-letter topic.
+func (db *DB) DeleteDeadInbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
+	tag, err := db.Pool.Exec(ctx, `
+		DELETE FROM inbox WHERE message_id IN (
+			SELECT message_id FROM inbox
+			WHERE dead AND dead_at < now() - $1::bigint * interval '1 microsecond'
+			ORDER BY dead_at
+			LIMIT $2)`, olderThan.Microseconds(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete dead inbox rows: %w", classify(err))
 	}
 	return tag.RowsAffected(), nil
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/acme/orders-service/internal/buildinfo"
 )
 
 // LatencyBuckets suit latencies measured in milliseconds up to seconds.
@@ -62,4 +64,17 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(poolAcquires, prometheus.CounterValue, float64(s.AcquireCount()))
 	ch <- prometheus.MustNewConstMetric(poolEmptyAcquire, prometheus.CounterValue, float64(s.EmptyAcquireCount()))
 	ch <- prometheus.MustNewConstMetric(poolAcquireTime, prometheus.CounterValue, s.AcquireDuration().Seconds())
+}
+
+// RegisterBuildInfo exports orders_build_info, always 1, labelled with the
+// binary's version, VCS revision and Go version, so dashboards can show which
+// build runs and when it changed.
+func RegisterBuildInfo(reg prometheus.Registerer, bi buildinfo.Info) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "orders_build_info",
+		Help:        "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion},
+	})
+	g.Set(1)
+	reg.MustRegister(g)
 }

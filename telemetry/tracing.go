@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel"
@@ -25,7 +27,8 @@ func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 // SetupTracing installs the W3C trace-context propagator and, when
 // OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set
 // (OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf), a tracer provider
-// that exports over OTLP, configured by the standard OTEL_* variables.
+// that exports over OTLP, configured by the standard OTEL_* variables; its
+// sampler is sampler's unless OTEL_TRACES_SAMPLER names one.
 // Without an exporter no span is recorded, which costs nothing per call, yet
 // a caller's trace context still flows from gRPC into events and back: the
 // global no-op tracer passes an incoming span context on unchanged. The
@@ -47,10 +50,41 @@ func SetupTracing(ctx context.Context, getenv func(string) string, service strin
 	if err != nil {
 		return nil, err
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp))
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(exp)}
+	if getenv("OTEL_TRACES_SAMPLER") == "" { // else the SDK reads it, with OTEL_TRACES_SAMPLER_ARG
+		s, err := sampler(getenv("OTEL_TRACES_SAMPLER_ARG"))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, sdktrace.WithSampler(s))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	log.Info("exporting traces over OTLP")
 	return tp.Shutdown, nil
+}
+
+// sampler is the service's sampler when OTEL_TRACES_SAMPLER is unset: a
+// trace that starts here, or arrives from a caller or a Kafka record, is
+// sampled by its trace id at the ratio arg (OTEL_TRACES_SAMPLER_ARG, 0 to 1;
+// default 1), and spans under a local parent follow that parent. A remote
+// parent's sampled flag decides nothing: anyone able to send a request or a
+// payment record could otherwise have every span exported. Services that
+// sample by the same ratio keep whole traces, since the decision is the
+// trace id's. OTEL_TRACES_SAMPLER=parentbased_traceidratio gives the
+// standard behaviour instead, where the caller's flag decides.
+func sampler(arg string) (sdktrace.Sampler, error) {
+	ratio := 1.0
+	if arg != "" {
+		r, err := strconv.ParseFloat(arg, 64)
+		if err != nil || math.IsNaN(r) || r < 0 || r > 1 {
+			return nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG: want a sampling ratio from 0 to 1, got %q", arg)
+		}
+		ratio = r
+	}
+	byTraceID := sdktrace.TraceIDRatioBased(ratio)
+	return sdktrace.ParentBased(byTraceID,
+		sdktrace.WithRemoteParentSampled(byTraceID), sdktrace.WithRemoteParentNotSampled(byTraceID)), nil
 }
 
 func newExporter(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, error) {

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -30,8 +31,13 @@ func run(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:9092", "TCP address to listen on (port 0 picks a free port)")
 	dataDir := fs.String("data-dir", "", "directory to persist the broker's data in (empty keeps it in memory)")
 	partitions := fs.Int("partitions", 0, "partitions of topics created with the broker default (0 keeps kfake's 10)")
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *version {
+		fmt.Println("kfake-broker", buildinfo.Read())
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/telemetry"
 )
@@ -54,9 +55,10 @@ var errUsage = errors.New("usage")
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("orders-service", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	dev := fs.Bool("dev", false, "local mode: embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
+	dev := fs.Bool("dev", false, "local mode: listens on 127.0.0.1 (unless GRPC_HOST/HTTP_HOST are set), embedded Kafka on 127.0.0.1:9092 (unless KAFKA_BROKER is set), database created if missing, payments simulator")
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: orders-service [-dev] [serve | migrate | redrive (message_id... | -all) | outbox-parked | outbox-redrive (id... | -all) | healthcheck]")
+		fmt.Fprintln(stdout, "usage: orders-service [-dev] [-version] [serve | migrate | redrive (message_id... | -all) | outbox-parked | outbox-redrive (id... | -all) | healthcheck]")
 		fs.PrintDefaults()
 		fmt.Fprintln(stdout, "environment variables (and OTEL_*, as OpenTelemetry defines them):")
 		settings.WriteUsage(stdout, settings.All())
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return nil // -h asked for the usage text, which is printed: not an error
 	} else if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, "orders-service", buildinfo.Read())
+		return nil
 	}
 	terminal := isTerminal(stdout)
 	if *dev {
@@ -101,8 +107,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 }
 
-// devEnv defaults KAFKA_BROKER to the embedded broker in -dev mode, and
-// LOG_FORMAT to text when a person reads the log on a terminal.
+// devEnv defaults KAFKA_BROKER to the embedded broker in -dev mode,
+// GRPC_HOST and HTTP_HOST to 127.0.0.1 (-dev serves without authentication,
+// so only this machine may reach it; 0.0.0.0 opens it), and LOG_FORMAT to
+// text when a person reads the log on a terminal.
 func devEnv(getenv func(string) string, terminal bool) func(string) string {
 	return func(name string) string {
 		if v := getenv(name); v != "" {
@@ -111,6 +119,8 @@ func devEnv(getenv func(string) string, terminal bool) func(string) string {
 		switch {
 		case name == "KAFKA_BROKER":
 			return "embedded"
+		case name == "GRPC_HOST", name == "HTTP_HOST":
+			return "127.0.0.1"
 		case name == "LOG_FORMAT" && terminal:
 			return "text"
 		}

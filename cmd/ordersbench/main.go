@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -189,8 +190,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	brokers := fs.String("brokers", os.Getenv("BENCH_KAFKA_BROKERS"),
 		"seed brokers of a running Kafka cluster to measure against, e.g. make kafka-up's 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 (BENCH_KAFKA_BROKERS); empty: a kfake broker of the run's own")
 	compression := fs.String("compression", "none", "producer compression of the service and the in-process relay: none, gzip, snappy, lz4 or zstd")
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *version {
+		fmt.Fprintln(stdout, "ordersbench", buildinfo.Read())
+		return nil
 	}
 	enabled := map[string]bool{}
 	for p := range strings.SplitSeq(*phases, ",") {

@@ -17,6 +17,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/acme/orders-service/internal/buildinfo"
 )
 
 func main() {
@@ -64,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fs := flag.NewFlagSet("ordersctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	a.globalFlags(fs)
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintln(w, "usage: ordersctl [global flags] <command> [command flags] [args]")
@@ -78,6 +81,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	if err := fs.Parse(args); err != nil {
 		return report(stderr, flagError(err))
+	}
+	if *version {
+		fmt.Fprintln(stdout, "ordersctl", buildinfo.Read())
+		return exitOK
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/paymentsim"
@@ -72,11 +73,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "environment variables:")
 		settings.WriteUsage(stdout, settings.PaymentsSim())
 	}
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, "payments-sim", buildinfo.Read())
+		return nil
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()

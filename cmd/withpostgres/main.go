@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/acme/orders-service/internal/buildinfo"
 	"github.com/acme/orders-service/internal/devpostgres"
 )
 
@@ -39,12 +40,17 @@ func run(args []string) (int, error) {
 	def := fs.String("default", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "DSN when none of -env is set")
 	persist := fs.Bool("persist", false, "keep an embedded server's data in the cache folder between runs (otherwise it is thrown away)")
 	repo := fs.String("repo", devpostgres.MavenCentral, "Maven repository (https) to download the PostgreSQL binaries from; where it cannot be reached, mvn fetches them; either way they must have the pinned SHA-256")
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: withpostgres [flags] -- command [args...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return 0, err
+	}
+	if *version {
+		fmt.Println("withpostgres", buildinfo.Read())
+		return 0, nil
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()

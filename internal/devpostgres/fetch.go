@@ -96,6 +96,9 @@ func ensureArchive(ctx context.Context, cacheDir, repoURL string) (string, error
 	}
 	dst := archivePath(cacheDir)
 	if cached, err := os.ReadFile(dst); err == nil {
+		if err := checkOwn(os.Lstat(dst)); err != nil {
+			return "", fmt.Errorf("cached PostgreSQL binaries %s %w: refused; remove it", dst, err)
+		}
 		if err := checkDigest("cached PostgreSQL binaries "+dst, cached, want.archive); err != nil {
 			return "", fmt.Errorf("%w; it was changed after it was cached: remove it to download it again", err)
 		}

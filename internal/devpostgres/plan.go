@@ -21,10 +21,6 @@ import (
 	"github.com/acme/orders-service/internal/pgdsn"
 )
 
-// DefaultPassword is the embedded server's superuser password when the DSN
-// names none (embedded-postgres sets up password authentication).
-const DefaultPassword = "postgres"
-
 // Plan says which PostgreSQL a command gets.
 type Plan struct {
 	// Var is the environment variable the DSN came from, or the one the
@@ -36,7 +32,8 @@ type Plan struct {
 	// Explicit reports whether DSN came from the environment.
 	Explicit bool
 	// Embed reports whether an embedded server must be started, on Host:Port
-	// with superuser User / Password.
+	// with superuser User / Password. An empty Password means the server's
+	// random one: Run puts it into DSN once the server runs.
 	Embed          bool
 	Host           string
 	Port           uint16
@@ -94,16 +91,17 @@ func Decide(ctx context.Context, vars []string, def string, lookup func(string) 
 	}
 	p.Embed = true
 	p.User, p.Password = cfg.User, cfg.Password
-	if p.Password == "" {
-		p.Password = DefaultPassword
-	}
 	db := cfg.Database
 	if db == "" {
 		db = cfg.User
 	}
+	user := url.User(p.User)
+	if p.Password != "" {
+		user = url.UserPassword(p.User, p.Password)
+	}
 	u := url.URL{
 		Scheme:   "postgres",
-		User:     url.UserPassword(p.User, p.Password),
+		User:     user,
 		Host:     addr,
 		Path:     "/" + db,
 		RawQuery: "sslmode=disable",

@@ -25,14 +25,14 @@ func TestDecide(t *testing.T) {
 	}, {
 		name:   "default silent: embedded on 5432, exported as the first variable",
 		probed: "127.0.0.1:5432",
-		want: Plan{Var: "TEST_POSTGRES_DSN", DSN: "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable",
-			Embed: true, Host: "127.0.0.1", Port: 5432, User: "postgres", Password: "postgres"},
+		want: Plan{Var: "TEST_POSTGRES_DSN", DSN: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+			Embed: true, Host: "127.0.0.1", Port: 5432, User: "postgres"},
 	}, {
 		name:   "explicit loopback port silent: embedded on that port",
 		env:    map[string]string{"TEST_POSTGRES_DSN": "postgres://postgres@127.0.0.1:5499/postgres?sslmode=disable"},
 		probed: "127.0.0.1:5499",
-		want: Plan{Var: "TEST_POSTGRES_DSN", DSN: "postgres://postgres:postgres@127.0.0.1:5499/postgres?sslmode=disable", Explicit: true,
-			Embed: true, Host: "127.0.0.1", Port: 5499, User: "postgres", Password: "postgres"},
+		want: Plan{Var: "TEST_POSTGRES_DSN", DSN: "postgres://postgres@127.0.0.1:5499/postgres?sslmode=disable", Explicit: true,
+			Embed: true, Host: "127.0.0.1", Port: 5499, User: "postgres"},
 	}, {
 		name:   "first set variable wins, and is the one exported",
 		env:    map[string]string{"TEST_POSTGRES_DSN": "", "POSTGRES_DSN": "postgres://app:pw@localhost:6000/orders"},
@@ -43,8 +43,8 @@ func TestDecide(t *testing.T) {
 		name:   "keyword form, IPv6 loopback",
 		env:    map[string]string{"POSTGRES_DSN": "host=::1 port=5433 user=postgres dbname=orders sslmode=disable"},
 		probed: "[::1]:5433",
-		want: Plan{Var: "POSTGRES_DSN", DSN: "postgres://postgres:postgres@[::1]:5433/orders?sslmode=disable", Explicit: true,
-			Embed: true, Host: "::1", Port: 5433, User: "postgres", Password: "postgres"},
+		want: Plan{Var: "POSTGRES_DSN", DSN: "postgres://postgres@[::1]:5433/orders?sslmode=disable", Explicit: true,
+			Embed: true, Host: "::1", Port: 5433, User: "postgres"},
 	}, {
 		name:    "explicit remote answers: used as is",
 		env:     map[string]string{"TEST_POSTGRES_DSN": "postgres://app@db.internal:5432/x"},
@@ -101,9 +101,12 @@ func TestShownDSNMasksConfiguredPasswords(t *testing.T) {
 	if s := p.shownDSN(); strings.Contains(s, "s3cret") {
 		t.Errorf("shownDSN = %q, shows the password", s)
 	}
-	p = Plan{DSN: "postgres://postgres:postgres@127.0.0.1:5499/orders", Password: DefaultPassword}
-	if s := p.shownDSN(); s != p.DSN {
-		t.Errorf("shownDSN = %q, want the default DSN in full", s)
+	p = Plan{DSN: "postgres://postgres@127.0.0.1:5499/orders", User: "postgres"}
+	if err := p.setPassword("r4ndom"); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.shownDSN(); strings.Contains(s, "r4ndom") || !strings.Contains(p.DSN, "postgres:r4ndom@") {
+		t.Errorf("DSN %q shown as %q: want the random password in the DSN, masked when shown", p.DSN, s)
 	}
 }
 

@@ -54,6 +54,11 @@ func Run(ctx context.Context, p Plan, o Options, args []string, stderr io.Writer
 				fmt.Fprintln(stderr, "withpostgres:", err)
 			}
 		}()
+		if p.Password == "" {
+			if err := p.setPassword(srv.Password); err != nil {
+				return 0, err
+			}
+		}
 		fmt.Fprintf(stderr, "withpostgres: no PostgreSQL answered at %s, so an embedded PostgreSQL %s runs there for this command (%s=%s; %s)\n",
 			net.JoinHostPort(p.Host, strconv.Itoa(int(p.Port))), Version, p.Var, p.shownDSN(), srv)
 		env = append(env, p.Var+"="+p.DSN)
@@ -88,12 +93,22 @@ func exitCode(cmd *exec.Cmd, err error) (int, error) {
 	return cmd.ProcessState.ExitCode(), nil
 }
 
-// shownDSN is p.DSN for printing: a password the user configured is masked,
-// the well-known default is not.
+// setPassword puts the embedded server's superuser password into p.DSN.
+func (p *Plan) setPassword(pw string) error {
+	u, err := url.Parse(p.DSN)
+	if err != nil {
+		return fmt.Errorf("embedded server's DSN: %w", err)
+	}
+	u.User = url.UserPassword(p.User, pw)
+	p.Password, p.DSN = pw, u.String()
+	return nil
+}
+
+// shownDSN is p.DSN for printing, its password masked.
 func (p Plan) shownDSN() string {
 	u, err := url.Parse(p.DSN)
-	if err != nil || p.Password == DefaultPassword {
-		return p.DSN
+	if err != nil {
+		return "(DSN hidden)"
 	}
 	return u.Redacted()
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/postgres"
@@ -55,6 +57,15 @@ func client(dsn string) error {
 		return err
 	}
 	defer conn.Close(ctx)
+	if conn.Config().Password == "" || conn.Config().Password == "postgres" {
+		return fmt.Errorf("superuser password %q: want a random one", conn.Config().Password)
+	}
+	wellKnown := conn.Config().Config.Copy()
+	wellKnown.Password = "postgres"
+	if c, err := pgconn.ConnectConfig(ctx, wellKnown); err == nil {
+		c.Close(ctx)
+		return errors.New("the well-known password postgres/postgres is accepted")
+	}
 	var v string
 	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&v); err != nil {
 		return err
@@ -367,7 +378,7 @@ func TestRunSaysWhatRemains(t *testing.T) {
 	for d := filepath.Dir(cache); d != os.TempDir(); d = filepath.Dir(d) {
 		os.Chmod(d, 0o755) // root runs the server as nobody, who must get in
 	}
-	p := Plan{Var: "TEST_POSTGRES_DSN", Embed: true, Host: "127.0.0.1", Port: freePort(t), User: "postgres", Password: "postgres"}
+	p := Plan{Var: "TEST_POSTGRES_DSN", Embed: true, Host: "127.0.0.1", Port: freePort(t), User: "postgres"}
 	_, err := Run(context.Background(), p, Options{CacheDir: cache, RepoURL: "https://127.0.0.1:1"}, []string{"true"}, io.Discard)
 	for _, want := range []string{"connection refused", "mvn is not installed", "point TEST_POSTGRES_DSN at a running PostgreSQL", "sudo apt-get install postgresql"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

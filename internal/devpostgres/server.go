@@ -50,6 +50,7 @@ type serverConfig struct {
 	BinariesDir    string
 	RuntimeDir     string
 	DataDir        string
+	LogDir         string
 	Params         map[string]string
 }
 
@@ -58,6 +59,9 @@ type Server struct {
 	// How says in a few words how the binaries were obtained ("" when they
 	// were cached) and where the data lives.
 	How, DataDir string
+	// Password is the superuser's: Options.Password, or else the random one
+	// of the data folder, kept (0600) in PasswordFile.
+	Password, PasswordFile string
 
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
@@ -83,10 +87,15 @@ func DefaultCacheDir() (string, error) {
 }
 
 // Start fetches the binaries if they are not cached and starts an embedded
-// server as a child process of this one. initdb and postgres refuse to run
-// as root, so when this process is root the child runs as nobody, and the
-// folders it writes are handed to nobody. The server stops when Stop is
+// server as a child process of this one. The server stops when Stop is
 // called or when this process dies (the child then reads end of input).
+//
+// initdb and postgres refuse to run as root, so when this process is root
+// the child runs as nobody. nobody then owns one folder only, its data folder
+// (0700, created fresh with the data): the cache, the binaries, the copy of
+// this executable and the password file stay root's, in folders nobody cannot
+// write, and root follows no path inside nobody's folder. Without an
+// Options.Password, the superuser gets a random password per data folder.
 func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if o.RepoURL == "" {
 		o.RepoURL = MavenCentral
@@ -98,21 +107,19 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	own := func(path string) error {
-		if cred == nil {
-			return nil
-		}
-		return os.Chown(path, int(cred.Uid), int(cred.Gid))
-	}
-	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(o.CacheDir), 0o755); err != nil {
 		return nil, fmt.Errorf("create cache folder: %w", err)
 	}
-	if err := own(o.CacheDir); err != nil {
-		return nil, err
+	if cred != nil {
+		if err := reclaimCache(o.CacheDir, cred); err != nil {
+			return nil, err
+		}
+	}
+	if err := ownDir(o.CacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("cache folder: %w", err)
 	}
 	// One start at a time per cache: downloads and the extraction of the
-	// binaries are shared, and an extraction cut short (Ctrl-C on the very
-	// first run) must not leave a half set of binaries behind.
+	// binaries are shared.
 	unlock, err := lock(filepath.Join(o.CacheDir, ".lock"))
 	if err != nil {
 		return nil, err
@@ -122,33 +129,36 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	binDir := filepath.Join(o.CacheDir, "postgres-"+Version)
 
 	s := &Server{How: how, done: make(chan error, 1), cleanup: func() {}}
 	cfg := serverConfig{
-		Port: o.Port, User: o.User, Password: o.Password,
+		Port: o.Port, User: o.User,
 		CacheDir:    o.CacheDir,
-		BinariesDir: filepath.Join(o.CacheDir, "postgres-"+Version),
+		BinariesDir: binDir,
 		Params:      map[string]string{"max_connections": "200"},
 	}
-	// embedded-postgres extracts the binaries unless bin/pg_ctl exists; the
-	// marker, written after a server started from them, says they are whole.
-	extracted := filepath.Join(cfg.BinariesDir, ".extracted")
-	if _, err := os.Stat(extracted); err != nil {
-		if err := os.RemoveAll(cfg.BinariesDir); err != nil {
-			return nil, fmt.Errorf("remove incomplete PostgreSQL binaries: %w", err)
-		}
+	// base holds this run's files that the server's user must not change
+	// (the executable it runs, the password file) and its data folder.
+	baseMode := os.FileMode(0o700)
+	if cred != nil {
+		baseMode = 0o711 // nobody passes through to its folder and the executable
 	}
 	var base string
 	if o.Persist {
 		base = filepath.Join(o.CacheDir, "run")
-		if err := os.MkdirAll(base, 0o755); err != nil {
-			return nil, fmt.Errorf("create data folder: %w", err)
+		if err := ownDir(base, baseMode); err != nil {
+			return nil, fmt.Errorf("data folder: %w", err)
 		}
 	} else {
 		if base, err = os.MkdirTemp("", "devpostgres-"); err != nil {
 			return nil, fmt.Errorf("create data folder: %w", err)
 		}
 		s.cleanup = func() { os.RemoveAll(base) }
+		if err := os.Chmod(base, baseMode); err != nil {
+			s.cleanup()
+			return nil, err
+		}
 		// Throwaway data need not survive a crash.
 		cfg.Params["fsync"] = "off"
 		cfg.Params["synchronous_commit"] = "off"
@@ -159,30 +169,24 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 			s.cleanup()
 		}
 	}()
-	cfg.RuntimeDir, cfg.DataDir = filepath.Join(base, "runtime"), filepath.Join(base, "data")
-	s.DataDir = cfg.DataDir
-	logDir := filepath.Join(base, "log")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	pgDir := filepath.Join(base, "pg")
+	fresh, err := serverDir(pgDir, cred)
+	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{base, logDir} {
-		if err := own(d); err != nil {
-			return nil, err
+	s.Password = o.Password
+	if s.Password == "" {
+		s.PasswordFile = filepath.Join(base, "superuser-password")
+		if s.Password, err = superuserPassword(s.PasswordFile, fresh); err != nil {
+			return nil, fmt.Errorf("%w; remove %s to start afresh", err, pgDir)
 		}
 	}
-	// Data left by a run as another user (root before this tool dropped
-	// privileges, or nobody before a run as a normal user) is not usable.
-	if fi, err := os.Stat(cfg.DataDir); err == nil && cred != nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != cred.Uid {
-			return nil, fmt.Errorf("data folder %s belongs to uid %d, not to nobody who runs the embedded server: remove it", cfg.DataDir, st.Uid)
-		}
+	cfg.Password = s.Password
+	if err := ensureBinaries(archivePath(o.CacheDir), binDir); err != nil {
+		return nil, err
 	}
-	// embedded-postgres leaves one log file per start in TMPDIR; keep only
-	// this run's.
-	old, _ := filepath.Glob(filepath.Join(logDir, "embedded_postgres_log*"))
-	for _, f := range old {
-		os.Remove(f)
-	}
+	cfg.RuntimeDir, cfg.DataDir, cfg.LogDir = filepath.Join(pgDir, "runtime"), filepath.Join(pgDir, "data"), filepath.Join(pgDir, "log")
+	s.DataDir = cfg.DataDir
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -200,7 +204,7 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), serverEnv+"="+string(js), "TMPDIR="+logDir)
+	cmd.Env = append(os.Environ(), serverEnv+"="+string(js))
 	// Its own process group: Ctrl-C at a terminal goes to the command, and
 	// the server stops only after the command is done with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
@@ -234,14 +238,10 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	select {
 	case ok := <-ready:
 		if ok {
-			if err := os.WriteFile(extracted, nil, 0o644); err != nil {
-				s.Stop()
-				return nil, fmt.Errorf("mark PostgreSQL binaries complete: %w", err)
-			}
 			return s, nil
 		}
 		err := <-s.done
-		return nil, fmt.Errorf("embedded PostgreSQL did not start (%v); its log is in %s", err, logDir)
+		return nil, fmt.Errorf("embedded PostgreSQL did not start (%v); its log is in %s", err, cfg.LogDir)
 	case <-ctx.Done():
 		s.Stop()
 		return nil, ctx.Err()
@@ -288,6 +288,16 @@ func serve(js string, stdin io.Reader, stdout io.Writer) error {
 	if err := json.Unmarshal([]byte(js), &cfg); err != nil {
 		return fmt.Errorf("decode %s: %w", serverEnv, err)
 	}
+	// embedded-postgres leaves one log file per start in TMPDIR; keep them
+	// in the data folder, only this run's.
+	if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
+		return fmt.Errorf("create log folder: %w", err)
+	}
+	old, _ := filepath.Glob(filepath.Join(cfg.LogDir, "embedded_postgres_log*"))
+	for _, f := range old {
+		os.Remove(f)
+	}
+	os.Setenv("TMPDIR", cfg.LogDir)
 	signal.Ignore(syscall.SIGINT)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
@@ -390,17 +400,25 @@ func copyExecutable(src, dst string) (string, error) {
 func (s *Server) String() string {
 	var b strings.Builder
 	b.WriteString("data in " + s.DataDir)
+	if s.PasswordFile != "" {
+		b.WriteString("; superuser password in " + s.PasswordFile)
+	}
 	if s.How != "" {
 		b.WriteString("; binaries " + s.How)
 	}
 	return b.String()
 }
 
-// lock takes an exclusive lock on path, waiting for another holder.
+// lock takes an exclusive lock on path, waiting for another holder. The
+// file is never followed if it is a symlink.
 func lock(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock cache: %w", err)
+	}
+	if err := checkOwn(f.Stat()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock cache: %s: %w", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()

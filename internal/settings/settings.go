@@ -31,6 +31,9 @@ import (
 // start. Names and defaults follow DESIGN.md's configuration contract.
 type Config struct {
 	PostgresDSN string
+	// PostgresStartTimeout is how long a starting replica waits for
+	// PostgreSQL before it gives up (POSTGRES_START_TIMEOUT).
+	PostgresStartTimeout time.Duration
 
 	Kafka           kafka.Config // brokers, TLS, SASL
 	EmbeddedKafka   bool         // KAFKA_BROKER=embedded: run an in-process broker
@@ -51,6 +54,7 @@ type Config struct {
 	KafkaGroupProtocol string
 
 	GRPCPort        int
+	GRPCHost        string // address GRPC_PORT binds to; empty: every interface
 	HTTPPort        int
 	HTTPHost        string // address HTTP_PORT binds to; empty: every interface
 	HTTPPprof       bool   // serve net/http/pprof under /debug/pprof/ on HTTP_PORT
@@ -74,13 +78,19 @@ type Config struct {
 	LogFormat string
 	LogLevel  slog.Level
 
-	OutboxPublishers   int // lanes one replica publishes at once
-	OutboxBatchSize    int
-	OutboxPollInterval time.Duration
-	OutboxRetention    time.Duration
-	InboxMaxAttempts   int
-	InboxRetention     time.Duration
-	SimDeclineAbove    int64 // -dev payments simulator: decline orders above this amount; 0 approves all
+	OutboxPublishers int // lanes one replica publishes at once
+	// OutboxTransactions publishes each lane's batch in a Kafka transaction
+	// (OUTBOX_TRANSACTIONS); OutboxTransactionalIDPrefix prefixes the
+	// lanes' transactional ids, empty: "orders-service." + KafkaTopic + ".lane-".
+	OutboxTransactions          bool
+	OutboxTransactionalIDPrefix string
+	OutboxBatchSize             int
+	OutboxPollInterval          time.Duration
+	OutboxRetention             time.Duration
+	InboxMaxAttempts            int
+	InboxRetention              time.Duration
+	InboxDeadRetention          time.Duration
+	SimDeclineAbove             int64 // -dev payments simulator: decline orders above this amount; 0 approves all
 
 	// InboxAllowedSources are the only ce_source values the inbox applies
 	// (KAFKA_INBOX_ALLOWED_SOURCES); empty: any source.
@@ -357,6 +367,8 @@ var service = []Setting{
 		},
 		log: func(c *Config) slog.Value { return slog.StringValue(RedactDSN(c.PostgresDSN)) },
 	},
+	value("POSTGRES_START_TIMEOUT", "2m", "how long the service waits at start for PostgreSQL to accept connections (alive, not ready meanwhile) before it exits",
+		duration, func(c *Config) *time.Duration { return &c.PostgresStartTimeout }),
 	value("KAFKA_EMBEDDED_ADDR", "127.0.0.1:9092", "where KAFKA_BROKER=embedded listens",
 		text, func(c *Config) *string { return &c.EmbeddedAddr }),
 	value("KAFKA_EMBEDDED_DATA_DIR", "", "keep the embedded broker's log on disk here; empty: in memory",
@@ -389,7 +401,9 @@ var service = []Setting{
 		oneOf("classic", "consumer"), func(c *Config) *string { return &c.KafkaGroupProtocol }),
 	value("HTTP_PORT", "8080", "/metrics, /healthz and /readyz listen port; 0: a free port, logged at start",
 		integer(0, 65535), func(c *Config) *int { return &c.HTTPPort }),
-	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface",
+	value("GRPC_HOST", "", "address GRPC_PORT binds to (no port); empty: every interface (-dev: 127.0.0.1)",
+		host, func(c *Config) *string { return &c.GRPCHost }),
+	value("HTTP_HOST", "", "address HTTP_PORT binds to (no port); empty: every interface (-dev: 127.0.0.1)",
 		host, func(c *Config) *string { return &c.HTTPHost }),
 	value("HTTP_PPROF", "false", "serve net/http/pprof under /debug/pprof/ on HTTP_PORT",
 		boolean, func(c *Config) *bool { return &c.HTTPPprof }),
@@ -421,7 +435,7 @@ var service = []Setting{
 		text, func(c *Config) *string { return &c.TLSKeyFile }),
 	value("GRPC_TLS_CLIENT_CA_FILE", "", "also require client certificates signed by this PEM CA (mTLS)",
 		text, func(c *Config) *string { return &c.TLSClientCAFile }),
-	value("SHUTDOWN_TIMEOUT", "30s", "how long in-flight calls may finish after SIGTERM",
+	value("SHUTDOWN_TIMEOUT", "25s", "the whole graceful shutdown after SIGTERM: in-flight calls get the first half, the relay's final drain and the consumer's close the rest",
 		duration, func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	value("READINESS_INTERVAL", "5s", "how often /readyz and the gRPC health status are re-checked",
 		duration, func(c *Config) *time.Duration { return &c.ReadinessInterval }),
@@ -433,6 +447,10 @@ var service = []Setting{
 		logLevel, func(c *Config) *slog.Level { return &c.LogLevel }),
 	value("OUTBOX_PUBLISHERS", "4", "lanes this replica's relay publishes at once, each with its own Kafka producer (1 to 16)",
 		integer(1, 16), func(c *Config) *int { return &c.OutboxPublishers }),
+	value("OUTBOX_TRANSACTIONS", "true", "publish each outbox batch in a Kafka transaction, one transactional id per lane, fencing older producers of the lane; false for clusters that forbid transactions (see docs/kafka.md for what is lost)",
+		boolean, func(c *Config) *bool { return &c.OutboxTransactions }),
+	value("OUTBOX_TRANSACTIONAL_ID_PREFIX", "", "prefix of the outbox lanes' transactional ids (the lane number follows); empty: orders-service.<KAFKA_TOPIC>.lane-; deployments sharing a cluster need different ones",
+		text, func(c *Config) *string { return &c.OutboxTransactionalIDPrefix }),
 	value("OUTBOX_BATCH_SIZE", "1000", "rows the relay publishes per transaction",
 		integer(1, 100_000), func(c *Config) *int { return &c.OutboxBatchSize }),
 	value("OUTBOX_POLL_INTERVAL", "500ms", "how often the relay looks for other replicas' rows",
@@ -443,6 +461,8 @@ var service = []Setting{
 		integer(1, 1000), func(c *Config) *int { return &c.InboxMaxAttempts }),
 	value("INBOX_RETENTION", "336h", "processed inbox rows are deleted after this",
 		duration, func(c *Config) *time.Duration { return &c.InboxRetention }),
+	value("INBOX_DEAD_RETENTION", "720h", "dead (dead-lettered) inbox rows are deleted this long after they died; their DLQ copies stay",
+		duration, func(c *Config) *time.Duration { return &c.InboxDeadRetention }),
 	{
 		Name: "PAYMENTS_SIM_DECLINE_ABOVE", Default: "0", Doc: "the payments simulator (-dev, payments-sim) declines orders above this amount (minor units); 0 approves all",
 		set: func(c *Config, v string) error {

@@ -1,0 +1,119 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/poll"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+// laneProducers returns a NewLaneProducer for the broker at addr whose
+// transactional ids are prefix + lane.
+func laneProducers(addr, prefix string) func(int) (TxProducer, error) {
+	return func(lane int) (TxProducer, error) {
+		return kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID(fmt.Sprintf("%s%d", prefix, lane)),
+			kgo.TransactionTimeout(time.Minute))
+	}
+}
+
+// TestTransactionsPublishOnce: with transactions, a relay publishes every
+// row once, visible to a read_committed consumer, and marks them sent.
+func TestTransactionsPublishOnce(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	c := collectWith(t, addr, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 50 * time.Millisecond, Publishers: 2,
+		NewLaneProducer: laneProducers(addr, "tx-once-")})
+	start(t, w)
+	var events []string
+	for i := range 30 {
+		events = append(events, insertRows(t, db, topic, fmt.Sprintf("order-%d", i), 2)...)
+	}
+	poll.Eventually(t, 15*time.Second, "every row sent", func() bool { return countUnsent(t, db) == 0 })
+	for _, e := range events {
+		poll.Eventually(t, 10*time.Second, "record "+e+" read committed", func() bool { return len(c.byEventID(e)) > 0 })
+	}
+	for _, e := range events {
+		if recs := c.byEventID(e); len(recs) != 1 {
+			var at []string
+			for _, r := range recs {
+				at = append(at, fmt.Sprintf("%d/%d", r.Partition, r.Offset))
+			}
+			t.Errorf("event %s read %d times (partition/offset %v), want once", e, len(recs), at)
+		}
+	}
+}
+
+// TestLostSessionIsFencedInKafka: a relay's produce is held by the broker
+// when its PostgreSQL session, and with it the lane's lock, is lost. Another
+// relay takes the lane and publishes the order's events; its producer of the
+// lane fences the first one. When the broker lets the first relay's request
+// through, a read_committed consumer never sees that stale record: each
+// event once, OrderCreated before OrderFinished.
+func TestLostSessionIsFencedInKafka(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDSN(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	held, release := holdFirstProduce(t, cluster)
+	c := collectWith(t, addr, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	ctx := context.Background()
+	defer release() // before the relays stop, whatever fails
+
+	db1, db2 := pgtest.Open(t, dsn), pgtest.Open(t, dsn)
+	svc := newService(db1, topic)
+	cfg := Options{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second,
+		NewLaneProducer: laneProducers(addr, "tx-fence-")}
+	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
+	o := createOrder(t, svc, "fenced")
+	start(t, w1)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first relay's produce request never reached the broker")
+	}
+	poll.Eventually(t, 10*time.Second, "the first relay past its ProduceTimeout", w1.awaiting.Load)
+	if _, err := svc.MarkOrderFinished(ctx, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The first relay's session is lost while it holds the lane.
+	var killed int
+	err := db2.Pool.QueryRow(ctx, `
+		SELECT count(pg_terminate_backend(pid)) FROM (
+			SELECT DISTINCT pid FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = x'6f6c616e'::int::oid AND objsubid = 2 AND granted
+			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS holders`).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminated %d sessions holding a lane, %v; want 1", killed, err)
+	}
+	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg)
+	start(t, w2)
+	rows := outboxRows(t, db2, "key = $1", o.ID)
+	if len(rows) != 2 || rows[0].EventType != orders.TypeOrderCreated || rows[1].EventType != orders.TypeOrderFinished {
+		t.Fatalf("outbox rows of the order: %+v", rows)
+	}
+	poll.Eventually(t, 15*time.Second, "both events sent by the second relay", func() bool { return countUnsent(t, db2) == 0 })
+	for _, r := range rows {
+		poll.Eventually(t, 10*time.Second, "record of "+r.EventType, func() bool { return len(c.byEventID(r.EventID)) > 0 })
+	}
+
+	release()
+	poll.Eventually(t, 15*time.Second, "the first relay's held record resolved", func() bool { return !w1.awaiting.Load() })
+	sentinel := createOrder(t, newService(db2, topic), "sentinel")
+	ev := outboxRows(t, db2, "key = $1", sentinel.ID)[0].EventID
+	poll.Eventually(t, 10*time.Second, "the sentinel consumed", func() bool { return len(c.byEventID(ev)) > 0 })
+	checkKeyOrder(t, c.records(), o.ID, []string{rows[0].EventID, rows[1].EventID})
+	for _, r := range rows {
+		if n := len(c.byEventID(r.EventID)); n != 1 {
+			t.Errorf("%d copies of %s read committed, want 1", n, r.EventType)
+		}
+	}
+}
