@@ -399,6 +399,9 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if n := metric(t, scrape(t, in), fmt.Sprintf(`orders_build_info{goversion=%q,revision=%q,version=%q}`, bi.GoVersion, bi.Revision, bi.Version)); n != 1 {
 		t.Fatalf("orders_build_info = %v, want 1", n)
 	}
+	if want := `"msg":"starting orders-service","version":"` + bi.Version + `"`; !strings.Contains(in.logs.String(), want) {
+		t.Fatalf("the start-up log line lacks %s", want)
+	}
 
 	// redrive re-queues the dead row; it is poison still, so it dies again.
 	var out syncBuffer
