@@ -10,13 +10,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // EnsureTopics creates those of topics that do not exist yet, with the given
 // partitions and replication factor (-1 for either means the broker's
-// default). Topics that already exist count as success and are left as they
-// are. When the broker refuses or cannot be reached before ctx ends, the one
-// error returned names the topics and the broker's reason.
+// default). It asks the brokers' metadata first and creates only the topics
+// it says are missing, so a client without CREATE permission (the usual
+// grant on managed Kafka) succeeds when its topics exist; they are left as
+// they are. Topics that are missing (or may not be described) and that the
+// broker refuses to create come back as a *MissingTopicsError. When the
+// broker cannot be reached before ctx ends, the one error returned names the
+// topics and the reason.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replicationFactor int16, topics ...string) error {
 	if len(topics) == 0 {
 		return nil
@@ -40,9 +45,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replica
 			}
 		}()
 	}
-	// kadm.Client.Close would close cl, which belongs to the caller.
-	resps, err := kadm.NewClient(cl).CreateTopics(reqCtx, partitions, replicationFactor, nil, topics...)
-	if err != nil {
+	failed := func(err error) error {
 		switch {
 		case ctx.Err() == nil && reqCtx.Err() != nil:
 			err = context.Cause(reqCtx) // the SASL watch gave up
@@ -55,23 +58,80 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replica
 		}
 		return fmt.Errorf("ensure topics %s on %s: %w", quoteAll(topics), seedBrokers(cl), err)
 	}
+	missing, err := missingTopics(reqCtx, cl, topics)
+	if err != nil {
+		return failed(err)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	// kadm.Client.Close would close cl, which belongs to the caller.
+	resps, err := kadm.NewClient(cl).CreateTopics(reqCtx, partitions, replicationFactor, nil, missing...)
+	if err != nil {
+		return failed(err)
+	}
 	var errs []error
-	for _, t := range topics {
+	var refused []string
+	for _, t := range missing {
 		r, ok := resps[t]
 		switch {
 		case !ok:
 			errs = append(errs, fmt.Errorf("create topic %q: broker did not answer for it", t))
+			continue
 		case r.Err == nil, errors.Is(r.Err, kerr.TopicAlreadyExists):
+			continue
 		case r.ErrMessage != "" && !strings.Contains(r.Err.Error(), r.ErrMessage):
 			errs = append(errs, fmt.Errorf("create topic %q: %w: %s", t, r.Err, r.ErrMessage))
 		default:
 			errs = append(errs, fmt.Errorf("create topic %q: %w", t, r.Err))
 		}
+		if !kerr.IsRetriable(r.Err) {
+			refused = append(refused, t)
+		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("ensure topics: %w", joinedError(errs))
+	if len(errs) == 0 {
+		return nil
 	}
-	return nil
+	err = fmt.Errorf("ensure topics: %w", joinedError(errs))
+	if len(refused) > 0 {
+		return &MissingTopicsError{Topics: refused, Err: err}
+	}
+	return err
+}
+
+// missingTopics asks the brokers' metadata which of topics do not exist, or
+// may not be described (only CreateTopics can tell then), without creating
+// any.
+func missingTopics(ctx context.Context, cl *kgo.Client, topics []string) ([]string, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = false
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	exists := map[string]bool{}
+	for _, rt := range resp.Topics {
+		if rt.Topic == nil {
+			continue
+		}
+		switch err := kerr.ErrorForCode(rt.ErrorCode); {
+		case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.TopicAuthorizationFailed):
+		default: // no error, or one of a topic that exists (LEADER_NOT_AVAILABLE during an election)
+			exists[*rt.Topic] = true
+		}
+	}
+	var missing []string
+	for _, t := range topics {
+		if !exists[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
 }
 
 // TopicDifference is a setting in which an existing topic differs from what
@@ -116,7 +176,8 @@ func TopicDifferences(ctx context.Context, cl *kgo.Client, partitions int32, rep
 	return diffs, nil
 }
 
-// defaultReplicationFactor reads default.replication.factor from a broker.
+// defaultReplicationFactor reads default.replication.factor from the first
+// broker that answers.
 // It returns 0 (nothing to compare) when the broker does not say or when
 // fewer brokers are up than the default asks for: a single-node development
 // broker, or a degraded cluster.
@@ -128,9 +189,16 @@ func defaultReplicationFactor(ctx context.Context, adm *kadm.Client) (int, error
 	if len(brokers) == 0 {
 		return 0, nil
 	}
-	rcs, err := adm.DescribeBrokerConfigs(ctx, brokers[0].NodeID)
-	if err != nil {
-		return 0, fmt.Errorf("describe broker %d configs: %w", brokers[0].NodeID, err)
+	// Any live broker will do: the first one may be down.
+	var rcs kadm.ResourceConfigs
+	for i, b := range brokers {
+		rcs, err = adm.DescribeBrokerConfigs(ctx, b.NodeID)
+		if err == nil {
+			break
+		}
+		if err = fmt.Errorf("describe broker %d configs: %w", b.NodeID, err); i == len(brokers)-1 || ctx.Err() != nil {
+			return 0, err
+		}
 	}
 	for _, rc := range rcs {
 		if rc.Err != nil {
@@ -184,3 +252,14 @@ func quoteAll(ss []string) string {
 func IsAuthenticationFailure(err error) bool {
 	return errors.Is(err, kerr.SaslAuthenticationFailed)
 }
+
+// MissingTopicsError says topics do not exist and the broker refused to
+// create them (no CREATE permission, a policy): a fault of the
+// configuration, unlike a broker that cannot be reached.
+type MissingTopicsError struct {
+	Topics []string
+	Err    error
+}
+
+func (e *MissingTopicsError) Error() string { return e.Err.Error() }
+func (e *MissingTopicsError) Unwrap() error { return e.Err }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +197,38 @@ func TestEnsureTopicsRefusedByBroker(t *testing.T) {
 	}
 	if strings.Contains(msg, "\n") {
 		t.Errorf("error %q spans several lines, want one", msg)
+	}
+	t.Logf("error: %v", err)
+}
+
+// TestEnsureTopicsWithoutCreatePermission: a user allowed to read, write and
+// describe topics but not to create them (the usual grant on managed Kafka)
+// has every existing topic ensured, whatever CreateTopics would answer; a
+// topic that is missing is reported as a MissingTopicsError naming it alone.
+// kfake in both modes: it needs users and ACLs.
+func TestEnsureTopicsWithoutCreatePermission(t *testing.T) {
+	var acls []kfake.ACL
+	for _, op := range []kmsg.ACLOperation{kmsg.ACLOperationRead, kmsg.ACLOperationWrite, kmsg.ACLOperationDescribe} {
+		acls = append(acls, kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "*",
+			Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: op, Allow: true})
+	}
+	b := startKfake(t, kfake.SeedTopics(2, "orders.events", "payments.events"), kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.User(MechanismScramSHA256, "svc", "svc-pass", acls...))
+	cl := newClient(t, Config{
+		Brokers: []string{b.Addr()},
+		SASL:    SASLConfig{Mechanism: MechanismScramSHA256, User: "svc", Password: "svc-pass", AllowPlaintext: true},
+	})
+	if err := EnsureTopics(testContext(t, 10*time.Second), cl, 1, -1, "orders.events", "payments.events"); err != nil {
+		t.Fatalf("existing topics without CREATE permission: %v", err)
+	}
+	err := EnsureTopics(testContext(t, 10*time.Second), cl, 1, -1, "orders.events", "payments.events.dlq", "payments.events")
+	var missing *MissingTopicsError
+	if !errors.As(err, &missing) || !slices.Equal(missing.Topics, []string{"payments.events.dlq"}) {
+		t.Fatalf("a missing topic without CREATE permission: %v, want a MissingTopicsError naming payments.events.dlq alone", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `"payments.events.dlq"`) || strings.Contains(msg, `"orders.events"`) ||
+		!strings.Contains(msg, "TOPIC_AUTHORIZATION_FAILED") || strings.Contains(msg, "\n") {
+		t.Errorf("error %q: want one line naming the missing topic and the broker's reason", msg)
 	}
 	t.Logf("error: %v", err)
 }

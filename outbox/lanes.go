@@ -103,6 +103,8 @@ func (w *Relay) runPublisher(ctx context.Context, p *publisher) error {
 		case errors.Is(res.err, ErrStalled):
 			w.m.errors.Inc()
 			return res.err
+		case res.err != nil && ctx.Err() != nil:
+			return nil // stopping: the drain takes over
 		case res.err != nil:
 			w.m.errors.Inc()
 			backoff = min(max(2*backoff, w.minBackoff), w.maxBackoff)

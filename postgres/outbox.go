@@ -87,9 +87,11 @@ func scanOutboxRecord(row pgx.CollectableRow) (OutboxRecord, error) {
 	return r, err
 }
 
-// MarkOutboxSent marks the rows with the given ids sent inside tx.
+// MarkOutboxSent marks the rows with the given ids sent inside tx, stamped
+// with the statement's time: after Kafka acknowledged them, where now() would
+// be the publishing transaction's start, before the produce.
 func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
-	tag, err := tx.Exec(ctx, `UPDATE outbox SET sent = true, sent_at = now() WHERE id = ANY($1)`, ids)
+	tag, err := tx.Exec(ctx, `UPDATE outbox SET sent = true, sent_at = statement_timestamp() WHERE id = ANY($1)`, ids)
 	if err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}

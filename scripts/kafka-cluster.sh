@@ -47,6 +47,12 @@
 #                          openssl makes the certificates; the tests read
 #                          $KAFKA_CLUSTER_DIR/secure_bootstrap and $KAFKA_CLUSTER_DIR/pki/
 #                          (ca.crt, client.crt, client.key, scram-user, scram-password).
+#                          ACLs are enforced (StandardAuthorizer): the PLAINTEXT listener's
+#                          ANONYMOUS and the SCRAM user are super users; a second SCRAM user
+#                          (pki/limited-user, pki/limited-password) is granted, with Kafka's
+#                          own AclCommand, READ, WRITE and DESCRIBE on every topic, READ and
+#                          DESCRIBE on every group, WRITE and DESCRIBE on every transactional
+#                          id and IDEMPOTENT_WRITE: no CREATE.
 set -euo pipefail
 umask 077
 
@@ -168,6 +174,8 @@ make_pki() {
 	cat "$p/broker.key" "$p/broker.crt" >"$p/broker.pem"
 	echo orders-service >"$p/scram-user"
 	openssl rand -hex 16 >"$p/scram-password"
+	echo orders-limited >"$p/limited-user"
+	openssl rand -hex 16 >"$p/limited-password"
 	touch "$p/.complete"
 }
 
@@ -190,7 +198,24 @@ ssl.keystore.type=PEM
 ssl.keystore.location=$dir/pki/broker.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$dir/pki/ca.crt
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$(<"$dir/pki/scram-user")
 EOF
+}
+
+# grant_limited gives the limited SCRAM user what a service is granted on
+# managed Kafka, with Kafka's own AclCommand: no CREATE anywhere.
+grant_limited() {
+	local who
+	who=User:$(<"$dir/pki/limited-user")
+	acl() {
+		java_run org.apache.kafka.tools.AclCommand --bootstrap-server "$(bootstrap)" --add --allow-principal "$who" "$@" >/dev/null ||
+			die "AclCommand $* failed"
+	}
+	acl --operation Read --operation Write --operation Describe --topic '*'
+	acl --operation Read --operation Describe --group '*'
+	acl --operation Write --operation Describe --transactional-id '*'
+	acl --operation IdempotentWrite --cluster
 }
 
 format() {
@@ -204,6 +229,7 @@ format() {
 		if [ -f "$dir/secure" ]; then
 			for m in SCRAM-SHA-512 SCRAM-SHA-256; do
 				scram+=(--add-scram "$m=[name=$(<"$dir/pki/scram-user"),password=$(<"$dir/pki/scram-password")]")
+				scram+=(--add-scram "$m=[name=$(<"$dir/pki/limited-user"),password=$(<"$dir/pki/limited-password")]")
 			done
 		fi
 		java_run kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$dir/node$n/server.properties" "${scram[@]}" >/dev/null ||
@@ -329,6 +355,7 @@ up)
 	for n in "${nodes[@]}"; do launch "$n"; done
 	for n in "${nodes[@]}"; do wait_port "$n" || die "node $n exited while starting; see $dir/node$n/server.log"; done
 	wait_ready
+	if [ -f "$dir/secure" ]; then grant_limited; fi
 	bootstrap >"$dir/bootstrap"
 	status
 	echo "Apache Kafka $version, 3 nodes, data in $dir"

@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -303,8 +304,25 @@ type record struct {
 }
 
 // readAll reads every record of topic up to the end offsets it has when
-// called, in offset order per partition.
+// called, in offset order per partition, as a read_uncommitted consumer
+// sees them: aborted transactions' records included.
 func (c *cluster) readAll(t *testing.T, topic string) []record {
+	t.Helper()
+	return c.read(t, topic, kgo.ReadUncommitted())
+}
+
+// readCommitted is readAll for a read_committed consumer: records of
+// aborted transactions are left out.
+func (c *cluster) readCommitted(t *testing.T, topic string) []record {
+	t.Helper()
+	return c.read(t, topic, kgo.ReadCommitted())
+}
+
+// read reads topic up to its end offsets at the call with isolation level
+// iso. A partition is read to its end when its last record was read, or
+// when no record came for two seconds (with transactions the last offsets
+// can be commit or abort markers, which no consumer is given).
+func (c *cluster) read(t *testing.T, topic string, iso kgo.IsolationLevel) []record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -326,7 +344,7 @@ func (c *cluster) readAll(t *testing.T, topic string) []record {
 		return nil
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ConsumePartitions(parts),
-		kgo.FetchMaxPartitionBytes(8<<20), kgo.FetchMaxBytes(16<<20))
+		kgo.FetchMaxPartitionBytes(8<<20), kgo.FetchMaxBytes(16<<20), kgo.FetchIsolationLevel(iso))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,11 +352,20 @@ func (c *cluster) readAll(t *testing.T, topic string) []record {
 	var out []record
 	done := map[int32]bool{}
 	for len(done) < left {
-		fs := cl.PollFetches(ctx)
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		fs := cl.PollFetches(pctx)
+		pcancel()
+		if ctx.Err() == nil && pctx.Err() != nil && fs.NumRecords() == 0 {
+			break // idle: the rest are markers
+		}
 		if ctx.Err() != nil {
 			t.Fatalf("reading %s: %d of %d partitions read to their end (%d records) before the deadline", topic, len(done), left, len(out))
 		}
-		fs.EachError(func(_ string, p int32, err error) { t.Logf("fetch %s/%d: %v", topic, p, err) })
+		fs.EachError(func(_ string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Logf("fetch %s/%d: %v", topic, p, err)
+			}
+		})
 		fs.EachRecord(func(r *kgo.Record) {
 			if r.Offset >= ends[r.Partition] {
 				return

@@ -36,6 +36,7 @@ func TestDSNSecretNeverShown(t *testing.T) {
 			"POSTGRES_DSN": dsn, "AUTH_MODE": "jwt", "AUTH_JWT_HS256_SECRET": jwtSecret,
 			"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USER": "orders", "KAFKA_SASL_PASSWORD": "SaslSecret7",
 			"KAFKA_SASL_ALLOW_PLAINTEXT": "true", "GRPC_PORT": "0", "HTTP_PORT": "0", "KAFKA_BROKER": "127.0.0.1:1",
+			"POSTGRES_START_TIMEOUT": "1s", // serve waits this long for an unreachable PostgreSQL
 		}
 		for _, args := range [][]string{{"migrate"}, {"-dev", "migrate"}, {"serve"}} {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

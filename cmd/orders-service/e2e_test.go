@@ -98,6 +98,7 @@ type instance struct {
 	logs               *syncBuffer
 	signal             context.CancelFunc // what SIGTERM does
 	stop               func()             // signal, then wait for a clean exit
+	exited             func()             // fails the test when the instance has exited
 }
 
 // startInstance runs orders-service with env on top of defaults for tests and
@@ -106,6 +107,25 @@ type instance struct {
 // group member with an id of its own, as with the default
 // KAFKA_GROUP_INSTANCE_ID on a fixed port.
 func startInstance(t *testing.T, args []string, env map[string]string) *instance {
+	t.Helper()
+	in := launchInstance(t, args, env)
+	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
+		in.exited()
+		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	in.connect(t)
+	return in
+}
+
+// launchInstance is startInstance without waiting for /readyz: it returns
+// once the instance's HTTP server listens (in.httpAddr); in.connect dials
+// its gRPC server.
+func launchInstance(t *testing.T, args []string, env map[string]string) *instance {
 	t.Helper()
 	full := map[string]string{
 		"GRPC_PORT": "0", "HTTP_PORT": "0", "LOG_LEVEL": "info",
@@ -152,23 +172,30 @@ func startInstance(t *testing.T, args []string, env map[string]string) *instance
 		default:
 		}
 	}
-	in.grpcAddr, in.httpAddr = listenAddrs(t, logs.String, exited)
-	poll.Eventually(t, 30*time.Second, "instance ready", func() bool {
+	in.exited = exited
+	poll.Eventually(t, 60*time.Second, "the service to log its HTTP address", func() bool {
 		exited()
-		resp, err := http.Get("http://" + in.httpAddr + "/readyz")
-		if err != nil {
-			return false
+		for line := range strings.Lines(logs.String()) {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "HTTP server listening" {
+				in.httpAddr = dialable(t, l.Addr)
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return in.httpAddr != ""
 	})
+	return in
+}
+
+// connect waits for the instance's gRPC address and dials it (in.client).
+func (in *instance) connect(t *testing.T) {
+	t.Helper()
+	in.grpcAddr, _ = listenAddrs(t, in.logs.String, in.exited)
 	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	in.client = orderspb.NewOrderServiceClient(conn)
-	return in
 }
 
 // listenAddrs waits until a service's log (so far: logs()) has its "gRPC
@@ -371,6 +398,9 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	bi := buildinfo.Read()
 	if n := metric(t, scrape(t, in), fmt.Sprintf(`orders_build_info{goversion=%q,revision=%q,version=%q}`, bi.GoVersion, bi.Revision, bi.Version)); n != 1 {
 		t.Fatalf("orders_build_info = %v, want 1", n)
+	}
+	if want := `"msg":"starting orders-service","version":"` + bi.Version + `"`; !strings.Contains(in.logs.String(), want) {
+		t.Fatalf("the start-up log line lacks %s", want)
 	}
 
 	// redrive re-queues the dead row; it is poison still, so it dies again.

@@ -181,6 +181,32 @@ func checkOrderEvents(t *testing.T, recs []record, ids []string, want ...string)
 	return st
 }
 
+// countEvents counts records, distinct events and duplicates, without
+// checking them (a read_uncommitted reader also sees aborted records).
+func countEvents(recs []record) eventStats {
+	var st eventStats
+	seen := map[string]bool{}
+	for _, r := range recs {
+		st.records++
+		if seen[r.id] {
+			st.duplicates++
+			continue
+		}
+		seen[r.id] = true
+		st.events++
+	}
+	return st
+}
+
+// checkIsolations checks the events of ids as a read_committed consumer
+// sees them (checkOrderEvents) and counts what a read_uncommitted one sees.
+func checkIsolations(t *testing.T, c *cluster, topic string, ids []string, want ...string) (committed, uncommitted eventStats) {
+	t.Helper()
+	committed = checkOrderEvents(t, c.readCommitted(t, topic), ids, want...)
+	uncommitted = countEvents(c.readAll(t, topic))
+	return committed, uncommitted
+}
+
 // waitPublishing waits until every partition of topic that node led before
 // it was stopped has a leader again and a record appended after that, and
 // returns the time from since to then.
@@ -282,12 +308,12 @@ func TestClusterLeaderDeathUnderLoad(t *testing.T) {
 		t.Fatalf("%d OrderFinished outbox rows for %d orders: a payment applied twice or not at all", n, len(ids))
 	}
 
-	st := checkOrderEvents(t, c.readAll(t, topic), ids, typeCreated, typeFinished)
+	st, su := checkIsolations(t, c, topic, ids, typeCreated, typeFinished)
 	if st.events != 2*len(ids) {
 		t.Errorf("%d distinct events in Kafka, want %d", st.events, 2*len(ids))
 	}
-	t.Logf("SUMMARY leader death: orders=%d events=%d records=%d duplicates=%d killed_node=%d partitions_led=%d kill_to_publishing=%v restart_after=%v paid_and_drained_after_load=%v",
-		len(ids), st.events, st.records, st.duplicates, node, len(led), resumed.Round(time.Millisecond),
+	t.Logf("SUMMARY leader death: orders=%d events=%d records=%d duplicates_read_committed=%d duplicates_read_uncommitted=%d killed_node=%d partitions_led=%d kill_to_publishing=%v restart_after=%v paid_and_drained_after_load=%v",
+		len(ids), st.events, st.records, st.duplicates, su.duplicates, node, len(led), resumed.Round(time.Millisecond),
 		restartAt.Round(time.Millisecond), drained.Round(time.Millisecond))
 }
 
@@ -364,8 +390,9 @@ func TestClusterBelowMinISR(t *testing.T) {
 	}
 
 	ids := append(before, outage...)
-	recs := c.readAll(t, topic)
+	recs := c.readCommitted(t, topic)
 	st := checkOrderEvents(t, recs, ids, typeCreated, typeFinished)
+	su := countEvents(c.readAll(t, topic))
 	inTopic := map[string]bool{}
 	for _, r := range recs {
 		inTopic[r.id] = true
@@ -376,8 +403,8 @@ func TestClusterBelowMinISR(t *testing.T) {
 			t.Errorf("outbox row %s is marked sent but is not in %s", id, topic)
 		}
 	}
-	t.Logf("SUMMARY below min ISR: orders=%d events=%d records=%d duplicates=%d backlog=%d outage=%v drain_after_one_broker_back=%v",
-		len(ids), st.events, st.records, st.duplicates, backlog, upAt.Sub(downAt).Round(time.Millisecond), drain.Round(time.Millisecond))
+	t.Logf("SUMMARY below min ISR: orders=%d events=%d records=%d duplicates_read_committed=%d duplicates_read_uncommitted=%d backlog=%d outage=%v drain_after_one_broker_back=%v",
+		len(ids), st.events, st.records, st.duplicates, su.duplicates, backlog, upAt.Sub(downAt).Round(time.Millisecond), drain.Round(time.Millisecond))
 }
 
 // TestClusterLeaderCutOffMidProduce (issue 11, point 2 on the real cluster): the
@@ -422,7 +449,7 @@ func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 	poll.Eventually(t, 120*time.Second, "the outbox empty", func() bool {
 		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
-	st := checkOrderEvents(t, c.readAll(t, topic), ids, typeCreated, typeFinished)
-	t.Logf("SUMMARY leader cut off: orders=%d events=%d records=%d duplicates=%d stopped_node=%d stop_to_publishing=%v",
-		len(ids), st.events, st.records, st.duplicates, node, moved.Round(time.Millisecond))
+	st, su := checkIsolations(t, c, topic, ids, typeCreated, typeFinished)
+	t.Logf("SUMMARY leader cut off: orders=%d events=%d records=%d duplicates_read_committed=%d duplicates_read_uncommitted=%d stopped_node=%d stop_to_publishing=%v",
+		len(ids), st.events, st.records, st.duplicates, su.duplicates, node, moved.Round(time.Millisecond))
 }

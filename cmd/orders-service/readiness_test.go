@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/acme/orders-service/gen/orderspb"
 	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/internal/tcpproxy"
 	"github.com/acme/orders-service/postgres/pgtest"
@@ -288,4 +293,71 @@ func TestReadinessRecoversAfterAParkedRow(t *testing.T) {
 		return time.Since(parked) > time.Second && kafkaCheck() == "ok"
 	})
 	t.Logf("kafka ok %v after the row was parked", time.Since(parked).Round(time.Millisecond))
+}
+
+// TestStartWaitsForPostgres: a replica started while PostgreSQL is down
+// (a cut proxy) does not exit: it is alive (/healthz 200) and not ready
+// (/readyz 503) during the outage, logs one line for its kind of failure,
+// and becomes ready without a restart once PostgreSQL is back 5s later.
+func TestStartWaitsForPostgres(t *testing.T) {
+	dsn, proxy := proxiedDSN(t, pgtest.NewEmptyDSN(t))
+	proxy.Cut()
+	env := newKafka(t).env(dsn)
+	env["READINESS_INTERVAL"] = "200ms"
+	start := time.Now()
+	in := launchInstance(t, nil, env)
+	status := func(path string) int {
+		resp, err := http.Get("http://" + in.httpAddr + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for time.Since(start) < 5*time.Second {
+		in.exited()
+		if h, r := status("/healthz"), status("/readyz"); h != http.StatusOK || r != http.StatusServiceUnavailable {
+			t.Fatalf("PostgreSQL down %v after the start: /healthz %d, /readyz %d; want 200 and 503", time.Since(start).Round(time.Millisecond), h, r)
+		}
+		time.Sleep(200 * time.Millisecond) // observing the outage, not waiting for an event
+	}
+	proxy.Restore()
+	restored := time.Now()
+	poll.Eventually(t, 30*time.Second, "ready after PostgreSQL is back", func() bool {
+		in.exited()
+		return status("/readyz") == http.StatusOK
+	})
+	t.Logf("ready %v after PostgreSQL was back", time.Since(restored).Round(time.Millisecond))
+	in.connect(t)
+	if n := strings.Count(in.logs.String(), `"msg":"PostgreSQL not reachable yet; waiting"`); n != 1 {
+		t.Errorf("%d waiting lines for one kind of failure, want 1\n%s", n, in.logs)
+	}
+	if _, err := in.client.CreateOrder(context.Background(), &orderspb.CreateOrderRequest{UserId: "late", Amount: 1}); err != nil {
+		t.Errorf("CreateOrder after the wait: %v", err)
+	}
+}
+
+// TestStartFailureKinds: at start the service waits out what a database
+// outage looks like (refused or dropped connections, 57P03 "the database
+// system is starting up", too many connections) and stops at once on what
+// waiting cannot fix (wrong password, missing database).
+func TestStartFailureKinds(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		transient bool
+	}{
+		{fmt.Errorf("connect: %w", syscall.ECONNREFUSED), true},
+		{fmt.Errorf("connect: %w", io.ErrUnexpectedEOF), true},
+		{fmt.Errorf("connect: %w", &pgconn.PgError{Code: "57P03", Message: "the database system is starting up"}), true},
+		{&pgconn.PgError{Code: "53300"}, true},
+		{&pgconn.PgError{Code: "08006"}, true},
+		{fmt.Errorf("connect: %w", context.DeadlineExceeded), true},
+		{&pgconn.PgError{Code: "28P01", Message: "password authentication failed"}, false},
+		{&pgconn.PgError{Code: "3D000", Message: "database does not exist"}, false},
+		{errors.New("migration 00009: syntax error"), false},
+	} {
+		if kind, transient := startFailure(tc.err); transient != tc.transient {
+			t.Errorf("%v: transient %v (%q), want %v", tc.err, transient, kind, tc.transient)
+		}
+	}
 }

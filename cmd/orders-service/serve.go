@@ -11,8 +11,12 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -50,11 +54,47 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	}
 	defer stopTracing(context.WithoutCancel(ctx))
 
-	db, err := openDatabase(ctx, cfg, log, dev)
+	// The HTTP server answers from the start: alive, and not ready until
+	// PostgreSQL answers and everything else is set up.
+	httpLn, err := net.Listen("tcp", cfg.httpAddr())
+	if err != nil {
+		return fmt.Errorf("listen HTTP_HOST/HTTP_PORT %s: %w", cfg.httpAddr(), err)
+	}
+	reg := telemetry.NewRegistry()
+	starting := telemetry.NewReadiness(
+		telemetry.Check{Name: "postgres", Required: true, Run: func(context.Context) error { return errStarting }},
+		telemetry.Check{Name: "migrations", Required: true, Run: func(context.Context) error { return errStarting }})
+	starting.Update(ctx, time.Second)
+	var handler swapHandler
+	handler.set(telemetry.Handler(reg, starting))
+	httpServer := &http.Server{Handler: &handler, ReadHeaderTimeout: 5 * time.Second}
+	httpDone := make(chan error, 1)
+	log.Info("HTTP server listening", "addr", httpLn.Addr().String())
+	go func() {
+		err := httpServer.Serve(httpLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else {
+			err = fmt.Errorf("serve HTTP: %w", err)
+		}
+		httpDone <- err
+	}()
+	started := false
+	defer func() {
+		if !started {
+			httpServer.Close()
+			<-httpDone
+		}
+	}()
+
+	// Set once shutdown begins: what is still closing then gets until the
+	// deadline, no longer.
+	var deadline, workersBy stopBy
+	db, err := waitForDatabase(ctx, cfg, log, dev)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer deadline.within(db.Close)
 	pageKey, err := db.PageTokenKey(ctx)
 	if err != nil {
 		return err
@@ -74,9 +114,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
-	defer producer.Close()
+	defer deadline.within(producer.Close)
 
-	reg := telemetry.NewRegistry()
 	telemetry.RegisterPool(reg, db.Pool)
 	telemetry.RegisterBuildInfo(reg, build)
 	grpcMetrics := telemetry.NewGRPCMetrics(reg)
@@ -94,35 +133,34 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	grpcServer := grpcapi.NewServer(grpcapi.NewHandler(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
-	ready := telemetry.NewReadiness(readinessChecks(db, func(ctx context.Context) error {
+	// A topic that is missing and may not be created keeps the service
+	// unready: the inbox cannot consume, and the fault needs a person.
+	topics := &topicsCheck{}
+	ready := telemetry.NewReadiness(append(readinessChecks(db, func(ctx context.Context) error {
 		if err := producer.Ping(ctx); err != nil {
 			return err
 		}
 		return produced.Err(time.Now())
-	})...)
+	}), telemetry.Check{Name: "kafka_topics", Required: true, Run: topics.Run})...)
 	ready.Log = log
 
 	grpcLn, err := grpcListener(cfg)
 	if err != nil {
 		return err
 	}
-	httpLn, err := net.Listen("tcp", cfg.httpAddr())
-	if err != nil {
-		grpcLn.Close()
-		return fmt.Errorf("listen HTTP_HOST/HTTP_PORT %s: %w", cfg.httpAddr(), err)
-	}
-	handler := telemetry.Handler(reg, ready)
+	serving := telemetry.Handler(reg, ready)
 	if cfg.HTTPPprof {
-		handler = withPprof(handler)
+		serving = withPprof(serving)
 		log.Warn("HTTP_PPROF=true: profiles are served under /debug/pprof/ on HTTP_PORT; keep that port private")
 	}
-	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	handler.set(serving)
+	started = true
 
 	// Workers outlive the gRPC server at shutdown, so in-flight calls'
 	// events are still relayed; they stop once it has stopped.
 	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorkers()
-	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, reg: reg, dev: dev}
+	w := workers{cfg: cfg, log: log, db: db, orders: svc, producer: producer, produced: produced, topics: topics, stopBy: &workersBy, reg: reg, dev: dev}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.run(workersCtx) })
@@ -142,13 +180,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	if welcome != nil {
 		writeWelcome(welcome, cfg, grpcLn.Addr(), httpLn.Addr())
 	}
-	g.Go(func() error {
-		log.Info("HTTP server listening", "addr", httpLn.Addr().String())
-		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve HTTP: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return <-httpDone })
 	g.Go(func() error {
 		log.Info("gRPC server listening", "addr", grpcLn.Addr().String())
 		if err := grpcServer.Serve(grpcLn); err != nil {
@@ -158,18 +190,24 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+		plan := planShutdown(time.Now(), cfg.ShutdownTimeout)
+		deadline.set(plan.deadline)
+		workersBy.set(plan.workersBy)
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout, "grpc_drain", time.Until(plan.grpcBy).Round(time.Millisecond),
+			"relay_drain", relayDrain(cfg.ShutdownTimeout))
 		hs.Shutdown()
 		stopped := make(chan struct{})
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
+		grpcBy := time.NewTimer(time.Until(plan.grpcBy))
+		defer grpcBy.Stop()
 		select {
 		case <-stopped:
-		case <-time.After(cfg.ShutdownTimeout):
-			log.Warn("shutdown timeout: cancelling in-flight calls")
+		case <-grpcBy.C:
+			log.Warn("shutdown: cancelling in-flight calls after half of SHUTDOWN_TIMEOUT")
 			grpcServer.Stop()
 		}
 		stopWorkers()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		shutdownCtx, cancel := context.WithDeadline(context.Background(), plan.deadline)
 		defer cancel()
 		return httpServer.Shutdown(shutdownCtx)
 	})
@@ -179,6 +217,84 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 		return nil
 	}
 	return err
+}
+
+// errStarting is the readiness of PostgreSQL before the service has
+// connected to it.
+var errStarting = errors.New("waiting for PostgreSQL at start")
+
+// swapHandler serves the handler set last: the HTTP server starts before
+// the service is set up, so probes get answers from the first moment.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// waitForDatabase opens the database (openDatabase), waiting with capped
+// backoff while PostgreSQL cannot be reached or is starting up, for at most
+// POSTGRES_START_TIMEOUT: a replica started during a database outage comes
+// up when the database does, instead of exiting into a crash loop. Each kind
+// of failure is logged once. A failure no wait can fix (a bad DSN, wrong
+// credentials, a missing database, a failed migration) returns at once.
+func waitForDatabase(ctx context.Context, cfg config, log *slog.Logger, dev bool) (*postgres.DB, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, cfg.PostgresStartTimeout)
+	defer cancel()
+	delay, logged := 250*time.Millisecond, ""
+	for {
+		db, err := openDatabase(waitCtx, cfg, log, dev)
+		if err == nil {
+			if logged != "" {
+				log.Info("PostgreSQL reachable; starting")
+			}
+			return db, nil
+		}
+		kind, transient := startFailure(err)
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !transient:
+			return nil, err
+		case waitCtx.Err() != nil:
+			return nil, fmt.Errorf("PostgreSQL not reachable within POSTGRES_START_TIMEOUT (%v): %w", cfg.PostgresStartTimeout, err)
+		case kind != logged:
+			log.Warn("PostgreSQL not reachable yet; waiting", "reason", kind, "error", err, "timeout", cfg.PostgresStartTimeout)
+			logged = kind
+		}
+		select {
+		case <-waitCtx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// startFailure tells what kind of failure err is and whether waiting may
+// cure it: the server refusing or dropping connections, timing out, or
+// answering that it is starting up, shutting down or full.
+func startFailure(err error) (kind string, transient bool) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case pgerrcode.CannotConnectNow:
+			return "the database system is starting up or shutting down (" + pgErr.Code + ")", true
+		case pgerrcode.TooManyConnections, pgerrcode.AdminShutdown, pgerrcode.CrashShutdown:
+			return pgErr.Code, true
+		}
+		return pgErr.Code, strings.HasPrefix(pgErr.Code, "08") // connection exceptions
+	}
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused", true
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "no answer in time", true
+	case pgconn.SafeToRetry(err), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):
+		return "connection lost", true
+	}
+	return "", false
 }
 
 // grpcListener listens on GRPC_PORT, accepting at most GRPC_MAX_CONNECTIONS

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,8 @@ type workers struct {
 	orders   *postgres.OrderService
 	producer *kgo.Client
 	produced *kafka.ProduceHealth // hooked into every producer of the service
+	topics   *topicsCheck         // readiness of the service's topics
+	stopBy   *stopBy              // when the workers must have stopped, once shutdown begins
 	reg      prometheus.Registerer
 	dev      bool
 }
@@ -64,7 +67,11 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inbox consumer client: %w", err)
 	}
-	defer inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.cfg.ShutdownTimeout, w.log)
+	// Closed as soon as the consumer stops, beside the relay's drain, within
+	// the shutdown's time.
+	closeConsumer := func() {
+		inbox.CloseClient(consumerClient, w.cfg.KafkaGroupID, w.cfg.KafkaGroupInstanceID, w.stopBy.remaining(w.cfg.ShutdownTimeout), w.log)
+	}
 	consumer := inbox.NewConsumer(inbox.ConsumerDeps{Client: consumerClient, Store: w.db, Metrics: inboxMetrics, Logger: w.log},
 		inbox.ConsumerOptions{})
 	processor := inbox.NewProcessor(inbox.ProcessorDeps{Store: w.db, Applier: w.orders, Metrics: inboxMetrics, Logger: w.log},
@@ -102,6 +109,7 @@ func (w workers) run(ctx context.Context) error {
 		NewProducer:     newRelayProducer,
 		NewLaneProducer: newLaneProducer,
 		MaxRecordBytes:  kafka.ProducerBatchMaxBytes,
+		DrainTimeout:    relayDrain(w.cfg.ShutdownTimeout),
 	})
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -109,53 +117,83 @@ func (w workers) run(ctx context.Context) error {
 	// PostgreSQL; the relay's produce waits for Kafka by itself.
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error { return processor.Run(ctx) })
+	topicsReady := make(chan struct{})
 	g.Go(func() error {
+		defer closeConsumer()
 		if err := w.ensureTopics(ctx); err != nil {
 			return err
 		}
+		close(topicsReady)
+		// Only warnings come of the comparison: the consumer does not wait.
+		go w.compareTopics(ctx)
 		return consumer.Run(ctx)
 	})
 	if w.dev {
 		g.Go(func() error {
-			if err := w.ensureTopics(ctx); err != nil {
-				return err
+			select {
+			case <-topicsReady:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 			return w.runSimulator(ctx)
 		})
 	}
-	err = g.Wait()
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.Wait() }()
+	select {
+	case err = <-stopped:
+	case <-ctx.Done():
+		// A relay batch in flight may wait for Kafka longer than the
+		// shutdown may last. Left behind, it ends with the process; its
+		// rows stay unsent and are published after the next start.
+		t := time.NewTimer(max(w.stopBy.remaining(w.cfg.ShutdownTimeout), 0))
+		defer t.Stop()
+		select {
+		case err = <-stopped:
+		case <-t.C:
+			w.log.Warn("Kafka workers did not stop within SHUTDOWN_TIMEOUT; leaving them: unsent outbox rows are published after the next start")
+			return nil
+		}
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-// ensureTopics creates the service's topics, retrying with capped backoff
-// while the brokers cannot be reached, until ctx ends. Topics that exist with
-// other partitions or replication are used as they are, with one warning each.
+// ensureTopics creates those of the service's topics that do not exist,
+// retrying with capped backoff until ctx ends while the brokers cannot be
+// reached or a topic is missing and may not be created. The latter is a
+// fault of the configuration: w.topics reports it to readiness, and it is
+// logged once, not at every retry.
 func (w workers) ensureTopics(ctx context.Context) error {
 	delay := 500 * time.Millisecond
 	partitions, replicas := int32(w.cfg.TopicPartitions), int16(w.cfg.TopicReplicas)
-	topics := []string{w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic}
+	logged := ""
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := kafka.EnsureTopics(attemptCtx, w.producer, partitions, replicas, topics...)
-		var diffs []kafka.TopicDifference
-		if err == nil {
-			diffs, err = kafka.TopicDifferences(attemptCtx, w.producer, partitions, replicas, topics...)
-		}
+		err := kafka.EnsureTopics(attemptCtx, w.producer, partitions, replicas, w.topicNames()...)
 		cancel()
-		if err == nil {
-			for _, d := range diffs {
-				w.log.Warn("Kafka topic exists with other settings; using it as it is",
-					"topic", d.Topic, "setting", d.Setting, "have", d.Have, "want", d.Want)
+		var missing *kafka.MissingTopicsError
+		switch {
+		case err == nil:
+			w.topics.set(nil)
+			if logged != "" {
+				w.log.Info("Kafka topics exist now")
 			}
 			return nil
-		}
-		if kafka.IsAuthenticationFailure(err) {
+		case kafka.IsAuthenticationFailure(err):
 			return err // wrong credentials do not fix themselves: stop the service with this one error
+		case errors.As(err, &missing):
+			w.topics.set(err)
+			if msg := err.Error(); msg != logged {
+				w.log.Error("Kafka topics missing and the service may not create them: create them, or grant CREATE; not ready until then",
+					"topics", missing.Topics, "error", err)
+				logged = msg
+			}
+		default:
+			w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)
 		}
-		w.log.Warn("Kafka topics not ready; retrying", "error", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -163,6 +201,51 @@ func (w workers) ensureTopics(ctx context.Context) error {
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// compareTopics warns of each existing topic whose partitions or
+// replication differ from the settings; the topics are used as they are.
+// A comparison that cannot be made (no permission to describe the brokers'
+// configs) is one warning too.
+func (w workers) compareTopics(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	diffs, err := kafka.TopicDifferences(ctx, w.producer, int32(w.cfg.TopicPartitions), int16(w.cfg.TopicReplicas), w.topicNames()...)
+	if err != nil {
+		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+			w.log.Warn("could not compare the Kafka topics' settings with KAFKA_TOPIC_PARTITIONS and KAFKA_TOPIC_REPLICATION_FACTOR", "error", err)
+		}
+		return
+	}
+	for _, d := range diffs {
+		w.log.Warn("Kafka topic exists with other settings; using it as it is",
+			"topic", d.Topic, "setting", d.Setting, "have", d.Have, "want", d.Want)
+	}
+}
+
+func (w workers) topicNames() []string {
+	return []string{w.cfg.KafkaTopic, w.cfg.KafkaInboxTopic, w.cfg.KafkaDLQTopic}
+}
+
+// topicsCheck is the readiness check of the service's topics: failing while
+// one is missing and may not be created, passing otherwise (also while
+// Kafka cannot be reached, which the kafka check shows).
+type topicsCheck struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (c *topicsCheck) set(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = err
+}
+
+// Run implements a telemetry.Check's Run.
+func (c *topicsCheck) Run(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // runSimulator answers every OrderCreated with a payment result (-dev only).

@@ -152,7 +152,7 @@ func (b *bench) drainPhase(ctx context.Context) error {
 	b.add(fmt.Sprintf("Outbox drain, %s rows, vs Kafka alone", human(n)), "/s", relayRate).vs("raw produce", rawRate)
 	b.res.Details["outbox_drain"] = map[string]any{"rows": n, "relay_per_s": relayRate, "sql_alone_per_s": sqlRate,
 		"raw_produce_per_s": rawRate, "relay_seconds": elapsed.Seconds(), "batch_size": 1000}
-	return nil
+	return b.drainLanes(ctx, db, kcfg, n)
 }
 
 // claimAndMark runs the relay's transactions without producing: lock,

@@ -31,6 +31,9 @@ import (
 // start. Names and defaults follow DESIGN.md's configuration contract.
 type Config struct {
 	PostgresDSN string
+	// PostgresStartTimeout is how long a starting replica waits for
+	// PostgreSQL before it gives up (POSTGRES_START_TIMEOUT).
+	PostgresStartTimeout time.Duration
 
 	Kafka           kafka.Config // brokers, TLS, SASL
 	EmbeddedKafka   bool         // KAFKA_BROKER=embedded: run an in-process broker
@@ -364,6 +367,8 @@ var service = []Setting{
 		},
 		log: func(c *Config) slog.Value { return slog.StringValue(RedactDSN(c.PostgresDSN)) },
 	},
+	value("POSTGRES_START_TIMEOUT", "2m", "how long the service waits at start for PostgreSQL to accept connections (alive, not ready meanwhile) before it exits",
+		duration, func(c *Config) *time.Duration { return &c.PostgresStartTimeout }),
 	value("KAFKA_EMBEDDED_ADDR", "127.0.0.1:9092", "where KAFKA_BROKER=embedded listens",
 		text, func(c *Config) *string { return &c.EmbeddedAddr }),
 	value("KAFKA_EMBEDDED_DATA_DIR", "", "keep the embedded broker's log on disk here; empty: in memory",
@@ -430,7 +435,7 @@ var service = []Setting{
 		text, func(c *Config) *string { return &c.TLSKeyFile }),
 	value("GRPC_TLS_CLIENT_CA_FILE", "", "also require client certificates signed by this PEM CA (mTLS)",
 		text, func(c *Config) *string { return &c.TLSClientCAFile }),
-	value("SHUTDOWN_TIMEOUT", "30s", "how long in-flight calls may finish after SIGTERM",
+	value("SHUTDOWN_TIMEOUT", "25s", "the whole graceful shutdown after SIGTERM: in-flight calls get the first half, the relay's final drain and the consumer's close the rest",
 		duration, func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	value("READINESS_INTERVAL", "5s", "how often /readyz and the gRPC health status are re-checked",
 		duration, func(c *Config) *time.Duration { return &c.ReadinessInterval }),
