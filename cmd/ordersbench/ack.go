@@ -244,7 +244,7 @@ func (b *bench) produceAlone(ctx context.Context, rec *kgo.Record, rate int, d t
 	if _, _, err := openLoop(ctx, rate, b.sizes.Warmup, 64, produce); err != nil { // as the service's: not counted
 		return nil, Usage{}, fmt.Errorf("warm-up: %w", err)
 	}
-	snap := b.cpuSnap(ctx, b.svcDB)
+	snap := b.cpuSnap(ctx, nil) // no PostgreSQL in it
 	lat, _, err := openLoop(ctx, rate, d, 64, produce)
 	return lat, b.account(ctx, fmt.Sprintf("Kafka alone at %d/s", rate), snap, len(lat)), err
 }

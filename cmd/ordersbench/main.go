@@ -535,12 +535,15 @@ func (b *bench) printTable(w io.Writer) {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "phase\tops\tops/s\tservice\tpostgres\tbroker\tbench\tWAL B\tof it FPI\tother\t")
 		for _, c := range b.res.CPU {
-			wal := formatValue(c.WALBytes, "")
-			if c.WALScope == "server" {
-				wal += " (server)"
+			wal, fpi := formatValue(c.WALBytes, ""), formatValue(c.FPIBytes, "")
+			switch c.WALScope {
+			case "server":
+				wal, fpi = wal+" (server)", "n/a"
+			case "none":
+				wal, fpi = "n/a", "n/a"
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%.2f\t\n", c.Phase, c.Ops, float64(c.Ops)/max(c.Seconds, 1e-9),
-				c.ServiceUS, c.PostgresUS, c.BrokerUS, c.BenchUS, wal, formatValue(c.FPIBytes, ""), c.OtherCores)
+				c.ServiceUS, c.PostgresUS, c.BrokerUS, c.BenchUS, wal, fpi, c.OtherCores)
 		}
 		tw.Flush()
 	}

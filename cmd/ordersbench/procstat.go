@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -137,21 +136,25 @@ type Usage struct {
 	WALBytes   float64 `json:"wal_bytes_per_op"`
 	FPIBytes   float64 `json:"wal_fpi_bytes_per_op"` // of WALBytes, full-page images: they follow the checkpoints, not the code
 	// WALScope is "database" when the WAL is that of the phase's database
-	// (pg_walinspect), "server" when it is the whole server's LSN delta.
+	// (pg_walinspect), "server" when it is the whole server's LSN delta
+	// (no full-page images known), "none" when it is unknown.
 	WALScope   string  `json:"wal_scope"`
 	OtherCores float64 `json:"other_cores"`
 }
 
-// cpuSnap takes a snapshot for the phase on db; loadPids are extra
+// cpuSnap takes a snapshot for the phase on db (nil: a phase without
+// PostgreSQL, whose WAL is then unknown); loadPids are extra
 // load-generating processes (pgbench), counted with the benchmark.
 func (b *bench) cpuSnap(ctx context.Context, db *postgres.DB, loadPids ...int) cpuSnap {
 	s := cpuSnap{db: db, at: time.Now(), loadPids: loadPids}
-	var pids []int
-	if rows, err := db.Pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`); err == nil {
-		pids, _ = pgx.CollectRows(rows, pgx.RowTo[int])
+	if db != nil {
+		var pids []int
+		if rows, err := db.Pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`); err == nil {
+			pids, _ = pgx.CollectRows(rows, pgx.RowTo[int])
+		}
+		s.postgres = postgresCPU(pids)
+		db.Pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&s.wal)
 	}
-	s.postgres = postgresCPU(pids)
-	db.Pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&s.wal)
 	s.service, _, _ = procCPU(b.service.pid())
 	for _, p := range b.replicas {
 		secs, _, _ := procCPU(p.pid())
@@ -235,11 +238,12 @@ func releaseWAL(ctx context.Context, conn *pgx.Conn, lsn string, log *slog.Logge
 // with pg_walinspect, the records that touch its relations and those of the
 // transactions that did (their commits), each padded to 8 bytes as in the
 // WAL; without it, or when the WAL has been recycled, the LSN delta of the
-// whole server. fpi is the full-page images among them (NaN without
-// pg_walinspect).
+// whole server. fpi is the full-page images among them (0 without
+// pg_walinspect). scope says which ("database", "server", or "none" for a
+// phase without PostgreSQL or when even the LSNs could not be read).
 func walBytes(ctx context.Context, db *postgres.DB, from, to string) (n, fpi float64, scope string, err error) {
 	if from == "" || to == "" {
-		return math.NaN(), math.NaN(), "none", nil
+		return 0, 0, "none", nil
 	}
 	if from == to { // pg_walinspect refuses an empty range
 		return 0, 0, "database", nil
@@ -258,9 +262,9 @@ func walBytes(ctx context.Context, db *postgres.DB, from, to string) (n, fpi flo
 		return n, fpi, "database", nil
 	}
 	if err := db.Pool.QueryRow(ctx, `SELECT ($2::pg_lsn - $1::pg_lsn)::float8`, from, to).Scan(&n); err != nil {
-		return math.NaN(), math.NaN(), "none", err
+		return 0, 0, "none", err
 	}
-	return n, math.NaN(), "server", err
+	return n, 0, "server", err
 }
 
 // rssSampler samples the service's resident memory every 100ms and keeps
