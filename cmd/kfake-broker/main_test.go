@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
 )
 
@@ -92,11 +93,18 @@ func TestBrokerProcessServesAndPersistsAcrossRestart(t *testing.T) {
 	if err := kafka.EnsureTopics(ctx, cl, -1, -1, "demo"); err != nil {
 		t.Fatalf("EnsureTopics: %v", err)
 	}
-	topics, err := kadm.NewClient(cl).ListTopics(ctx, "demo")
-	if err != nil {
-		t.Fatalf("ListTopics: %v", err)
-	}
-	if n := len(topics["demo"].Partitions); n != 3 {
+	// The client may answer from metadata cached before the topic existed:
+	// wait for the created topic to show.
+	var n int
+	poll.Eventually(t, 10*time.Second, "demo listed with its partitions", func() bool {
+		topics, err := kadm.NewClient(cl).ListTopics(ctx, "demo")
+		if err != nil {
+			t.Fatalf("ListTopics: %v", err)
+		}
+		n = len(topics["demo"].Partitions)
+		return n > 0
+	})
+	if n != 3 {
 		t.Fatalf("demo has %d partitions, want the -partitions value 3", n)
 	}
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "demo", Value: []byte("kept")}).FirstErr(); err != nil {
