@@ -1,6 +1,7 @@
-// Package tcpproxy is a TCP proxy for tests that simulate outages and
-// distance: Cut drops every connection and refuses new ones until Restore;
-// SetDelay delays every chunk forwarded, in each direction.
+// Package tcpproxy is a TCP proxy for tests and benchmarks that simulate
+// outages and distance: SetCut(true) drops every connection and refuses new
+// ones until SetCut(false); SetDelay delays every chunk forwarded, in each
+// direction.
 package tcpproxy
 
 import (
@@ -37,22 +38,19 @@ func Start(target string) (*Proxy, error) {
 // Addr is the proxy's listen address.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-// Cut closes every open connection and refuses new ones.
-func (p *Proxy) Cut() {
+// SetCut(true) closes every open connection and refuses new ones;
+// SetCut(false) accepts connections again.
+func (p *Proxy) SetCut(cut bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = true
+	p.cut = cut
+	if !cut {
+		return
+	}
 	for c := range p.conns {
 		c.Close()
 	}
 	clear(p.conns)
-}
-
-// Restore accepts connections again.
-func (p *Proxy) Restore() {
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
 }
 
 // SetDelay makes the proxy hold every chunk it forwards, in each direction,
@@ -65,7 +63,7 @@ func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
 // Close stops the proxy and closes all connections.
 func (p *Proxy) Close() {
 	p.ln.Close()
-	p.Cut()
+	p.SetCut(true)
 }
 
 func (p *Proxy) serve() {
