@@ -342,12 +342,12 @@ func TestDatabaseDownAnswersUnavailable(t *testing.T) {
 	if _, err := c.CreateOrder(ctx, &orderspb.CreateOrderRequest{UserId: user, Amount: 1}); err != nil {
 		t.Fatal(err)
 	}
-	proxy.Cut()
+	proxy.SetCut(true)
 	_, err = c.CreateOrder(ctx, &orderspb.CreateOrderRequest{UserId: user, Amount: 2})
 	wantCode(t, err, codes.Unavailable)
 	_, err = c.GetOrders(ctx, &orderspb.GetOrdersRequest{UserId: user})
 	wantCode(t, err, codes.Unavailable)
-	proxy.Restore()
+	proxy.SetCut(false)
 	resp, err := c.GetOrders(ctx, &orderspb.GetOrdersRequest{UserId: user})
 	if err != nil {
 		t.Fatalf("after the database came back: %v", err)

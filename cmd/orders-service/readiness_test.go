@@ -99,13 +99,13 @@ func TestReadinessFollowsPostgresOutage(t *testing.T) {
 		t.Fatalf("before the outage: /readyz %d %+v, want 200", code, body)
 	}
 
-	proxy.Cut()
+	proxy.SetCut(true)
 	code, body := readyz(t, r)
 	if code != http.StatusServiceUnavailable || body.Ready || body.Checks["postgres"] != "unavailable" {
 		t.Fatalf("PostgreSQL cut off: /readyz %d %+v, want 503 with postgres unavailable", code, body)
 	}
 
-	proxy.Restore()
+	proxy.SetCut(false)
 	// The pool may hand out a connection the cut broke before it notices.
 	poll.Eventually(t, 5*time.Second, "ready again after the restore", func() bool {
 		code, _ := readyz(t, r)
@@ -183,7 +183,7 @@ func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
 	}
 	poll.Eventually(t, 5*time.Second, "SERVING before the outage", serving)
 
-	proxy.Cut()
+	proxy.SetCut(true)
 	poll.Eventually(t, 5*time.Second, "NOT_SERVING while PostgreSQL is cut off", func() bool {
 		return healthOf(svc) == healthpb.HealthCheckResponse_NOT_SERVING
 	})
@@ -195,7 +195,7 @@ func TestInstanceHealthFollowsPostgresOutage(t *testing.T) {
 		t.Errorf("overall health while cut off = %v, want SERVING (the process is alive)", st)
 	}
 
-	proxy.Restore()
+	proxy.SetCut(false)
 	poll.Eventually(t, 5*time.Second, "SERVING and /readyz 200 after the restore", serving)
 	if st := healthOf(""); st != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("overall health after the restore = %v, want SERVING", st)
@@ -301,7 +301,7 @@ func TestReadinessRecoversAfterAParkedRow(t *testing.T) {
 // and becomes ready without a restart once PostgreSQL is back 5s later.
 func TestStartWaitsForPostgres(t *testing.T) {
 	dsn, proxy := proxiedDSN(t, pgtest.NewEmptyDSN(t))
-	proxy.Cut()
+	proxy.SetCut(true)
 	env := newKafka(t).env(dsn)
 	env["READINESS_INTERVAL"] = "200ms"
 	start := time.Now()
@@ -321,7 +321,7 @@ func TestStartWaitsForPostgres(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // observing the outage, not waiting for an event
 	}
-	proxy.Restore()
+	proxy.SetCut(false)
 	restored := time.Now()
 	poll.Eventually(t, 30*time.Second, "ready after PostgreSQL is back", func() bool {
 		in.exited()

@@ -123,16 +123,19 @@ type bench struct {
 	// outlives the run (-brokers); "" on the run's own kfake broker.
 	topicSuffix string
 	compression string // KAFKA_COMPRESSION of the service and the benchmark's producers
-	service     *proc
-	svcEnv      []string // the service's settings beyond startService's
-	replicas    []*proc  // more service processes on svcDSN, while the scale-out phase runs them
-	svcDSN      string
-	svcDB       *postgres.DB // the benchmark's own pool on the service's database
-	httpPort    int
-	grpcConn    *grpc.ClientConn
-	client      orderspb.OrderServiceClient
-	rss         *rssSampler
-	walSlot     *pgx.Conn // holds the temporary replication slot that keeps the measured WAL until it is read
+	// kafkaLatency is the delay each way of the drain phase's relays that
+	// reach the broker through a proxy; 0 skips those drains.
+	kafkaLatency time.Duration
+	service      *proc
+	svcEnv       []string // the service's settings beyond startService's
+	replicas     []*proc  // more service processes on svcDSN, while the scale-out phase runs them
+	svcDSN       string
+	svcDB        *postgres.DB // the benchmark's own pool on the service's database
+	httpPort     int
+	grpcConn     *grpc.ClientConn
+	client       orderspb.OrderServiceClient
+	rss          *rssSampler
+	walSlot      *pgx.Conn // holds the temporary replication slot that keeps the measured WAL until it is read
 
 	res *Results
 }
@@ -190,6 +193,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	brokers := fs.String("brokers", os.Getenv("BENCH_KAFKA_BROKERS"),
 		"seed brokers of a running Kafka cluster to measure against, e.g. make kafka-up's 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 (BENCH_KAFKA_BROKERS); empty: a kfake broker of the run's own")
 	compression := fs.String("compression", "none", "producer compression of the service and the in-process relay: none, gzip, snappy, lz4 or zstd")
+	kafkaLatency := fs.Duration("kafka-latency", 10*time.Millisecond,
+		"delay each way added by a proxy between the drain phase's relays and the broker, for 1, 2 and 4 publishers with transactions (0: skip those drains)")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -197,6 +202,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if *version {
 		fmt.Fprintln(stdout, "ordersbench", buildinfo.Read())
 		return nil
+	}
+	if *kafkaLatency < 0 {
+		return fmt.Errorf("-kafka-latency: must not be negative, got %s", *kafkaLatency)
 	}
 	enabled := map[string]bool{}
 	for p := range strings.SplitSeq(*phases, ",") {
@@ -206,7 +214,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		enabled[p] = true
 	}
 	b := &bench{sizes: fullSizes, short: *short, adminDSN: *adminDSN, profile: *profile, progress: stdout, poolMax: *poolMax,
-		serviceEnv: serviceEnv, soak: *soak, brokerAt: *brokers, compression: *compression,
+		serviceEnv: serviceEnv, soak: *soak, brokerAt: *brokers, compression: *compression, kafkaLatency: *kafkaLatency,
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	mode := "full"
 	if *short {

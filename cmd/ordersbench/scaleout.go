@@ -44,8 +44,8 @@ func (b *bench) scaleOutPhase(ctx context.Context) error {
 		}
 		drain[k] = d.Rate
 		details[fmt.Sprintf("drain_k%d", k)] = d
-		b.say("scale-out drain, %d relay(s): %.0f rows/s, published per relay %v; per-key order: %d keys out of order, %d missing, %d duplicates",
-			k, d.Rate, d.PerRelay, d.Order.KeysOutOfOrder, d.Order.Missing, d.Order.Duplicates)
+		b.say("scale-out drain, %d relay(s) of %d publishers, transactions on: %.0f rows/s, published per relay %v; per-key order: %d keys out of order, %d missing, %d duplicates",
+			k, d.Publishers, d.Rate, d.PerRelay, d.Order.KeysOutOfOrder, d.Order.Missing, d.Order.Duplicates)
 		r := b.add(fmt.Sprintf("Scale-out drain, %s rows, %d relay(s)", human(n), k), "/s", d.Rate)
 		if k != scaleOutReplicas[0] {
 			r.vs(fmt.Sprintf("%d relay", scaleOutReplicas[0]), drain[scaleOutReplicas[0]])
@@ -72,7 +72,11 @@ func (b *bench) scaleOutPhase(ctx context.Context) error {
 			p50.vs(name, base.P50)
 			p99.vs(name, base.P99)
 		}
-		p99.target("≤ 25 ms", a.P99 <= 25)
+		if k == scaleOutReplicas[len(scaleOutReplicas)-1] {
+			p99.target("≤ 25 ms and ≤ 1 replica's", a.P99 <= 25 && a.P99 <= base.P99)
+		} else {
+			p99.target("≤ 25 ms", a.P99 <= 25)
+		}
 	}
 	b.res.Details["scale_out"] = details
 	return nil
@@ -80,12 +84,13 @@ func (b *bench) scaleOutPhase(ctx context.Context) error {
 
 // scaleOutDrainResult is one drain of the scale-out phase.
 type scaleOutDrainResult struct {
-	Relays   int         `json:"relays"`
-	Rows     int         `json:"rows"`
-	Seconds  float64     `json:"seconds"`
-	Rate     float64     `json:"rows_per_s"`
-	PerRelay []float64   `json:"published_per_relay"`
-	Order    orderResult `json:"per_key_order"`
+	Relays     int         `json:"relays"`
+	Publishers int         `json:"publishers_per_relay"`
+	Rows       int         `json:"rows"`
+	Seconds    float64     `json:"seconds"`
+	Rate       float64     `json:"rows_per_s"`
+	PerRelay   []float64   `json:"published_per_relay"`
+	Order      orderResult `json:"per_key_order"`
 }
 
 // scaleOutDrain fills db's outbox with n rows, eventsPerKey to a key, and
@@ -93,7 +98,7 @@ type scaleOutDrainResult struct {
 // replica has, from their start until no row is unsent; then it reads the
 // topic back and checks each key's order.
 func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, n, k int) (scaleOutDrainResult, error) {
-	res := scaleOutDrainResult{Relays: k, Rows: n}
+	res := scaleOutDrainResult{Relays: k, Publishers: defaultPublishers(), Rows: n}
 	topic := b.topic(fmt.Sprintf("bench.scaleout.k%d", k))
 	admin, err := kafka.NewClient(b.kafkaConfig())
 	if err != nil {
@@ -113,6 +118,8 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 		reg      *prometheus.Registry
 		done     chan struct{}
 	}
+	publishers := res.Publishers
+	txPrefix := fmt.Sprintf("ordersbench.%d.scaleout-k%d.lane-", time.Now().UnixNano(), k)
 	relays := make([]*relay, 0, k)
 	defer func() {
 		for _, r := range relays {
@@ -140,7 +147,7 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 			return res, err
 		}
 		r.w = outbox.New(outbox.Deps{Store: r.db, Producer: r.producer, Metrics: m, Logger: b.log.With("relay", cfg.ClientID)},
-			outbox.Options{Wake: r.db.OutboxWritten()})
+			relayOptions(cfg, r.db.OutboxWritten(), publishers, txPrefix))
 	}
 	snap := b.cpuSnap(ctx, db)
 	wctx, stop := context.WithCancel(ctx)
@@ -162,7 +169,7 @@ func (b *bench) scaleOutDrain(ctx context.Context, db *postgres.DB, dsn string, 
 	for _, r := range relays {
 		res.PerRelay = append(res.PerRelay, publishedSoFar(r.reg))
 	}
-	res.Order, err = checkKeyOrder(ctx, b.kafkaConfig(), topic, n)
+	res.Order, err = checkKeyOrder(ctx, b.kafkaConfig(), topic, n, true)
 	return res, err
 }
 
@@ -199,7 +206,11 @@ type orderResult struct {
 // that each key's events arrive in bench_seq order: a key is out of order
 // when an event first arrives after one with a higher sequence number; an
 // event arriving again is a duplicate; want events are expected in all.
-func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int) (orderResult, error) {
+// It reads what was written, aborted transactions included; a partition is
+// read to its end when its last record is read, or the one before the end
+// when the topic was written in transactions (the last offset is then a
+// transaction marker, which a consumer never sees).
+func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int, transactional bool) (orderResult, error) {
 	var res orderResult
 	admin, err := kafka.NewClient(cfg)
 	if err != nil {
@@ -210,8 +221,16 @@ func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int
 	if err != nil {
 		return res, fmt.Errorf("list end offsets: %w", err)
 	}
-	var total int64
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	last := map[int32]int64{} // the last offset to read of each partition
+	ends.Each(func(o kadm.ListedOffset) {
+		end := o.Offset - 1
+		if transactional {
+			end--
+		}
+		if end >= 0 {
+			last[o.Partition] = end
+		}
+	})
 	consumer, err := kafka.NewClient(cfg, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
@@ -221,7 +240,7 @@ func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int
 	var order keyOrder
 	deadline := time.Now().Add(2 * time.Minute)
 	var decodeErr error
-	for int64(res.Records) < total {
+	for len(last) > 0 {
 		pctx, cancel := context.WithDeadline(ctx, deadline)
 		fs := consumer.PollFetches(pctx)
 		cancel()
@@ -229,11 +248,14 @@ func checkKeyOrder(ctx context.Context, cfg kafka.Config, topic string, want int
 			return res, err
 		}
 		if time.Now().After(deadline) {
-			return res, fmt.Errorf("read %d of %d records of %s", res.Records, total, topic)
+			return res, fmt.Errorf("read %d records of %s; partitions not read to their end: %v", res.Records, topic, last)
 		}
 		fs.EachError(func(_ string, _ int32, err error) { decodeErr = cmpOr(decodeErr, err) })
 		fs.EachRecord(func(r *kgo.Record) {
 			res.Records++
+			if end, ok := last[r.Partition]; ok && r.Offset >= end {
+				delete(last, r.Partition)
+			}
 			var p struct {
 				Seq *int `json:"bench_seq"`
 			}
