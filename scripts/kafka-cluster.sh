@@ -282,7 +282,7 @@ start_node() {
 }
 
 # Waits until the check topic (replication 3) exists and every partition has
-# a leader and all three replicas in sync.
+# a leader and all three replicas in sync, and a transaction commits.
 wait_ready() {
 	local deadline=$((SECONDS + timeout)) out
 	while :; do
@@ -290,9 +290,18 @@ wait_ready() {
 			--topic "$check_topic" --partitions 3 --replication-factor 3 >/dev/null 2>&1 || true
 		out=$(java_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" --describe --topic "$check_topic" 2>/dev/null || true)
 		if [ "$(grep -cE 'Leader: [0-9]+.*Isr: [0-9]+,[0-9]+,[0-9]+' <<<"$out")" = 3 ]; then
-			return
+			break
 		fi
 		((SECONDS < deadline)) || die "no leader with a full ISR for $check_topic within ${timeout}s; see $dir/node*/server.log"
+		sleep 1
+	done
+	# One committed transaction, so the transaction coordinator's
+	# __transaction_state exists before anyone measures: on a fresh cluster
+	# the first transactional producer otherwise waits seconds for it.
+	while ! java_run org.apache.kafka.tools.ProducerPerformance --topic "$check_topic" --num-records 1 --record-size 16 \
+		--throughput -1 --transactional-id "$check_topic" --transaction-duration-ms 100 \
+		--producer-props "bootstrap.servers=$(bootstrap)" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || die "no Kafka transaction committed within ${timeout}s; see $dir/node*/server.log"
 		sleep 1
 	done
 }
