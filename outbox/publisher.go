@@ -60,8 +60,6 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			res.rows = len(recs)
 			b = newBatch(recs)
 			b.plan(firstParked, w.cfg.MaxRecordBytes)
-			cl, _ := p.producer.(*kgo.Client)
-			w.parts.hold(bctx, cl, b, time.Now())
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
 			committed, err := p.send(pctx, lane, b)
@@ -100,38 +98,8 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 		w.m.published.Inc()
 		w.m.latency.Observe(max(b.outs[i].acked.Sub(b.recs[i].CreatedAt).Seconds(), 0))
 	}
-	for i, o := range b.outs {
-		if !o.acked.IsZero() && o.partition >= 0 {
-			w.parts.ok(topicPartition{b.recs[i].Topic, o.partition}) // it answers, committed or not
-		}
-	}
-	for _, i := range s.held {
-		w.waits.holdUntil(b.recs[i], b.outs[i].held)
-	}
-	failed := map[topicPartition]time.Time{} // partitions held back by this batch, each once
 	for _, i := range s.waiting {
-		r, o := b.recs[i], b.outs[i]
-		w.waits.fail(r, now)
-		if !partitionCause(o.err) {
-			continue
-		}
-		pt, ok := o.partition, o.partition >= 0
-		if !ok {
-			cl, _ := p.producer.(*kgo.Client)
-			pt, ok = w.parts.partitionOf(ctx, cl, r.Topic, r.Key, now)
-		}
-		if !ok {
-			continue
-		}
-		tp := topicPartition{r.Topic, pt}
-		until, seen := failed[tp]
-		if !seen {
-			until = w.parts.fail(tp, now)
-			failed[tp] = until
-			w.log.Warn("outbox holding back a partition: its records failed; rows of other partitions go on",
-				"topic", r.Topic, "partition", pt, "until", until, "error", o.err)
-		}
-		w.waits.holdUntil(r, until)
+		w.waits.fail(b.recs[i], now)
 	}
 	if res.noAnswer {
 		return res, cmp.Or(fatal, s.err)
@@ -198,25 +166,21 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		wg      sync.WaitGroup
 	)
 	for i := range b.recs {
-		if b.outs[i].parkErr == "" && b.outs[i].held.IsZero() {
+		if b.outs[i].parkErr == "" {
 			pending++
 		}
 	}
 	outs := make([]outcome, len(b.outs)) // written by the promises, copied to b.outs under mu
-	for i := range outs {
-		outs[i].partition = -1
-	}
 	wg.Add(pending)
 	for i, rec := range b.krecs {
-		if b.outs[i].parkErr != "" || !b.outs[i].held.IsZero() {
+		if b.outs[i].parkErr != "" {
 			continue
 		}
-		producer.Produce(pctx, rec, func(r *kgo.Record, err error) {
+		producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
 			mu.Lock()
 			defer mu.Unlock()
 			pending--
-			outs[i].partition = r.Partition
 			if err != nil {
 				outs[i].err = err
 				return
@@ -229,7 +193,6 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		defer mu.Unlock()
 		for i := range outs {
 			b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
-			b.outs[i].partition = max(b.outs[i].partition, outs[i].partition)
 		}
 	}
 
@@ -284,8 +247,7 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	n := pending
 	for i := range outs {
 		b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
-		b.outs[i].partition = max(b.outs[i].partition, outs[i].partition)
-		if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" && b.outs[i].held.IsZero() {
+		if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" {
 			b.outs[i].err = errUnresolved
 		}
 	}
@@ -385,8 +347,7 @@ func (w *Relay) backOff(ctx context.Context, p *publisher, d time.Duration, noAn
 			down = true
 		case noAnswer || down:
 			w.log.Info("outbox: Kafka answers again, retrying now")
-			w.waits.clear() // keys and partitions that failed while Kafka was away need not wait longer
-			w.parts.clear()
+			w.waits.clear() // keys that failed while Kafka was away need not wait longer
 			return
 		default:
 			sleepCtx(ctx, time.Until(deadline))

@@ -8,8 +8,7 @@
 // The relay in files: relay.go (this: settings, Run), lanes.go (the loop
 // that hands free lanes to publishers), publisher.go (one batch of one
 // lane: claim, produce, settle), keys.go (the per-key state: open, parked,
-// waiting), partitions.go (the partitions held back), retention.go
-// (retention and gauges).
+// waiting), retention.go (retention and gauges).
 package outbox
 
 import (
@@ -174,7 +173,6 @@ type Relay struct {
 	log   *slog.Logger
 	m     *Metrics
 	waits *waits
-	parts *partitions
 
 	pubs  []*publisher
 	taken [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
@@ -210,7 +208,6 @@ func New(d Deps, o Options) *Relay {
 		probeInterval: 100 * time.Millisecond,
 	}
 	w.waits = newWaits(w.minBackoff, w.maxBackoff)
-	w.parts = newPartitions(w.minBackoff, w.maxBackoff, w.cfg.ProduceTimeout+w.cfg.ResolveTimeout+idleGrace)
 	w.pubs = []*publisher{{w: w, producer: d.Producer}}
 	return w
 }
