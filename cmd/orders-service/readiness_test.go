@@ -105,6 +105,10 @@ func TestReadinessFollowsPostgresOutage(t *testing.T) {
 		t.Fatalf("PostgreSQL cut off: /readyz %d %+v, want 503 with postgres unavailable", code, body)
 	}
 
+	if body.Checks["migrations"] != "unavailable" {
+		t.Errorf("migrations check while PostgreSQL is cut off = %q, want unavailable (unknown)", body.Checks["migrations"])
+	}
+
 	proxy.SetCut(false)
 	// The pool may hand out a connection the cut broke before it notices.
 	poll.Eventually(t, 5*time.Second, "ready again after the restore", func() bool {
@@ -135,6 +139,62 @@ func TestReadinessIgnoresKafkaOutageButShowsIt(t *testing.T) {
 	code, body := readyz(t, r)
 	if code != http.StatusOK || !body.Ready || body.Checks["kafka"] != "unavailable" {
 		t.Fatalf("Kafka down: /readyz %d %+v, want 200 with kafka unavailable", code, body)
+	}
+}
+
+// TestReadinessSnapshotAgreesWithItself: one readiness round never shows
+// PostgreSQL ok and migrations unavailable on a migrated database, however
+// the connection comes and goes during the round (the migrations check
+// reports what the postgres check's round trip found, it does not ask
+// again).
+func TestReadinessSnapshotAgreesWithItself(t *testing.T) {
+	dsn, proxy := proxiedDSN(t, pgtest.NewEmptyDSN(t))
+	db := pgtest.Open(t, dsn)
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := telemetry.NewReadiness(readinessChecks(db, kafkaOK)...)
+	stop := make(chan struct{})
+	toggled := make(chan struct{})
+	go func() { // cuts the connection for a millisecond every 30ms or so
+		defer close(toggled)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				proxy.Restore()
+				return
+			case <-tick.C:
+			}
+			switch i % 30 {
+			case 0:
+				proxy.Cut()
+			case 1:
+				proxy.Restore()
+			}
+		}
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	rounds, cut := 0, 0
+	for time.Now().Before(deadline) || (rounds == cut || cut == 0) && time.Now().Before(deadline.Add(20*time.Second)) {
+		r.Update(context.Background(), time.Second)
+		_, checks := r.Ready()
+		rounds++
+		if checks["postgres"] != "ok" {
+			cut++
+		}
+		if checks["postgres"] == "ok" && checks["migrations"] != "ok" {
+			close(stop)
+			<-toggled
+			t.Fatalf("round %d: postgres ok but migrations %s on a migrated database", rounds, checks["migrations"])
+		}
+	}
+	close(stop)
+	<-toggled
+	t.Logf("%d rounds, %d with PostgreSQL cut off", rounds, cut)
+	if cut == 0 || cut == rounds {
+		t.Fatalf("%d rounds, %d with PostgreSQL cut off: the test needs both", rounds, cut)
 	}
 }
 

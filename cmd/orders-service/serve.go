@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -313,15 +314,41 @@ func grpcListener(cfg config) (net.Listener, error) {
 // of the order service: PostgreSQL reachable and migrations applied are
 // required; Kafka (kafkaPing) only shows in the body, since orders are still
 // accepted into the outbox while it is down.
+//
+// One round of the postgres check reads both: it pings and asks whether
+// migrations are pending, and the migrations check (which runs after it,
+// as telemetry.Readiness runs checks in order) reports what that round
+// found. So one snapshot never shows PostgreSQL ok and migrations
+// unavailable because the database went away between two checks: when it
+// cannot be reached, both are unavailable.
 func readinessChecks(db *postgres.DB, kafkaPing func(context.Context) error) []telemetry.Check {
+	var (
+		mu      sync.Mutex
+		pgErr   error
+		pending bool
+	)
 	return []telemetry.Check{
-		{Name: "postgres", Required: true, Run: db.Pool.Ping},
-		{Name: "migrations", Required: true, Run: func(ctx context.Context) error {
-			pending, err := db.MigrationsPending(ctx)
-			if err == nil && pending {
-				err = errors.New("migrations pending")
+		{Name: "postgres", Required: true, Run: func(ctx context.Context) error {
+			err := db.Pool.Ping(ctx)
+			p := false
+			if err == nil {
+				p, err = db.MigrationsPending(ctx)
 			}
+			mu.Lock()
+			pgErr, pending = err, p
+			mu.Unlock()
 			return err
+		}},
+		{Name: "migrations", Required: true, Run: func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case pgErr != nil:
+				return fmt.Errorf("migrations unknown: PostgreSQL unavailable: %w", pgErr)
+			case pending:
+				return errors.New("migrations pending")
+			}
+			return nil
 		}},
 		{Name: "kafka", Run: kafkaPing},
 	}
