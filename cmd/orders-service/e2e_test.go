@@ -255,17 +255,47 @@ type event struct {
 
 // readTopic returns every record of topic (up to want, waiting up to
 // timeout for them), in partition order; brokers is a comma-separated list.
+// It reads as the service's consumers must (read_committed): records of
+// aborted Kafka transactions, which the relay publishes again, are not
+// events.
 func readTopic(t *testing.T, brokers, topic string, want int, timeout time.Duration) []event {
 	t.Helper()
+	return readTopicUntil(t, brokers, topic, timeout, func(events []event) bool { return len(events) >= want })
+}
+
+// readTopicKeys reads topic (read_committed) until every key in keys has a
+// record, or timeout passes, and returns what it read. Unlike a count, it
+// is not fooled by duplicates: delivery is at least once, so a record may
+// be there twice.
+func readTopicKeys(t *testing.T, brokers, topic string, keys []string, timeout time.Duration) []event {
+	t.Helper()
+	missing := map[string]bool{}
+	for _, k := range keys {
+		missing[k] = true
+	}
+	seen := 0
+	return readTopicUntil(t, brokers, topic, timeout, func(events []event) bool {
+		for _, e := range events[seen:] {
+			delete(missing, e.key)
+		}
+		seen = len(events)
+		return len(missing) == 0
+	})
+}
+
+// readTopicUntil reads topic from the start with a read_committed consumer
+// until done says so, after each poll, or timeout passes.
+func readTopicUntil(t *testing.T, brokers, topic string, timeout time.Duration, done func([]event) bool) []event {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	var out []event
 	deadline := time.Now().Add(timeout)
-	for len(out) < want && time.Now().Before(deadline) {
+	for !done(out) && time.Now().Before(deadline) {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		fs := cl.PollFetches(ctx)
 		cancel()
