@@ -163,15 +163,15 @@ func TestReadinessSnapshotAgreesWithItself(t *testing.T) {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
-				proxy.Restore()
+				proxy.SetCut(false)
 				return
 			case <-tick.C:
 			}
 			switch i % 30 {
 			case 0:
-				proxy.Cut()
+				proxy.SetCut(true)
 			case 1:
-				proxy.Restore()
+				proxy.SetCut(false)
 			}
 		}
 	}()
