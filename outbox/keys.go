@@ -92,6 +92,23 @@ func (s *waits) fail(r postgres.OutboxRecord, now time.Time) {
 	w.until = now.Add(w.backoff)
 }
 
+// holdUntil makes r's key wait until at least until (its partition is
+// held back), leaving its own backoff as it is.
+func (s *waits) holdUntil(r postgres.OutboxRecord, until time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := keyOf(r)
+	w := s.keys[k]
+	if w == nil {
+		w = &keyWait{}
+		s.keys[k] = w
+	}
+	w.rec = r
+	if until.After(w.until) {
+		w.until = until
+	}
+}
+
 // clear forgets every waiting key.
 func (s *waits) clear() {
 	s.mu.Lock()
@@ -112,6 +129,9 @@ type outcome struct {
 	err     error     // the produce error, nil when acknowledged or without an outcome
 	parkErr string    // non-empty: park the row with this error
 	hold    bool      // leave the row unsent for a later claim
+
+	held      bool  // its partition is held back (partitions.go): not produced
+	partition int32 // the record's partition when known (the client's, or mark's); -1 when not
 }
 
 // batch is one claimed batch walked in id order, once before producing
@@ -129,6 +149,7 @@ func newBatch(recs []postgres.OutboxRecord) *batch {
 	b := &batch{recs: recs, krecs: make([]*kgo.Record, len(recs)), outs: make([]outcome, len(recs)), parked: map[string]int64{}}
 	for i, r := range recs {
 		b.krecs[i] = record(r)
+		b.outs[i].partition = -1
 	}
 	return b
 }
@@ -172,6 +193,7 @@ type settled struct {
 	marks    postgres.OutboxMarks
 	sent     []int // indexes of the rows marked sent
 	waiting  []int // indexes of the rows whose key waits
+	held     []int // indexes of the rows not produced: their partition is held back
 	overtook []int // indexes of rows Kafka took after refusing an earlier row of their key
 	err      error
 }
@@ -204,6 +226,11 @@ func (b *batch) settle(committed bool) settled {
 			s.overtook = append(s.overtook, i)
 		case parked[k] != 0:
 			o.parkErr = fmt.Sprintf("parked behind parked outbox row %d of the same key", parked[k])
+		case o.held:
+			o.hold = true
+			retry[k] = true
+			unsent++
+			s.held = append(s.held, i)
 		case retry[k]:
 			o.hold = true
 			unsent++
@@ -250,5 +277,7 @@ func record(r postgres.OutboxRecord) *kgo.Record {
 	for j, h := range r.Headers {
 		headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
-	return &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Payload, Headers: headers}
+	// Partition -1 until the client partitions it: a record that fails
+	// before that names no partition.
+	return &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Payload, Headers: headers, Partition: -1}
 }

@@ -15,6 +15,8 @@ type Metrics struct {
 	oldestAge prometheus.Gauge
 	parked    prometheus.Counter
 	parkedNow prometheus.Gauge
+
+	heldPartitions prometheus.Gauge
 }
 
 // NewMetrics creates the relay's metrics and registers them on reg; with a
@@ -24,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge, m.parked, m.parkedNow} {
+	for _, c := range []prometheus.Collector{m.published, m.latency, m.errors, m.unsent, m.oldestAge, m.parked, m.parkedNow, m.heldPartitions} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register outbox metrics: %w", err)
 		}
@@ -62,6 +64,10 @@ func newMetrics() *Metrics {
 		parkedNow: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orders_outbox_parked",
 			Help: "Parked outbox rows waiting for a re-drive (counted up to 100000, refreshed every few seconds).",
+		}),
+		heldPartitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orders_outbox_held_partitions",
+			Help: "Kafka partitions this relay holds back: their records failed or stayed unanswered while others were acknowledged; their rows wait until the partition has a leader that answers.",
 		}),
 	}
 }

@@ -60,6 +60,7 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			res.rows = len(recs)
 			b = newBatch(recs)
 			b.plan(firstParked, w.cfg.MaxRecordBytes)
+			w.parts.mark(bctx, b)
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
 			committed, err := p.send(pctx, lane, b)
@@ -101,6 +102,7 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 	for _, i := range s.waiting {
 		w.waits.fail(b.recs[i], now)
 	}
+	w.parts.settle(bctx, b, s, &res, now)
 	if res.noAnswer {
 		return res, cmp.Or(fatal, s.err)
 	}
@@ -166,21 +168,25 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		wg      sync.WaitGroup
 	)
 	for i := range b.recs {
-		if b.outs[i].parkErr == "" {
+		if b.outs[i].parkErr == "" && !b.outs[i].held {
 			pending++
 		}
 	}
 	outs := make([]outcome, len(b.outs)) // written by the promises, copied to b.outs under mu
+	for i := range outs {
+		outs[i].partition = -1
+	}
 	wg.Add(pending)
 	for i, rec := range b.krecs {
-		if b.outs[i].parkErr != "" {
+		if b.outs[i].parkErr != "" || b.outs[i].held {
 			continue
 		}
-		producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
+		producer.Produce(pctx, rec, func(r *kgo.Record, err error) {
 			defer wg.Done()
 			mu.Lock()
 			defer mu.Unlock()
 			pending--
+			outs[i].partition = r.Partition
 			if err != nil {
 				outs[i].err = err
 				return
@@ -193,6 +199,9 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		defer mu.Unlock()
 		for i := range outs {
 			b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
+			if outs[i].partition >= 0 {
+				b.outs[i].partition = outs[i].partition
+			}
 		}
 	}
 
@@ -205,6 +214,21 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		wg.Wait()
 		close(done)
 	}()
+	if w.cfg.NewLaneProducer != nil && w.parts.on() {
+		// With transactions, records of a partition that does not answer
+		// need not be waited for: the transaction is aborted, so they never
+		// become visible, and the partition is held back.
+		if w.parts.cutStalled(ctx, b, outs, &mu, done, pctx.Done()) {
+			// Aborting would wait for requests in flight to a broker that
+			// does not answer: the lane's next producer fences this one's
+			// transaction instead.
+			if w.lanes[lane] == producer {
+				w.lanes[lane] = nil
+				go producer.Close()
+			}
+			return nil
+		}
+	}
 	select {
 	case <-done:
 		collect()
@@ -247,7 +271,10 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	n := pending
 	for i := range outs {
 		b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
-		if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" {
+		if outs[i].partition >= 0 {
+			b.outs[i].partition = outs[i].partition
+		}
+		if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" && !b.outs[i].held {
 			b.outs[i].err = errUnresolved
 		}
 	}
@@ -311,6 +338,9 @@ func (p *publisher) replaceProducer(cause error) error {
 	if err != nil {
 		w.stalled.Store(true)
 		return fmt.Errorf("%w: new producer: %w (after %w)", ErrStalled, err, cause)
+	}
+	if cl, ok := np.(*kgo.Client); ok && p == w.pubs[0] && w.parts.on() {
+		w.parts.cl.Store(cl) // the partitions' metadata was asked through the closed one
 	}
 	p.producer = np
 	return nil

@@ -8,7 +8,8 @@
 // The relay in files: relay.go (this: settings, Run), lanes.go (the loop
 // that hands free lanes to publishers), publisher.go (one batch of one
 // lane: claim, produce, settle), keys.go (the per-key state: open, parked,
-// waiting), retention.go (retention and gauges).
+// waiting), partitions.go (the partitions held back), retention.go
+// (retention and gauges).
 package outbox
 
 import (
@@ -173,6 +174,7 @@ type Relay struct {
 	log   *slog.Logger
 	m     *Metrics
 	waits *waits
+	parts *partitions
 
 	pubs  []*publisher
 	taken [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
@@ -208,6 +210,10 @@ func New(d Deps, o Options) *Relay {
 		probeInterval: 100 * time.Millisecond,
 	}
 	w.waits = newWaits(w.minBackoff, w.maxBackoff)
+	cl, _ := d.Producer.(*kgo.Client)
+	w.parts = newPartitions(cl, w.log, w.waits, w.cfg.ProduceTimeout)
+	w.parts.onHeld = func(n int) { m.heldPartitions.Set(float64(n)) }
+	w.parts.release = w.kick.kick
 	w.pubs = []*publisher{{w: w, producer: d.Producer}}
 	return w
 }
@@ -240,6 +246,7 @@ func (w *Relay) Run(ctx context.Context) error {
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	wg.Go(func() { w.parts.poll(bg) })
 	wg.Go(func() {
 		periodic.Run(bg, w.cfg.RetentionInterval, w.retention, func(err error) {
 			w.log.Warn("outbox retention failed, will retry", "error", err)

@@ -66,7 +66,7 @@ func (w *Relay) closeLaneProducers() {
 func (w *Relay) endTransaction(ctx context.Context, lane int, p TxProducer, b *batch) (committed bool, err error) {
 	all := true
 	for _, o := range b.outs {
-		if o.parkErr == "" && o.acked.IsZero() {
+		if o.parkErr == "" && !o.held && o.acked.IsZero() {
 			all = false
 		}
 		if errFenced(o.err) {
