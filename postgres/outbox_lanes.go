@@ -48,7 +48,7 @@ func (s *OutboxSkip) Add(r OutboxRecord) {
 // the session may sit idle in it ($1 ms), commits it without waiting for
 // its WAL flush, and takes, without waiting, the global outbox lock in
 // shared mode and then lane $4's lock ($2, $3 and $4). It records the lane
-// it locked, or ” when it did not, in the transaction's setting
+// it locked, or the empty string when it did not, in the setting
 // orders.outbox_lane, which the claim checks: the claim is sent with this
 // statement in one round trip, so it must find nothing when the lock was
 // not taken.
