@@ -262,11 +262,23 @@ func partitionSpecific(err error) bool {
 	return false
 }
 
+// unanswered reports whether a record that failed with err (nil: it has
+// no outcome yet) may have failed for a cause of its partition: it had no
+// answer, or an error of the partition. An error of the producer or its
+// transaction (fenced, aborted) says nothing of the partition.
+func unanswered(err error) bool {
+	return err == nil || errors.Is(err, errUnresolved) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
+		partitionSpecific(err)
+}
+
 // stuck returns, of the rows idx of b that failed retriably or have no
 // outcome, the partitions for which there is evidence that they, not Kafka
 // as a whole, are the cause (see partitions), with those rows' indexes;
-// rest is how many of idx are not among them.
-func (s *partitions) stuck(ctx context.Context, b *batch, idx []int) (held map[topicPartition][]int, rest int) {
+// rest is how many of idx are not among them. A batch still waiting
+// (early) takes acknowledgements of other partitions for no evidence: a
+// partition slower than the others may only be busy; its leader is asked.
+func (s *partitions) stuck(ctx context.Context, b *batch, idx []int, early bool) (held map[topicPartition][]int, rest int) {
 	acked := map[topicPartition]bool{}
 	for i, o := range b.outs {
 		if !o.acked.IsZero() && o.partition >= 0 {
@@ -278,6 +290,10 @@ func (s *partitions) stuck(ctx context.Context, b *batch, idx []int) (held map[t
 	for _, i := range idx {
 		r, o := b.recs[i], b.outs[i]
 		p := o.partition
+		if !unanswered(o.err) {
+			rest++
+			continue
+		}
 		if p < 0 {
 			var ok bool
 			if p, ok = s.partitionOf(ctx, r.Topic, r.Key); !ok {
@@ -297,7 +313,7 @@ func (s *partitions) stuck(ctx context.Context, b *batch, idx []int) (held map[t
 		for a := range acked {
 			otherAcked = otherAcked || a != tp
 		}
-		if specific[tp] || otherAcked || s.isHeld(tp) || s.leaderless(ctx, tp) {
+		if specific[tp] || (otherAcked && !early) || s.isHeld(tp) || s.leaderless(ctx, tp) {
 			held[tp] = is
 		} else {
 			rest += len(is)
@@ -497,7 +513,7 @@ func (s *partitions) cutStalled(ctx context.Context, b *batch, outs []outcome, m
 		if len(idx) == 0 {
 			continue
 		}
-		held, rest := s.stuck(ctx, view, idx)
+		held, rest := s.stuck(ctx, view, idx, true)
 		if rest > 0 || len(held) == 0 {
 			continue
 		}
@@ -511,6 +527,7 @@ func (s *partitions) cutStalled(ctx context.Context, b *batch, outs []outcome, m
 				b.outs[i].err = errStalled
 			}
 		}
+		b.cut = true
 		mu.Unlock()
 		now := time.Now()
 		for tp, is := range held {
@@ -534,7 +551,7 @@ func (s *partitions) settle(ctx context.Context, b *batch, st settled, res *batc
 	if len(st.waiting) == 0 {
 		return
 	}
-	held, rest := s.stuck(ctx, b, st.waiting)
+	held, rest := s.stuck(ctx, b, st.waiting, false)
 	for tp, is := range held {
 		s.hold(tp, b, is, cmp.Or(b.outs[is[0]].err, errUnresolved), now)
 	}

@@ -219,13 +219,6 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		// need not be waited for: the transaction is aborted, so they never
 		// become visible, and the partition is held back.
 		if w.parts.cutStalled(ctx, b, outs, &mu, done, pctx.Done()) {
-			// Aborting would wait for requests in flight to a broker that
-			// does not answer: the lane's next producer fences this one's
-			// transaction instead.
-			if w.lanes[lane] == producer {
-				w.lanes[lane] = nil
-				go producer.Close()
-			}
 			return nil
 		}
 	}
