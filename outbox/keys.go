@@ -142,7 +142,6 @@ type batch struct {
 	krecs  []*kgo.Record
 	outs   []outcome
 	parked map[string]int64 // plan's state: key -> the row its later rows park behind
-	cut    bool             // produce stopped waiting for records of held partitions (partitions.go)
 }
 
 // newBatch returns recs as a batch, with their Kafka records.

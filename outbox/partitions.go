@@ -66,7 +66,6 @@ type partitions struct {
 
 	minHold, maxHold time.Duration
 	pollEvery        time.Duration // the poller's interval while something is held
-	stallAfter       time.Duration // how long a record may stay unanswered before its partition is looked at
 
 	wake chan struct{} // starts the poller
 
@@ -112,15 +111,14 @@ const (
 	askTimeout = time.Second
 )
 
-func newPartitions(cl *kgo.Client, log *slog.Logger, w *waits, produceTimeout time.Duration) *partitions {
+func newPartitions(cl *kgo.Client, log *slog.Logger, w *waits) *partitions {
 	s := &partitions{
 		log: log, waits: w, onHeld: func(int) {}, release: func() {},
 		minHold: time.Second, maxHold: 30 * time.Second, pollEvery: time.Second,
-		stallAfter: min(500*time.Millisecond, produceTimeout/4),
-		wake:       make(chan struct{}, 1),
-		held:       map[topicPartition]*partitionHold{},
-		released:   map[topicPartition]released{},
-		meta:       map[string]topicMeta{},
+		wake:     make(chan struct{}, 1),
+		held:     map[topicPartition]*partitionHold{},
+		released: map[topicPartition]released{},
+		meta:     map[string]topicMeta{},
 	}
 	s.cl.Store(cl)
 	return s
@@ -275,10 +273,8 @@ func unanswered(err error) bool {
 // stuck returns, of the rows idx of b that failed retriably or have no
 // outcome, the partitions for which there is evidence that they, not Kafka
 // as a whole, are the cause (see partitions), with those rows' indexes;
-// rest is how many of idx are not among them. A batch still waiting
-// (early) takes acknowledgements of other partitions for no evidence: a
-// partition slower than the others may only be busy; its leader is asked.
-func (s *partitions) stuck(ctx context.Context, b *batch, idx []int, early bool) (held map[topicPartition][]int, rest int) {
+// rest is how many of idx are not among them.
+func (s *partitions) stuck(ctx context.Context, b *batch, idx []int) (held map[topicPartition][]int, rest int) {
 	acked := map[topicPartition]bool{}
 	for i, o := range b.outs {
 		if !o.acked.IsZero() && o.partition >= 0 {
@@ -313,7 +309,7 @@ func (s *partitions) stuck(ctx context.Context, b *batch, idx []int, early bool)
 		for a := range acked {
 			otherAcked = otherAcked || a != tp
 		}
-		if specific[tp] || (otherAcked && !early) || s.isHeld(tp) || s.leaderless(ctx, tp) {
+		if specific[tp] || otherAcked || s.isHeld(tp) || s.leaderless(ctx, tp) {
 			held[tp] = is
 		} else {
 			rest += len(is)
@@ -469,74 +465,6 @@ func (s *partitions) releaseHold(tp topicPartition, h *partitionHold, reason str
 	s.release()
 }
 
-// errStalled is the error of a record left without an outcome because its
-// partition is held back.
-var errStalled = fmt.Errorf("no answer while its partition is held back: %w", errUnresolved)
-
-// cutStalled waits, with transactions, for the records of a batch being
-// produced (outs, written by their promises under mu) until done or
-// deadline, or until every record still without an outcome stayed so for
-// stallAfter and is of a partition held back (or now held on the evidence
-// of this batch, see partitions). Then it copies the outcomes to b.outs,
-// gives the stalled records errStalled, and reports true: the batch need
-// not wait the produce timeout for them, since its transaction is aborted.
-func (s *partitions) cutStalled(ctx context.Context, b *batch, outs []outcome, mu *sync.Mutex,
-	done <-chan struct{}, deadline <-chan struct{}) bool {
-	start := time.Now()
-	t := time.NewTicker(max(s.stallAfter/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return false
-		case <-deadline:
-			return false
-		case <-t.C:
-		}
-		if time.Since(start) < s.stallAfter {
-			continue
-		}
-		view := &batch{recs: b.recs, outs: make([]outcome, len(outs))}
-		var idx []int
-		mu.Lock()
-		for i := range outs {
-			view.outs[i] = outs[i]
-			view.outs[i].parkErr, view.outs[i].held = b.outs[i].parkErr, b.outs[i].held
-			if view.outs[i].partition < 0 {
-				view.outs[i].partition = b.outs[i].partition
-			}
-			if view.outs[i].acked.IsZero() && view.outs[i].parkErr == "" && !view.outs[i].held {
-				idx = append(idx, i)
-			}
-		}
-		mu.Unlock()
-		if len(idx) == 0 {
-			continue
-		}
-		held, rest := s.stuck(ctx, view, idx, true)
-		if rest > 0 || len(held) == 0 {
-			continue
-		}
-		mu.Lock()
-		for i := range outs {
-			b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
-			if outs[i].partition >= 0 {
-				b.outs[i].partition = outs[i].partition
-			}
-			if b.outs[i].acked.IsZero() && b.outs[i].err == nil && b.outs[i].parkErr == "" && !b.outs[i].held {
-				b.outs[i].err = errStalled
-			}
-		}
-		b.cut = true
-		mu.Unlock()
-		now := time.Now()
-		for tp, is := range held {
-			s.hold(tp, b, is, cmp.Or(b.outs[is[0]].err, errUnresolved), now)
-		}
-		return true
-	}
-}
-
 // settle holds back, after a batch, the partitions its failed rows give
 // evidence against, makes the keys of its held rows wait with their
 // partition, and, when every failure is of a held partition, tells the
@@ -551,7 +479,7 @@ func (s *partitions) settle(ctx context.Context, b *batch, st settled, res *batc
 	if len(st.waiting) == 0 {
 		return
 	}
-	held, rest := s.stuck(ctx, b, st.waiting, false)
+	held, rest := s.stuck(ctx, b, st.waiting)
 	for tp, is := range held {
 		s.hold(tp, b, is, cmp.Or(b.outs[is[0]].err, errUnresolved), now)
 	}

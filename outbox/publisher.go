@@ -214,14 +214,6 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		wg.Wait()
 		close(done)
 	}()
-	if w.cfg.NewLaneProducer != nil && w.parts.on() {
-		// With transactions, records of a partition that does not answer
-		// need not be waited for: the transaction is aborted, so they never
-		// become visible, and the partition is held back.
-		if w.parts.cutStalled(ctx, b, outs, &mu, done, pctx.Done()) {
-			return nil
-		}
-	}
 	select {
 	case <-done:
 		collect()

@@ -211,7 +211,7 @@ func New(d Deps, o Options) *Relay {
 	}
 	w.waits = newWaits(w.minBackoff, w.maxBackoff)
 	cl, _ := d.Producer.(*kgo.Client)
-	w.parts = newPartitions(cl, w.log, w.waits, w.cfg.ProduceTimeout)
+	w.parts = newPartitions(cl, w.log, w.waits)
 	w.parts.onHeld = func(n int) { m.heldPartitions.Set(float64(n)) }
 	w.parts.release = w.kick.kick
 	w.pubs = []*publisher{{w: w, producer: d.Producer}}

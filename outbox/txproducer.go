@@ -16,7 +16,6 @@ type TxProducer interface {
 	BeginTransaction() error
 	EndTransaction(ctx context.Context, commit kgo.TransactionEndTry) error
 	AbortBufferedRecords(ctx context.Context) error
-	UnsafeAbortBufferedRecords()
 }
 
 // laneProducer returns lane's transactional producer, making it with
@@ -84,14 +83,7 @@ func (w *Relay) endTransaction(ctx context.Context, lane int, p TxProducer, b *b
 		}
 		w.log.Warn("outbox: Kafka transaction not committed; aborting it, its rows are published again", "lane", lane, "error", err)
 	}
-	if b.cut {
-		// The records left are of held partitions, whose leader does not
-		// answer: waiting for their requests to resolve could take as long
-		// as the produce timeout. None was acknowledged, and the abort
-		// (which bumps the producer's epoch) leaves them out of every
-		// read_committed view.
-		p.UnsafeAbortBufferedRecords()
-	} else if err := p.AbortBufferedRecords(ctx); err != nil {
+	if err := p.AbortBufferedRecords(ctx); err != nil {
 		w.dropLaneProducer(lane)
 		return false, fmt.Errorf("abort buffered records: %w", err)
 	}
