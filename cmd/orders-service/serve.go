@@ -19,8 +19,6 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -128,9 +126,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, dev bool, welcome 
 	if err != nil {
 		return err
 	}
+	if telemetry.TracesExported(cfg.getenv) {
+		opts.ServerOptions = append(opts.ServerOptions, grpc.StatsHandler(telemetry.GRPCStatsHandler()))
+	} else {
+		opts.Observers = append(opts.Observers, telemetry.ContinueTrace)
+	}
 	opts.Observers = append(opts.Observers, grpcMetrics.UnaryServerInterceptor())
-	opts.ServerOptions = append(opts.ServerOptions,
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))))
 	grpcServer := grpcapi.NewServer(grpcapi.NewHandler(svc, pageKey, log), hs, opts)
 	grpcMetrics.InitializeMetrics(grpcServer)
 
