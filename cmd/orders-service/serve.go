@@ -429,8 +429,8 @@ func migrate(ctx context.Context, cfg config, log *slog.Logger, dev bool) error 
 
 // defaultGCPercent is the garbage collector's GOGC when the environment sets
 // none. The live heap is small (tens of MB) and mostly per-call garbage, so
-// Go's default of 100 collects often: at 200 the collector's share of the
-// CPU per CreateOrder halves, for a peak heap about 1.5 times as large.
+// Go's default of 100 collects often: at 200 the collector's CPU per
+// CreateOrder falls by about 40%, for a peak heap about 1.5 times as large.
 // GOMEMLIMIT, where set, still makes it collect harder near the limit.
 const defaultGCPercent = 200
 
