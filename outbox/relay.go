@@ -101,6 +101,15 @@ type Options struct {
 	// every older producer of its lane (see laneProducer). The relay owns
 	// these producers. Deps.Producer then only tells whether Kafka answers.
 	NewLaneProducer func(lane int) (TxProducer, error)
+	// StallTimeout, with transactions, is how long records of a batch may
+	// stay without an outcome after Kafka acknowledged the batch's last
+	// other record (1s). Past it the batch is cut: its transaction is
+	// aborted, the keys of the records without an outcome wait (keys.go),
+	// and the other rows are published again at once. So a partition that
+	// lost its leader holds a batch for about this long, not ProduceTimeout.
+	// Without transactions records in flight cannot be given up one by one
+	// and a batch waits ProduceTimeout.
+	StallTimeout time.Duration
 	// DrainTimeout bounds the final drain: when Run's ctx ends, the relay
 	// goes on publishing the rows committed until then for at most this
 	// long (5s) while Kafka takes them, then returns. Negative: no drain.
@@ -139,6 +148,8 @@ func (c Options) withDefaults() Options {
 	setDur(&c.BatchDelay, 2*time.Millisecond)
 	setDur(&c.ProduceTimeout, 10*time.Second)
 	setDur(&c.ResolveTimeout, 3*c.ProduceTimeout)
+	c.StallTimeout = max(c.StallTimeout, 0)
+	setDur(&c.StallTimeout, time.Second)
 	setDur(&c.DrainTimeout, 5*time.Second)
 	if c.MaxRecordBytes <= 0 {
 		c.MaxRecordBytes = kafka.ProducerBatchMaxBytes

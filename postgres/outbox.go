@@ -87,11 +87,15 @@ func scanOutboxRecord(row pgx.CollectableRow) (OutboxRecord, error) {
 	return r, err
 }
 
-// MarkOutboxSent marks the rows with the given ids sent inside tx, stamped
-// with the statement's time: after Kafka acknowledged them, where now() would
-// be the publishing transaction's start, before the produce.
+// markOutboxSentSQL marks the rows $1 sent, stamped with the statement's
+// time: after Kafka acknowledged them, where now() would be the publishing
+// transaction's start, before the produce.
+const markOutboxSentSQL = `UPDATE outbox SET sent = true, sent_at = statement_timestamp() WHERE id = ANY($1)`
+
+// MarkOutboxSent marks the rows with the given ids sent inside tx (see
+// markOutboxSentSQL).
 func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
-	tag, err := tx.Exec(ctx, `UPDATE outbox SET sent = true, sent_at = statement_timestamp() WHERE id = ANY($1)`, ids)
+	tag, err := tx.Exec(ctx, markOutboxSentSQL, ids)
 	if err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}
@@ -158,72 +162,12 @@ func (db *DB) OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error) 
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
-// parkedKeysSQL finds which of the given topic and key pairs have a parked
-// row: text keys ($1, $2) through outbox_parked, binary keys ($3, $4)
-// through outbox_parked_bytes. (One join on "key = ... OR key_bytes = ..."
-// can use neither index and reads every parked row per claimed row.)
-const parkedKeysSQL = `
-	SELECT o.topic, o.key, NULL::bytea, min(o.id)
-	FROM outbox o JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS c(topic, key) ON o.topic = c.topic AND o.key = c.key
-	WHERE o.parked_at IS NOT NULL
-	GROUP BY o.topic, o.key
-	UNION ALL
-	SELECT o.topic, NULL, o.key_bytes, min(o.id)
-	FROM outbox o JOIN (SELECT DISTINCT * FROM unnest($3::text[], $4::bytea[])) AS c(topic, key_bytes) ON o.topic = c.topic AND o.key_bytes = c.key_bytes
-	WHERE o.parked_at IS NOT NULL
-	GROUP BY o.topic, o.key_bytes`
-
-// ParkedKeys returns, for each of recs' topic and key pairs that has a
-// parked row, the id of its first parked row, keyed topic + "\x00" + key.
-// The relay parks a row behind an earlier parked row of its key, so that an
-// order's later events never overtake its parked one; a parked row with a
-// higher id holds back nothing before it. Rows with a null key
-// are in no order with each other and are never looked up.
-func ParkedKeys(ctx context.Context, tx pgx.Tx, recs []OutboxRecord) (map[string]int64, error) {
-	textTopics, textKeys := []string{}, []string{}
-	binTopics, binKeys := []string{}, [][]byte{}
-	for _, r := range recs {
-		switch text, bin := splitKey(r.Key); {
-		case text != nil:
-			textTopics, textKeys = append(textTopics, r.Topic), append(textKeys, *text)
-		case bin != nil:
-			binTopics, binKeys = append(binTopics, r.Topic), append(binKeys, bin)
-		}
-	}
-	parked := map[string]int64{}
-	if len(textKeys)+len(binKeys) == 0 {
-		return parked, nil
-	}
-	rows, err := tx.Query(ctx, parkedKeysSQL, textTopics, textKeys, binTopics, binKeys)
-	if err != nil {
-		return nil, fmt.Errorf("look up parked outbox keys: %w", err)
-	}
-	var topic string
-	var key *string
-	var bin []byte
-	var first int64
-	_, err = pgx.ForEachRow(rows, []any{&topic, &key, &bin, &first}, func() error {
-		parked[topic+"\x00"+string(joinKey(key, bin))] = first
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("look up parked outbox keys: %w", err)
-	}
-	return parked, nil
-}
-
-// ParkOutbox parks the rows with the given ids, each with its error: the
-// claim skips them until RedriveOutbox.
-func ParkOutbox(ctx context.Context, tx pgx.Tx, ids []int64, errs []string) error {
-	_, err := tx.Exec(ctx, `
-		UPDATE outbox SET parked_at = now(), last_error = p.err
-		FROM unnest($1::bigint[], $2::text[]) AS p(id, err)
-		WHERE outbox.id = p.id`, ids, errs)
-	if err != nil {
-		return fmt.Errorf("park outbox rows: %w", err)
-	}
-	return nil
-}
+// parkOutboxSQL parks the rows $1, each with its error $2: the claim skips
+// them until RedriveOutbox.
+const parkOutboxSQL = `
+	UPDATE outbox SET parked_at = now(), last_error = p.err
+	FROM unnest($1::bigint[], $2::text[]) AS p(id, err)
+	WHERE outbox.id = p.id`
 
 // ParkedOutboxRow is a parked row as listed for an operator.
 type ParkedOutboxRow struct {

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"maps"
 	"testing"
 
 	"github.com/google/uuid"
@@ -76,7 +77,7 @@ func TestOutboxKeepsEveryKey(t *testing.T) {
 }
 
 // TestParkedNullAndBinaryKeys: a parked row with a binary key holds back
-// later rows of the same bytes (ParkedKeys names it) and re-driving it
+// later rows of the same bytes (the claim names it) and re-driving it
 // brings its key's rows back together; a parked row with a null key holds
 // back nothing and is re-driven alone.
 func TestParkedNullAndBinaryKeys(t *testing.T) {
@@ -100,25 +101,17 @@ func TestParkedNullAndBinaryKeys(t *testing.T) {
 		return out
 	}
 	// Park the first null-keyed, the first binary and the text row.
-	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
-		return postgres.ParkOutbox(ctx, tx, ids(recs[0], recs[1], recs[2]), []string{"test", "test", "test"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	park(t, db, ids(recs[0], recs[1], recs[2])...)
 
-	var parked map[string]int64
-	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
-		var err error
-		parked, err = postgres.ParkedKeys(ctx, tx, recs[3:])
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+	// The claim names, for each of the later rows, its key's first parked
+	// row: the binary key's only.
+	parked := map[string]int64{}
+	for _, r := range recs[3:] {
+		maps.Copy(parked, claimedParked(t, db, laneOfRow(t, db, r.ID)))
 	}
 	want := map[string]int64{"dlq\x00" + string(binKey): recs[1].ID}
-	if len(parked) != len(want) || parked["dlq\x00"+string(binKey)] != recs[1].ID {
-		t.Errorf("ParkedKeys of the later rows = %v, want %v (the binary key only)", parked, want)
+	if !maps.Equal(parked, want) {
+		t.Errorf("parked keys named with the later rows = %v, want %v (the binary key only)", parked, want)
 	}
 
 	list, err := db.ListParkedOutbox(ctx, 10)
@@ -128,12 +121,7 @@ func TestParkedNullAndBinaryKeys(t *testing.T) {
 
 	// The later row of the binary key is parked behind its first, as the
 	// relay does; re-driving the first brings both back, nothing else.
-	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
-		return postgres.ParkOutbox(ctx, tx, ids(recs[3]), []string{"behind"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	park(t, db, recs[3].ID)
 	if n, err := db.RedriveOutbox(ctx, ids(recs[1])); err != nil || n != 2 {
 		t.Errorf("RedriveOutbox(binary key row) = %d, %v; want 2 rows", n, err)
 	}

@@ -44,8 +44,18 @@ func (s *OutboxSkip) Add(r OutboxRecord) {
 	}
 }
 
-// startPublishingSQL bounds how long the session may sit idle in the
-// publishing transaction and commits it without waiting for its WAL flush.
+// lockOutboxLaneSQL starts a publishing transaction: it bounds how long
+// the session may sit idle in it ($1 ms), commits it without waiting for
+// its WAL flush, and takes, without waiting, the global outbox lock in
+// shared mode and then lane $4's lock ($2, $3 and $4). It records the lane
+// it locked, or the empty string when it did not, in the setting
+// orders.outbox_lane, which the claim checks: the claim is sent with this
+// statement in one round trip, so it must find nothing when the lock was
+// not taken.
+//
+// Relays from before lanes take the global lock exclusively (TryLockOutbox),
+// so during a rolling upgrade an old relay and a new one never publish at
+// once, while new ones share it.
 //
 // synchronous_commit = off is sound here, and only here: this transaction
 // writes nothing but the marks (sent, parked) of rows whose records Kafka
@@ -55,58 +65,39 @@ func (s *OutboxSkip) Add(r OutboxRecord) {
 // which the contract allows (at least once); WAL is flushed in order, so the
 // marks of a key's later rows are lost with its earlier ones and the key is
 // republished in order. A lost park is redone when the row is claimed again.
-const startPublishingSQL = `
-	SELECT set_config('idle_in_transaction_session_timeout', $1, true),
-	       set_config('synchronous_commit', 'off', true)`
-
-// lockOutboxLaneSQL takes, without waiting, the global outbox lock in
-// shared mode and then the lane's lock. Relays from before lanes take the
-// global lock exclusively (TryLockOutbox), so during a rolling upgrade an
-// old relay and a new one never publish at once, while new ones share it.
 const lockOutboxLaneSQL = `
-	SELECT CASE WHEN pg_try_advisory_xact_lock_shared($1) THEN pg_try_advisory_xact_lock($2, $3) ELSE false END`
-
-// TryLockOutboxLane takes lane's lock for the rest of tx, reporting false
-// without waiting when another session holds the lane or an older relay
-// holds the whole outbox.
-func TryLockOutboxLane(ctx context.Context, tx pgx.Tx, lane int) (bool, error) {
-	var ok bool
-	err := tx.QueryRow(ctx, lockOutboxLaneSQL, OutboxLockKey, outboxLaneLockClass, int32(lane)).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("try outbox lane %d lock: %w", lane, err)
-	}
-	return ok, nil
-}
+	SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+	       set_config('synchronous_commit', 'off', true),
+	       set_config('orders.outbox_lane',
+	           CASE WHEN pg_try_advisory_xact_lock_shared($2) AND pg_try_advisory_xact_lock($3, $4) THEN $4::int::text ELSE '' END,
+	           true) <> ''`
 
 // claimOutboxLaneSQL reads a lane's rows neither sent nor parked, in id
 // order, through outbox_unsent_lane, leaving out the rows of keys that wait
-// for a retry ($3 ids, $4/$5 text keys, $6/$7 binary keys).
+// for a retry ($3 ids, $4/$5 text keys, $6/$7 binary keys), and only when
+// this transaction holds the lane's lock (lockOutboxLaneSQL): a one-time
+// filter, checked before the scan. With each row it reads the first parked
+// row of its topic and key, if any (through outbox_parked and
+// outbox_parked_bytes, which hold only parked rows), so that the relay parks
+// a row only behind an earlier parked row of its key. Rows with a null key
+// are in no order with each other and are never looked up.
 const claimOutboxLaneSQL = `
-	SELECT id, event_id::text, topic, key, key_bytes, headers, payload, created_at
-	FROM outbox
-	WHERE NOT sent AND parked_at IS NULL
+	SELECT id, event_id::text, topic, key, key_bytes, headers, payload, created_at,
+	       CASE WHEN key IS NOT NULL THEN
+	                (SELECT min(p.id) FROM outbox p WHERE p.parked_at IS NOT NULL AND p.topic = o.topic AND p.key = o.key)
+	            WHEN key_bytes IS NOT NULL THEN
+	                (SELECT min(p.id) FROM outbox p WHERE p.parked_at IS NOT NULL AND p.key_bytes IS NOT NULL
+	                   AND p.topic = o.topic AND p.key_bytes = o.key_bytes)
+	       END
+	FROM outbox o
+	WHERE current_setting('orders.outbox_lane', true) = $1::int::text
+	  AND NOT sent AND parked_at IS NULL
 	  AND ` + outboxLaneSQL + ` = $1
 	  AND id <> ALL($3::bigint[])
 	  AND NOT coalesce((topic, key) IN (SELECT * FROM unnest($4::text[], $5::text[])), false)
 	  AND NOT coalesce((topic, key_bytes) IN (SELECT * FROM unnest($6::text[], $7::bytea[])), false)
 	ORDER BY id
 	LIMIT $2`
-
-// ClaimOutboxLane reads up to limit of lane's rows neither sent nor parked
-// nor left out by skip, in id order. Callers hold the lane's lock, which is
-// what keeps two publishers from publishing the same rows.
-func ClaimOutboxLane(ctx context.Context, tx pgx.Tx, lane, limit int, skip OutboxSkip) ([]OutboxRecord, error) {
-	rows, err := tx.Query(ctx, claimOutboxLaneSQL, lane, limit,
-		nonNil(skip.IDs), nonNil(skip.TextTopics), nonNil(skip.TextKeys), nonNil(skip.BinTopics), nonNil(skip.BinKeys))
-	if err != nil {
-		return nil, fmt.Errorf("claim outbox lane %d: %w", lane, err)
-	}
-	recs, err := pgx.CollectRows(rows, scanOutboxRecord)
-	if err != nil {
-		return nil, fmt.Errorf("claim outbox lane %d: %w", lane, err)
-	}
-	return recs, nil
-}
 
 // nonNil returns s, or an empty slice for nil, so that it is sent as an
 // empty array rather than NULL.
@@ -141,45 +132,112 @@ func (db *DB) ActiveOutboxLanes(ctx context.Context) ([]int, error) {
 // without waiting, when another session holds it), claims up to limit rows
 // of the lane neither sent nor parked nor left out by skip and, when there
 // are any, calls publish with them and, for each of their topics and keys
-// that has a parked row, the id of its first (see ParkedKeys). It parks and
-// marks sent the rows publish names, then commits; an error of publish
-// rolls the transaction back. The lock and the claim are held while publish
-// runs, so no other publisher publishes in the lane meanwhile.
+// that has a parked row, the id of its first (keyed topic + "\x00" + key).
+// It parks and marks sent the rows publish names, then commits; an error of
+// publish rolls the transaction back. The lock and the claim are held while
+// publish runs, so no other publisher publishes in the lane meanwhile.
+//
+// The transaction takes two round trips: BEGIN, the lock and the claim are
+// sent together, and so are the marks and COMMIT.
 func (db *DB) PublishOutboxLane(ctx context.Context, lane, limit int, idle time.Duration, skip OutboxSkip,
 	publish func(recs []OutboxRecord, parked map[string]int64) (OutboxMarks, error)) (busy bool, err error) {
-	err = db.InTx(ctx, false, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, startPublishingSQL, strconv.FormatInt(idle.Milliseconds(), 10)); err != nil {
-			return fmt.Errorf("start publishing: %w", err)
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("publish outbox lane %d: %w", lane, classify(err))
+	}
+	// A transaction left open (an error, a failed COMMIT) is rolled back;
+	// a connection that cannot even do that is closed by Release.
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+			cancel()
 		}
-		locked, err := TryLockOutboxLane(ctx, tx, lane)
+		conn.Release()
+	}()
+
+	var b pgx.Batch
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue(lockOutboxLaneSQL, strconv.FormatInt(idle.Milliseconds(), 10), OutboxLockKey, outboxLaneLockClass, int32(lane))
+	b.Queue(claimOutboxLaneSQL, lane, limit,
+		nonNil(skip.IDs), nonNil(skip.TextTopics), nonNil(skip.TextKeys), nonNil(skip.BinTopics), nonNil(skip.BinKeys))
+	var (
+		locked bool
+		recs   []OutboxRecord
+		parked = map[string]int64{}
+	)
+	err = func() error {
+		br := conn.SendBatch(ctx, &b)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if err := br.QueryRow().Scan(nil, nil, &locked); err != nil {
+			return fmt.Errorf("try lane lock: %w", err)
+		}
+		rows, err := br.Query()
 		if err != nil {
-			return err
+			return fmt.Errorf("claim: %w", err)
 		}
-		if !locked {
-			busy = true
-			return nil
-		}
-		recs, err := ClaimOutboxLane(ctx, tx, lane, limit, skip)
-		if err != nil || len(recs) == 0 {
-			return err
-		}
-		parked, err := ParkedKeys(ctx, tx, recs)
-		if err != nil {
-			return err
-		}
-		marks, err := publish(recs, parked)
-		if err != nil {
-			return err
-		}
-		if len(marks.Parked) > 0 {
-			if err := ParkOutbox(ctx, tx, marks.Parked, marks.ParkErrs); err != nil {
-				return err
+		recs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
+			var r OutboxRecord
+			var key *string
+			var keyBytes []byte
+			var firstParked *int64
+			err := row.Scan(&r.ID, &r.EventID, &r.Topic, &key, &keyBytes, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt, &firstParked)
+			r.Key = joinKey(key, keyBytes)
+			if firstParked != nil {
+				parked[r.Topic+"\x00"+string(r.Key)] = *firstParked
 			}
+			return r, err
+		})
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
 		}
-		if len(marks.Sent) > 0 {
-			return MarkOutboxSent(ctx, tx, marks.Sent)
+		return br.Close()
+	}()
+	if err != nil {
+		return false, fmt.Errorf("publish outbox lane %d: %w", lane, classify(err))
+	}
+	if !locked || len(recs) == 0 {
+		return !locked, nil // the deferred ROLLBACK releases the locks
+	}
+	marks, err := publish(recs, parked)
+	if err != nil {
+		return false, err
+	}
+	var end pgx.Batch
+	if len(marks.Parked) > 0 {
+		end.Queue(parkOutboxSQL, marks.Parked, marks.ParkErrs)
+	}
+	if len(marks.Sent) > 0 {
+		end.Queue(markOutboxSentSQL, marks.Sent)
+	}
+	end.Queue("COMMIT")
+	br := conn.SendBatch(ctx, &end)
+	defer br.Close()
+	if len(marks.Parked) > 0 {
+		if _, err := br.Exec(); err != nil {
+			return false, fmt.Errorf("publish outbox lane %d: park rows: %w", lane, classify(err))
 		}
-		return nil
-	})
-	return busy, err
+	}
+	var sentErr error
+	if len(marks.Sent) > 0 {
+		tag, err := br.Exec()
+		if err != nil {
+			return false, fmt.Errorf("publish outbox lane %d: mark rows sent: %w", lane, classify(err))
+		}
+		// The COMMIT is already sent: every row it marks was acknowledged,
+		// so the marks stand; a row missing from them stays unsent.
+		if tag.RowsAffected() != int64(len(marks.Sent)) {
+			sentErr = fmt.Errorf("publish outbox lane %d: marked %d of %d rows sent", lane, tag.RowsAffected(), len(marks.Sent))
+		}
+	}
+	if _, err := br.Exec(); err != nil {
+		return false, fmt.Errorf("publish outbox lane %d: commit: %w", lane, classify(err))
+	}
+	if err := br.Close(); err != nil {
+		return false, fmt.Errorf("publish outbox lane %d: commit: %w", lane, classify(err))
+	}
+	return false, sentErr
 }

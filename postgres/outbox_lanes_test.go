@@ -149,22 +149,52 @@ func TestClaimSkipsWaitingKeys(t *testing.T) {
 	}
 }
 
-// TestParkedKeysNamesTheFirstParkedRow: ParkedKeys gives the first parked
-// row of a key, so the relay parks a row only behind an earlier one.
-func TestParkedKeysNamesTheFirstParkedRow(t *testing.T) {
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	ids := insertRows(t, db, "k", "k", "k")
-	if _, err := db.Pool.Exec(ctx, `UPDATE outbox SET parked_at = now() WHERE id = ANY($1)`, []int64{ids[1], ids[2]}); err != nil {
+// park parks the rows with the given ids, as the relay does.
+func park(t *testing.T, db *postgres.DB, ids ...int64) {
+	t.Helper()
+	if _, err := db.Pool.Exec(context.Background(), `UPDATE outbox SET parked_at = now(), last_error = 'test' WHERE id = ANY($1)`, ids); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// laneOfRow returns the lane of the row with the given id, as the index
+// computes it.
+func laneOfRow(t *testing.T, db *postgres.DB, id int64) int {
+	t.Helper()
+	var lane int
+	err := db.Pool.QueryRow(context.Background(),
+		`SELECT hashtext(coalesce(key, encode(key_bytes, 'hex'), id::text)) & 15 FROM outbox WHERE id = $1`, id).Scan(&lane)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lane
+}
+
+// claimedParked claims lane's rows without marking any and returns the
+// first parked row of each claimed key that has one, as PublishOutboxLane
+// gives them to the relay.
+func claimedParked(t *testing.T, db *postgres.DB, lane int) map[string]int64 {
+	t.Helper()
 	var parked map[string]int64
-	err := db.InTx(ctx, false, func(tx pgx.Tx) error {
-		var err error
-		parked, err = postgres.ParkedKeys(ctx, tx, []postgres.OutboxRecord{{ID: ids[0], Topic: "orders.events", Key: []byte("k")}})
-		return err
-	})
-	if err != nil || len(parked) != 1 || parked["orders.events\x00k"] != ids[1] {
-		t.Fatalf("ParkedKeys = %v, %v; want k's first parked row %d", parked, err, ids[1])
+	_, err := db.PublishOutboxLane(context.Background(), lane, 1000, 10*time.Second, postgres.OutboxSkip{},
+		func(_ []postgres.OutboxRecord, p map[string]int64) (postgres.OutboxMarks, error) {
+			parked = p
+			return postgres.OutboxMarks{}, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parked
+}
+
+// TestClaimNamesTheFirstParkedRow: the claim gives each claimed key's
+// first parked row, so the relay parks a row only behind an earlier one.
+func TestClaimNamesTheFirstParkedRow(t *testing.T) {
+	db := pgtest.NewDB(t)
+	ids := insertRows(t, db, "k", "k", "k")
+	park(t, db, ids[1], ids[2])
+	parked := claimedParked(t, db, laneOf(t, db, "k"))
+	if len(parked) != 1 || parked["orders.events\x00k"] != ids[1] {
+		t.Fatalf("parked keys = %v; want k's first parked row %d", parked, ids[1])
 	}
 }

@@ -3,8 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,9 +20,9 @@ type IndexedQuery struct {
 }
 
 // IndexedQueries returns the hot statements whose plans must stay index
-// scans: GetOrders' first and later pages for userID, the relay's claim and
-// its look-up of parked keys (text and binary), and the inbox processor's
-// claim, with the batch sizes the workers use.
+// scans: GetOrders' first and later pages for userID, the relay's claim
+// with its look-up of parked keys (text and binary), and the inbox
+// processor's claim, with the batch sizes the workers use.
 func IndexedQueries(userID string) []IndexedQuery {
 	cursor := time.Now().UTC().Truncate(time.Microsecond)
 	const anyID = "00000000-0000-7000-8000-000000000000"
@@ -37,28 +35,11 @@ func IndexedQueries(userID string) []IndexedQuery {
 			Table: "outbox", Index: "outbox_unsent_lane"},
 		{Name: "inbox processor claim", SQL: claimInboxSQL, Args: []any{50},
 			Table: "inbox", Index: "inbox_pending"},
-		{Name: "outbox parked keys (text)", SQL: parkedKeysSQL, Args: parkedKeysArgs("orders.events", false),
+		{Name: "outbox lane claim's parked rows (text keys)", SQL: claimOutboxLaneSQL, Args: []any{3, 1000, "{}", "{}", "{}", "{}", "{}"},
 			Table: "outbox", Index: "outbox_parked"},
-		{Name: "outbox parked keys (binary)", SQL: parkedKeysSQL, Args: parkedKeysArgs("payments.events.dlq", true),
+		{Name: "outbox lane claim's parked rows (binary keys)", SQL: claimOutboxLaneSQL, Args: []any{3, 1000, "{}", "{}", "{}", "{}", "{}"},
 			Table: "outbox", Index: "outbox_parked_bytes"},
 	}
-}
-
-// parkedKeysArgs returns ParkedKeys' array arguments, as literals, for a
-// relay batch of 1000 rows of topic with text keys or with binary ones.
-func parkedKeysArgs(topic string, binary bool) []any {
-	topics, keys := make([]string, 1000), make([]string, 1000)
-	for i := range topics {
-		topics[i], keys[i] = topic, "order-"+strconv.Itoa(i)
-		if binary {
-			keys[i] = fmt.Sprintf(`"\\xff00%04x"`, i)
-		}
-	}
-	list := func(elems []string) string { return "{" + strings.Join(elems, ",") + "}" }
-	if binary {
-		return []any{"{}", "{}", list(topics), list(keys)}
-	}
-	return []any{list(topics), list(keys), "{}", "{}"}
 }
 
 // planFixture fills the tables for LoadPlanFixture; each statement takes

@@ -202,6 +202,29 @@ func (c *cluster) tryLeaders(ctx context.Context, topic string) (map[int32]int32
 	return out, nil
 }
 
+// movedOff waits until no partition of any topic, the internal ones
+// (__transaction_state, __consumer_offsets) included, is led by node, except
+// those of keep: the cluster has moved what it can off a dead broker.
+func (c *cluster) movedOff(t *testing.T, node int32, keep string) {
+	t.Helper()
+	poll.Eventually(t, 120*time.Second, fmt.Sprintf("partitions moved off node %d", node), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		td, err := c.adm.ListTopicsWithInternal(ctx)
+		if err != nil {
+			return false
+		}
+		for topic, d := range td {
+			for _, p := range d.Partitions {
+				if p.Leader == node && topic != keep {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 // busiestLeader is the node leading the most partitions of topic, once the
 // topic exists and every partition has a leader: orders are acknowledged
 // before the replicas have created their topics (they wait in the outbox).
