@@ -62,6 +62,19 @@ func newProducer(t *testing.T, addr string) *kgo.Client {
 	return cl
 }
 
+// warmUp produces one record (with no ce_id, so no test mistakes it for an
+// event) to topic through p and waits for its acknowledgement: p is then
+// connected, has the topic's metadata and its producer id, so its next
+// produce request goes out at once.
+func warmUp(t *testing.T, p *kgo.Client, topic string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("warm-up")}).FirstErr(); err != nil {
+		t.Fatalf("warming up the producer: %v", err)
+	}
+}
+
 func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Options) (*Relay, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
