@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -62,6 +63,19 @@ func newProducer(t *testing.T, addr string) *kgo.Client {
 	return cl
 }
 
+// warmUp produces one record (with no ce_id, so no test mistakes it for an
+// event) to topic through p and waits for its acknowledgement: p is then
+// connected, has the topic's metadata and its producer id, so its next
+// produce request goes out at once.
+func warmUp(t *testing.T, p *kgo.Client, topic string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("warm-up")}).FirstErr(); err != nil {
+		t.Fatalf("warming up the producer: %v", err)
+	}
+}
+
 func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Options) (*Relay, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -75,6 +89,19 @@ func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Options) (*Relay, 
 	w := New(Deps{Store: db, Producer: p, Metrics: m,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))}, cfg)
 	return w, reg
+}
+
+// unshared makes w try every lane, as a relay does while its lane-sharing
+// session is unavailable, so that a test can put two relays in one lane.
+func unshared(w *Relay) *Relay {
+	w.db = noSharing{w.db}
+	return w
+}
+
+type noSharing struct{ Store }
+
+func (noSharing) NewLaneOwner(context.Context) (*postgres.LaneOwner, error) {
+	return nil, errors.New("lane sharing off in this test")
 }
 
 // start runs w until the returned stop is called (or the test ends) and

@@ -265,7 +265,7 @@ func partitionSpecific(err error) bool {
 // answer, or an error of the partition. An error of the producer or its
 // transaction (fenced, aborted) says nothing of the partition.
 func unanswered(err error) bool {
-	return err == nil || errors.Is(err, errUnresolved) || errors.Is(err, context.DeadlineExceeded) ||
+	return err == nil || errors.Is(err, errUnresolved) || errors.Is(err, errStalledRecord) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
 		partitionSpecific(err)
 }

@@ -165,6 +165,7 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	var (
 		mu      sync.Mutex
 		pending int
+		lastAck time.Time // the latest acknowledgement of the batch
 		wg      sync.WaitGroup
 	)
 	for i := range b.recs {
@@ -192,6 +193,7 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 				return
 			}
 			outs[i].acked = time.Now()
+			lastAck = outs[i].acked
 		})
 	}
 	collect := func() {
@@ -204,6 +206,33 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 			}
 		}
 	}
+	// cut gives up on the records without an outcome when the rest of the
+	// batch was acknowledged more than StallTimeout ago (see Options).
+	cut := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if pending == 0 || lastAck.IsZero() || time.Since(lastAck) < w.cfg.StallTimeout {
+			return false
+		}
+		for i := range outs {
+			b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
+			if outs[i].partition >= 0 {
+				b.outs[i].partition = outs[i].partition
+			}
+			if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" && !b.outs[i].held {
+				b.outs[i].err = errStalledRecord
+			}
+		}
+		w.log.Warn("outbox batch cut: records without an outcome long after the rest were acknowledged; their keys wait, the other rows are published again",
+			"lane", lane, "unanswered", pending, "of", len(b.recs), "stall_timeout", w.cfg.StallTimeout)
+		return true
+	}
+	var stallCheck <-chan time.Time
+	if _, tx := producer.(TxProducer); tx {
+		t := time.NewTicker(max(w.cfg.StallTimeout/4, 10*time.Millisecond))
+		defer t.Stop()
+		stallCheck = t.C
+	}
 
 	// The batch is complete: waiting for the linger to fill it further
 	// would only hold the transaction (and its connection) open longer.
@@ -214,11 +243,19 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		wg.Wait()
 		close(done)
 	}()
-	select {
-	case <-done:
-		collect()
-		return nil
-	case <-pctx.Done():
+wait:
+	for {
+		select {
+		case <-done:
+			collect()
+			return nil
+		case <-stallCheck:
+			if cut() {
+				return nil
+			}
+		case <-pctx.Done():
+			break wait
+		}
 	}
 	grace := time.NewTimer(failGrace)
 	defer grace.Stop()
@@ -305,7 +342,10 @@ func (p *publisher) send(ctx context.Context, lane int, b *batch) (committed boo
 	return w.endTransaction(ectx, lane, lp, b)
 }
 
-var errUnresolved = errors.New("records unresolved")
+var (
+	errUnresolved    = errors.New("records unresolved")
+	errStalledRecord = errors.New("no outcome long after the rest of its batch was acknowledged")
+)
 
 // replaceProducer closes the producer whose records stayed without an
 // outcome, while the caller still holds the claim, and installs a new one

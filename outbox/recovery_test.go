@@ -14,10 +14,11 @@ import (
 )
 
 // TestRelayNoticesReturningBroker: after an outage long enough for every
-// backoff to have grown, the relay publishes its backlog within a second of
-// the broker accepting connections again, whether the broker returns while
-// the relay waits for a batch's acknowledgements (franz-go's own retries
-// must not have backed off for seconds) or while the relay backs off after
+// backoff to have grown, the relay sends the first row of its backlog
+// within a second (plus what one batch took before the outage) of the
+// broker accepting connections again, whether the broker returns while the
+// relay waits for a batch's acknowledgements (franz-go's own retries must
+// not have backed off for seconds) or while the relay backs off after
 // failed batches (its backoff, up to 5 s, must end when the broker answers).
 // The producer has the service's client options (kafka.NewClient). kfake in
 // both modes: the test cuts the broker's listener.
@@ -66,7 +67,9 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 			start(t, w)
 
 			createOrder(t, svc, "before")
+			committed := time.Now()
 			poll.Eventually(t, 10*time.Second, "first order sent", func() bool { return countUnsent(t, db) == 0 })
+			baseline := time.Since(committed)
 
 			ln.setDown(true)
 			down := time.Now()
@@ -80,11 +83,25 @@ func TestRelayNoticesReturningBroker(t *testing.T) {
 
 			ln.setDown(false)
 			back := time.Now()
+			poll.Eventually(t, 30*time.Second, "a row of the backlog sent", func() bool { return countUnsent(t, db) < 20 })
+			noticed := time.Since(back)
 			poll.Eventually(t, 30*time.Second, "backlog sent", func() bool { return countUnsent(t, db) == 0 })
 			took := time.Since(back)
-			t.Logf("outage of %s; backlog sent %s after the broker accepted connections again", back.Sub(down).Round(time.Millisecond), took.Round(time.Millisecond))
-			if took > time.Second {
-				t.Errorf("backlog sent %s after the broker returned, want within 1s", took.Round(time.Millisecond))
+			t.Logf("outage of %s; after the broker accepted connections again, the first row of the backlog was sent in %s, all in %s (the first order, before the outage: %s)",
+				back.Sub(down).Round(time.Millisecond), noticed.Round(time.Millisecond), took.Round(time.Millisecond), baseline.Round(time.Millisecond))
+			// The relay's (and its client's) waiting is what this test is
+			// about: one that sat out its backoff or franz-go's default
+			// retry backoff would send nothing for seconds. Noticing takes
+			// a probe or a retry (100ms each), then one lane's batch
+			// sends the first row; the bound adds what a batch on a fresh
+			// connection took before the outage in this same run. The
+			// rest of the backlog takes one batch per lane, milliseconds
+			// each on an idle machine but over a second in all on a loaded
+			// one (two cores, several race-enabled test binaries): its
+			// time measures the machine, and is only logged.
+			if limit := time.Second + baseline; noticed > limit {
+				t.Errorf("first row of the backlog sent %s after the broker returned, want within %s (1s + the first order's %s)",
+					noticed.Round(time.Millisecond), limit.Round(time.Millisecond), baseline.Round(time.Millisecond))
 			}
 		})
 	}

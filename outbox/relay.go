@@ -37,6 +37,9 @@ type Store interface {
 	PublishOutboxLane(ctx context.Context, lane, limit int, idle time.Duration, skip postgres.OutboxSkip,
 		publish func(recs []postgres.OutboxRecord, firstParked map[string]int64) (postgres.OutboxMarks, error)) (busy bool, err error)
 	ActiveOutboxLanes(ctx context.Context) ([]int, error)
+	// NewLaneOwner opens the session by which this relay holds its share
+	// of the lanes (share.go).
+	NewLaneOwner(ctx context.Context) (*postgres.LaneOwner, error)
 	DeleteSentOutbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
 	CountUnsentOutbox(ctx context.Context, limit int) (int64, error)
 	OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error)
@@ -102,6 +105,15 @@ type Options struct {
 	// every older producer of its lane (see laneProducer). The relay owns
 	// these producers. Deps.Producer then only tells whether Kafka answers.
 	NewLaneProducer func(lane int) (TxProducer, error)
+	// StallTimeout, with transactions, is how long records of a batch may
+	// stay without an outcome after Kafka acknowledged the batch's last
+	// other record (1s). Past it the batch is cut: its transaction is
+	// aborted, the keys of the records without an outcome wait (keys.go),
+	// and the other rows are published again at once. So a partition that
+	// lost its leader holds a batch for about this long, not ProduceTimeout.
+	// Without transactions records in flight cannot be given up one by one
+	// and a batch waits ProduceTimeout.
+	StallTimeout time.Duration
 	// DrainTimeout bounds the final drain: when Run's ctx ends, the relay
 	// goes on publishing the rows committed until then for at most this
 	// long (5s) while Kafka takes them, then returns. Negative: no drain.
@@ -140,6 +152,8 @@ func (c Options) withDefaults() Options {
 	setDur(&c.BatchDelay, 2*time.Millisecond)
 	setDur(&c.ProduceTimeout, 10*time.Second)
 	setDur(&c.ResolveTimeout, 3*c.ProduceTimeout)
+	c.StallTimeout = max(c.StallTimeout, 0)
+	setDur(&c.StallTimeout, time.Second)
 	setDur(&c.DrainTimeout, 5*time.Second)
 	if c.MaxRecordBytes <= 0 {
 		c.MaxRecordBytes = kafka.ProducerBatchMaxBytes
@@ -176,10 +190,15 @@ type Relay struct {
 	waits *waits
 	parts *partitions
 
-	pubs  []*publisher
-	taken [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
-	lanes [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
-	kick  kicker
+	pubs         []*publisher
+	taken        [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
+	owned        [postgres.OutboxLanes]atomic.Bool // this relay's share of the lanes (share.go)
+	owner        *postgres.LaneOwner               // the session holding them, used by shareLanes only
+	ownerOK      atomic.Bool                       // owner holds this relay's share; false: every lane is tried
+	shareFailing bool                              // shareLanes logged that sharing is unavailable
+	members      atomic.Int64                      // relays sharing the lanes, this one included; 0: unknown
+	lanes        [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
+	kick         kicker
 
 	minBackoff, maxBackoff time.Duration
 	probeInterval          time.Duration // how often a backoff after a Kafka failure asks whether the broker answers
@@ -245,8 +264,13 @@ func (w *Relay) Run(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
+	w.shareLanes(ctx)
+	defer w.closeOwner()
 	var wg sync.WaitGroup
 	wg.Go(func() { w.parts.poll(bg) })
+	wg.Go(func() {
+		periodic.Run(bg, min(w.cfg.PollInterval, shareInterval), func(ctx context.Context) error { w.shareLanes(ctx); return nil }, nil)
+	})
 	wg.Go(func() {
 		periodic.Run(bg, w.cfg.RetentionInterval, w.retention, func(err error) {
 			w.log.Warn("outbox retention failed, will retry", "error", err)

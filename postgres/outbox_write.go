@@ -144,38 +144,8 @@ func decodeRune[S string | []byte](s S) (rune, int) {
 	panic("unreachable")
 }
 
-// headerList decodes a jsonb column written by encodeHeaders, in one pass
-// rather than through Header.UnmarshalJSON for each header: it runs for
-// every event the relay claims and every inbox row the processor claims.
+// headerList decodes a jsonb column written by encodeHeaders (decodeHeaders).
 type headerList []Header
-
-// UnmarshalJSON decodes b as Header.UnmarshalJSON decodes each header.
-func (l *headerList) UnmarshalJSON(b []byte) error {
-	var js []jsonHeader
-	if err := json.Unmarshal(b, &js); err != nil {
-		return err
-	}
-	if js == nil {
-		*l = nil
-		return nil
-	}
-	hs := make([]Header, len(js))
-	for i, j := range js {
-		hs[i].Key = j.Key
-		switch {
-		case j.Value != nil:
-			hs[i].Value = []byte(*j.Value)
-		case j.ValueBase64 != nil:
-			v, err := base64.StdEncoding.DecodeString(*j.ValueBase64)
-			if err != nil {
-				return fmt.Errorf("header %q: %w", j.Key, err)
-			}
-			hs[i].Value = v
-		}
-	}
-	*l = hs
-	return nil
-}
 
 func containsNUL(b []byte) bool {
 	for _, c := range b {
@@ -311,14 +281,18 @@ func (w *OrderWriter) write(ctx context.Context, tx pgx.Tx, events []orders.Even
 }
 
 // startSpan starts the "outbox.write" span whose trace the events' rows
-// carry.
+// carry. Its attributes are built only when it is recorded: without an
+// exporter, for every order written, they would be thrown away.
 func (w *OrderWriter) startSpan(ctx context.Context, events []orders.Event) (context.Context, trace.Span) {
-	attrs := []attribute.KeyValue{attribute.Int("orders.event_count", len(events))}
-	if len(events) == 1 {
-		attrs = append(attrs, attribute.String("orders.order_id", events[0].EventOrderID()),
-			attribute.String("cloudevents.event_type", events[0].EventType()))
+	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write")
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("orders.event_count", len(events)))
+		if len(events) == 1 {
+			span.SetAttributes(attribute.String("orders.order_id", events[0].EventOrderID()),
+				attribute.String("cloudevents.event_type", events[0].EventType()))
+		}
 	}
-	return telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
 // messages encodes events as outbox messages, each continuing the trace

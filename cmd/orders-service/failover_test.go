@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -414,42 +415,63 @@ func TestClusterBelowMinISR(t *testing.T) {
 // OrderFinished.
 func TestClusterLeaderCutOffMidProduce(t *testing.T) {
 	c := needCluster(t)
-	dsn := pgtest.NewEmptyDSN(t)
-	names := uniqueNames("cutoff")
-	env := c.replicaEnv(dsn, names)
-	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
-	topic := names["KAFKA_TOPIC"]
-
-	stop := make(chan struct{})
-	l := startLoad(t, 1500, true, stop, rs...)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-	}()
-	poll.Eventually(t, 60*time.Second, "orders flowing", func() bool { return l.acked.Load() >= 200 || l.failed() })
-	node := c.busiestLeader(t, topic)
-	var led []int32
-	for p, leader := range c.leaders(t, topic) {
-		if leader == int32(node) {
-			led = append(led, p)
-		}
-	}
-	stoppedAt := time.Now()
-	c.signal(t, node, syscall.SIGSTOP)
-	t.Logf("SIGSTOPped node %d, leader of partitions %v", node, led)
-	moved := waitPublishing(t, c, topic, led, node, stoppedAt, 90*time.Second)
-	c.signal(t, node, syscall.SIGCONT)
-	t.Logf("partitions moved and written again %v after the stop; node %d resumed", moved.Round(time.Millisecond), node)
-	close(stop)
-	ids := l.wait(t)
+	x := c.stopBusiestLeader(t, "cutoff", 1500)
+	moved := waitPublishing(t, c, x.topic, x.led, x.node, x.stoppedAt, 90*time.Second)
+	x.resume()
+	t.Logf("partitions moved and written again %v after the stop; node %d resumed", moved.Round(time.Millisecond), x.node)
+	x.endLoad()
+	ids := x.load.wait(t)
 
 	poll.Eventually(t, 120*time.Second, "the outbox empty", func() bool {
-		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
+		return queryInt(t, x.dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
-	st, su := checkIsolations(t, c, topic, ids, typeCreated, typeFinished)
+	st, su := checkIsolations(t, c, x.topic, ids, typeCreated, typeFinished)
 	t.Logf("SUMMARY leader cut off: orders=%d events=%d records=%d duplicates_read_committed=%d duplicates_read_uncommitted=%d stopped_node=%d stop_to_publishing=%v",
-		len(ids), st.events, st.records, st.duplicates, su.duplicates, node, moved.Round(time.Millisecond))
+		len(ids), st.events, st.records, st.duplicates, su.duplicates, x.node, moved.Round(time.Millisecond))
+}
+
+// cutOff is a run whose busiest leader was frozen under load
+// (stopBusiestLeader).
+type cutOff struct {
+	dsn, topic string
+	load       *load
+	node       int       // the frozen broker
+	led        []int32   // the partitions it led when frozen
+	stoppedAt  time.Time // when it was frozen
+	endLoad    func()    // lets the load stop once it has its minimum
+	resume     func()    // SIGCONTs the node (once)
+}
+
+// stopBusiestLeader starts two replicas on a fresh database (names
+// prefixed prefix) and a load of at least min orders through them, each
+// finished right after creation; once 200 are acknowledged, it freezes
+// (SIGSTOP) the broker leading the most partitions of the events topic.
+// The load is ended and the broker resumed when the test ends, if the test
+// has not done so.
+func (c *cluster) stopBusiestLeader(t *testing.T, prefix string, min int) *cutOff {
+	t.Helper()
+	x := &cutOff{dsn: pgtest.NewEmptyDSN(t)}
+	names := uniqueNames(prefix)
+	env := c.replicaEnv(x.dsn, names)
+	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
+	x.topic = names["KAFKA_TOPIC"]
+
+	stop := make(chan struct{})
+	x.endLoad = sync.OnceFunc(func() { close(stop) })
+	x.load = startLoad(t, min, true, stop, rs...)
+	t.Cleanup(x.endLoad)
+	poll.Eventually(t, 60*time.Second, "orders flowing", func() bool { return x.load.acked.Load() >= 200 || x.load.failed() })
+	x.node = c.busiestLeader(t, x.topic)
+	for p, leader := range c.leaders(t, x.topic) {
+		if leader == int32(x.node) {
+			x.led = append(x.led, p)
+		}
+	}
+	slices.Sort(x.led)
+	x.stoppedAt = time.Now()
+	c.signal(t, x.node, syscall.SIGSTOP)
+	x.resume = sync.OnceFunc(func() { c.signal(t, x.node, syscall.SIGCONT) })
+	t.Cleanup(x.resume)
+	t.Logf("SIGSTOPped node %d, leader of partitions %v", x.node, x.led)
+	return x
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,56 +39,24 @@ const laneHoldersSQL = `
 // stale copy after a newer event: the first producer of the lane was fenced.
 func TestClusterLostSession(t *testing.T) {
 	c := needCluster(t)
-	dsn := pgtest.NewEmptyDSN(t)
-	names := uniqueNames("lostsession")
-	env := c.replicaEnv(dsn, names)
-	rs := []*replica{startReplica(t, "replica-1", env), startReplica(t, "replica-2", env)}
-	topic := names["KAFKA_TOPIC"]
-
-	stop := make(chan struct{})
-	l := startLoad(t, 1000, true, stop, rs...)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-	}()
-	poll.Eventually(t, 60*time.Second, "orders flowing", func() bool { return l.acked.Load() >= 200 || l.failed() })
-	node := c.busiestLeader(t, topic)
-	var led []int32
-	for p, leader := range c.leaders(t, topic) {
-		if leader == int32(node) {
-			led = append(led, p)
-		}
-	}
-	stoppedAt := time.Now()
-	c.signal(t, node, syscall.SIGSTOP)
-	resumed := false
-	defer func() {
-		if !resumed {
-			c.signal(t, node, syscall.SIGCONT)
-		}
-	}()
-	t.Logf("SIGSTOPped node %d, leader of partitions %v", node, led)
+	x := c.stopBusiestLeader(t, "lostsession", 1000)
 	poll.Eventually(t, 30*time.Second, "a publisher holding its lane for records in flight", func() bool {
-		return queryInt(t, dsn, `SELECT count(*) FROM (`+laneHoldersSQL+`) h`) > 0
+		return queryInt(t, x.dsn, `SELECT count(*) FROM (`+laneHoldersSQL+`) h`) > 0
 	})
-	terminated := queryInt(t, dsn, `SELECT count(pg_terminate_backend(pid)) FROM (`+laneHoldersSQL+`) h`)
+	terminated := queryInt(t, x.dsn, `SELECT count(pg_terminate_backend(pid)) FROM (`+laneHoldersSQL+`) h`)
 	t.Logf("ended %d PostgreSQL sessions holding a lane with records in flight", terminated)
-	moved := waitPublishing(t, c, topic, led, node, stoppedAt, 90*time.Second)
-	c.signal(t, node, syscall.SIGCONT)
-	resumed = true
-	t.Logf("partitions moved and written again %v after the stop; node %d resumed", moved.Round(time.Millisecond), node)
-	close(stop)
-	ids := l.wait(t)
+	moved := waitPublishing(t, c, x.topic, x.led, x.node, x.stoppedAt, 90*time.Second)
+	x.resume()
+	t.Logf("partitions moved and written again %v after the stop; node %d resumed", moved.Round(time.Millisecond), x.node)
+	x.endLoad()
+	ids := x.load.wait(t)
 
 	poll.Eventually(t, 120*time.Second, "the outbox empty", func() bool {
-		return queryInt(t, dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
+		return queryInt(t, x.dsn, `SELECT count(*) FROM outbox WHERE NOT sent`) == 0
 	})
-	st, su := checkIsolations(t, c, topic, ids, typeCreated, typeFinished)
+	st, su := checkIsolations(t, c, x.topic, ids, typeCreated, typeFinished)
 	t.Logf("SUMMARY lost session: orders=%d events=%d records=%d duplicates_read_committed=%d duplicates_read_uncommitted=%d terminated_sessions=%d stopped_node=%d stop_to_publishing=%v",
-		len(ids), st.events, st.records, st.duplicates, su.duplicates, terminated, node, moved.Round(time.Millisecond))
+		len(ids), st.events, st.records, st.duplicates, su.duplicates, terminated, x.node, moved.Round(time.Millisecond))
 }
 
 // createAssigned creates topic with an explicit replica assignment
@@ -242,6 +209,9 @@ func TestClusterLeaderlessPartition(t *testing.T) {
 	lat := queryStrings(t, dsn, `
 		SELECT event_id::text || ' ' || (extract(epoch FROM created_at) * 1000)::bigint || ' ' || (extract(epoch FROM sent_at - created_at) * 1000)::bigint
 		FROM outbox WHERE sent`)
+	// Before the outage is the steady state: the 5 s before the kill, not
+	// the replicas' start (their lanes' first transactions).
+	const steadyWindow = 5000
 	var before, during, moved, stuck []float64
 	for _, s := range lat {
 		var r row
@@ -257,7 +227,7 @@ func TestClusterLeaderlessPartition(t *testing.T) {
 			if r.created >= movedAt {
 				moved = append(moved, float64(r.latency))
 			}
-		case r.created < killedAt:
+		case r.created < killedAt && r.created >= killedAt-steadyWindow:
 			before = append(before, float64(r.latency))
 		}
 	}

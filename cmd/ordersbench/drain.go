@@ -106,22 +106,9 @@ func (b *bench) drainPhase(ctx context.Context) error {
 	if err := producer.Ping(ctx); err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	om, err := outbox.NewMetrics(reg)
-	if err != nil {
-		return err
-	}
-	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, outbox.Options{Wake: db.OutboxWritten()})
 	snap = b.cpuSnap(ctx, db)
 	stopProfile := b.profileSelf("drain")
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	start := time.Now()
-	go func() { w.Run(wctx); close(done) }()
-	err = waitCounter(ctx, reg, "orders_outbox_published_total", float64(n), 5*time.Minute)
-	elapsed := time.Since(start)
-	stop()
-	<-done
+	elapsed, err := b.runRelay(ctx, db, producer, outbox.Options{Wake: db.OutboxWritten()}, n)
 	stopProfile()
 	if err != nil {
 		return err
@@ -310,4 +297,25 @@ func topicBytes(ctx context.Context, cl *kgo.Client, topic string) (int64, error
 		}
 	})
 	return size, nil
+}
+
+// runRelay runs a Relay over db's outbox with producer and opts until it
+// has published n rows (for at most 5 minutes), stops it and returns how
+// long the n rows took.
+func (b *bench) runRelay(ctx context.Context, db *postgres.DB, producer outbox.Producer, opts outbox.Options, n int) (time.Duration, error) {
+	reg := prometheus.NewRegistry()
+	om, err := outbox.NewMetrics(reg)
+	if err != nil {
+		return 0, err
+	}
+	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, opts)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { w.Run(wctx); close(done) }()
+	err = waitCounter(ctx, reg, "orders_outbox_published_total", float64(n), 5*time.Minute)
+	elapsed := time.Since(start)
+	stop()
+	<-done
+	return elapsed, err
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/internal/settings"
@@ -106,20 +105,7 @@ func (b *bench) drainWith(ctx context.Context, db *postgres.DB, kcfg kafka.Confi
 	if err != nil {
 		return 0, err
 	}
-	reg := prometheus.NewRegistry()
-	om, err := outbox.NewMetrics(reg)
-	if err != nil {
-		return 0, err
-	}
-	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, opts)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	start := time.Now()
-	go func() { w.Run(wctx); close(done) }()
-	err = waitCounter(ctx, reg, "orders_outbox_published_total", float64(n), 5*time.Minute)
-	elapsed := time.Since(start)
-	stop()
-	<-done
+	elapsed, err := b.runRelay(ctx, db, producer, opts, n)
 	if err != nil {
 		return 0, err
 	}
