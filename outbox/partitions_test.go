@@ -144,11 +144,13 @@ func coordinatedLaneProducers(t *testing.T, cluster *kfake.Cluster, node int32) 
 // orders come at 100 a second, a new key each. The relay's first batches
 // wait out the produce timeout for partition 0; then it holds the
 // partition back, and every other partition's rows committed after that
-// arrive within a second (p99; without the hold every batch with a record
-// of partition 0 waits out the produce timeout and aborts). Once the
-// broker is back, the held rows all arrive, each key's in order.
+// arrive well within the produce timeout (p99; typically under 0.2s, a
+// second or two under -race on a loaded machine; without the hold batches
+// with a record of partition 0 keep waiting for it). Once the broker is
+// back, the held rows all arrive, each key's in order.
+//
+// Not parallel: it measures latency.
 func TestStuckPartitionHoldsOnlyItself(t *testing.T) {
-	t.Parallel()
 	db := pgtest.NewDB(t)
 	var lns []*portSwitch // the brokers' listeners, in node order
 	var lnsMu sync.Mutex
@@ -190,17 +192,17 @@ func TestStuckPartitionHoldsOnlyItself(t *testing.T) {
 			stuckRows += 2
 		}
 	}
-	const produceTimeout = 2 * time.Second
+	const produceTimeout = 3 * time.Second
 	w, reg := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 50 * time.Millisecond, BatchSize: 50,
-		ProduceTimeout: produceTimeout, ResolveTimeout: produceTimeout / 2, Publishers: 4,
+		ProduceTimeout: produceTimeout, ResolveTimeout: time.Second, Publishers: 4,
 		NewProducer:     func() (Producer, error) { return kgo.NewClient(kgo.SeedBrokers(addr)) },
 		NewLaneProducer: coordinatedLaneProducers(t, cluster, 0)})
 	started := time.Now()
 	start(t, w)
 
-	// 100 new keys a second for 8 seconds, two rows each.
+	// 100 new keys a second for 12 seconds, two rows each.
 	tick := time.NewTicker(10 * time.Millisecond)
-	for i := range 800 {
+	for i := range 1200 {
 		<-tick.C
 		key := fmt.Sprintf("order-%d", i)
 		events[key] = insertRows(t, db, topic, key, 2)
@@ -233,7 +235,7 @@ func TestStuckPartitionHoldsOnlyItself(t *testing.T) {
 	// The relay learns that partition 0 is stuck from its first batches,
 	// which wait the produce timeout for it: rows committed after those
 	// must flow as if nothing were wrong.
-	learned := started.Add(produceTimeout + time.Second).UnixMilli()
+	learned := started.Add(produceTimeout + 2*time.Second).UnixMilli()
 	var first, after []time.Duration
 	for _, l := range lats {
 		if onStuck(l.Key) {
@@ -255,8 +257,8 @@ func TestStuckPartitionHoldsOnlyItself(t *testing.T) {
 	}
 	t.Logf("rows of the other partitions committed while the relay's first batches wait: %d, p50 %v, p99 %v; after it: %d, p50 %v, p99 %v, slowest %v; rows of partition 0 held: %d",
 		len(first), q(first, 0.5), q(first, 0.99), len(after), q(after, 0.5), q(after, 0.99), q(after, 1), 2*stuckKeys)
-	if p99 := q(after, 0.99); p99 > time.Second {
-		t.Errorf("other partitions' rows: p99 %v after their commit, want at most 1s: the stuck partition held them back", p99)
+	if p99 := q(after, 0.99); p99 >= produceTimeout {
+		t.Errorf("other partitions' rows: p99 %v after their commit, want well under the produce timeout (%v): the stuck partition held them back", p99, produceTimeout)
 	}
 	if g := gaugeValue(t, reg, "orders_outbox_held_partitions"); g != 1 {
 		t.Errorf("orders_outbox_held_partitions = %v while partition 0 is down, want 1", g)
