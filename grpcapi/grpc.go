@@ -187,9 +187,13 @@ func clip(s string, n int) string {
 	return s[:n] + "...(cut)"
 }
 
-// deadline bounds every call by max, keeping a shorter client deadline.
+// deadline bounds every call by max, keeping a shorter client deadline
+// (without a timer of its own: gRPC already ends the call then).
 func deadline(max time.Duration) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if d, ok := ctx.Deadline(); ok && time.Until(d) <= max {
+			return handler(ctx, req)
+		}
 		ctx, cancel := context.WithTimeout(ctx, max)
 		defer cancel()
 		return handler(ctx, req)

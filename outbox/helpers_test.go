@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -88,6 +89,19 @@ func newWorker(t *testing.T, db *postgres.DB, p Producer, cfg Options) (*Relay, 
 	w := New(Deps{Store: db, Producer: p, Metrics: m,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))}, cfg)
 	return w, reg
+}
+
+// unshared makes w try every lane, as a relay does while its lane-sharing
+// session is unavailable, so that a test can put two relays in one lane.
+func unshared(w *Relay) *Relay {
+	w.db = noSharing{w.db}
+	return w
+}
+
+type noSharing struct{ Store }
+
+func (noSharing) NewLaneOwner(context.Context) (*postgres.LaneOwner, error) {
+	return nil, errors.New("lane sharing off in this test")
 }
 
 // start runs w until the returned stop is called (or the test ends) and

@@ -83,6 +83,8 @@ func TestHeldProduceKeepsOtherRelaysOut(t *testing.T) {
 	svc := newService(db1, topic)
 	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
 	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg)
+	unshared(w1)
+	unshared(w2)
 	o := createOrder(t, svc, "held")
 	start(t, w1)
 	select {

@@ -140,9 +140,9 @@ func (w *Relay) runPublisher(ctx context.Context, p *publisher) error {
 	return nil
 }
 
-// pass publishes one batch in each lane with rows that no publisher of this
-// relay is in, starting at a random lane so that publishers and replicas
-// spread over the lanes.
+// pass publishes one batch in each lane of this relay's share with rows
+// that no publisher of this relay is in, starting at a random lane so that
+// publishers spread over the lanes.
 func (w *Relay) pass(ctx context.Context, p *publisher) pass {
 	var res pass
 	lanes, err := w.db.ActiveOutboxLanes(ctx)
@@ -151,8 +151,12 @@ func (w *Relay) pass(ctx context.Context, p *publisher) pass {
 		return res
 	}
 	start := rand.IntN(postgres.OutboxLanes)
+	sharing := w.sharing()
 	for i := range lanes {
 		lane := lanes[(start+i)%len(lanes)]
+		if sharing && !w.owned[lane].Load() {
+			continue // another relay's share
+		}
 		if !w.taken[lane].CompareAndSwap(false, true) {
 			continue // another publisher of this relay is in it and will look again
 		}

@@ -36,6 +36,9 @@ type Store interface {
 	PublishOutboxLane(ctx context.Context, lane, limit int, idle time.Duration, skip postgres.OutboxSkip,
 		publish func(recs []postgres.OutboxRecord, firstParked map[string]int64) (postgres.OutboxMarks, error)) (busy bool, err error)
 	ActiveOutboxLanes(ctx context.Context) ([]int, error)
+	// NewLaneOwner opens the session by which this relay holds its share
+	// of the lanes (share.go).
+	NewLaneOwner(ctx context.Context) (*postgres.LaneOwner, error)
 	DeleteSentOutbox(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
 	CountUnsentOutbox(ctx context.Context, limit int) (int64, error)
 	OldestUnsentOutboxAge(ctx context.Context) (time.Duration, error)
@@ -185,10 +188,14 @@ type Relay struct {
 	m     *Metrics
 	waits *waits
 
-	pubs  []*publisher
-	taken [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
-	lanes [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
-	kick  kicker
+	pubs         []*publisher
+	taken        [postgres.OutboxLanes]atomic.Bool // lanes a publisher of this relay is in
+	owned        [postgres.OutboxLanes]atomic.Bool // this relay's share of the lanes (share.go)
+	owner        *postgres.LaneOwner               // the session holding them, used by shareLanes only
+	ownerOK      atomic.Bool                       // owner holds this relay's share; false: every lane is tried
+	shareFailing bool                              // shareLanes logged that sharing is unavailable
+	lanes        [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
+	kick         kicker
 
 	minBackoff, maxBackoff time.Duration
 	probeInterval          time.Duration // how often a backoff after a Kafka failure asks whether the broker answers
@@ -250,7 +257,12 @@ func (w *Relay) Run(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
+	w.shareLanes(ctx)
+	defer w.closeOwner()
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		periodic.Run(bg, w.cfg.PollInterval, func(ctx context.Context) error { w.shareLanes(ctx); return nil }, nil)
+	})
 	wg.Go(func() {
 		periodic.Run(bg, w.cfg.RetentionInterval, w.retention, func(err error) {
 			w.log.Warn("outbox retention failed, will retry", "error", err)

@@ -80,6 +80,7 @@ func TestLostSessionIsFencedInKafka(t *testing.T) {
 	cfg := Options{PollInterval: 50 * time.Millisecond, ProduceTimeout: 200 * time.Millisecond, ResolveTimeout: 30 * time.Second,
 		NewLaneProducer: laneProducers(addr, "tx-fence-")}
 	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
+	unshared(w1)
 	o := createOrder(t, svc, "fenced")
 	start(t, w1)
 	select {
@@ -108,6 +109,7 @@ func TestLostSessionIsFencedInKafka(t *testing.T) {
 	cfg2 := cfg
 	cfg2.ProduceTimeout, cfg2.ResolveTimeout = 0, 0 // the defaults
 	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg2)
+	unshared(w2)
 	start(t, w2)
 	rows := outboxRows(t, db2, "key = $1", o.ID)
 	if len(rows) != 2 || rows[0].EventType != orders.TypeOrderCreated || rows[1].EventType != orders.TypeOrderFinished {

@@ -144,38 +144,8 @@ func decodeRune[S string | []byte](s S) (rune, int) {
 	panic("unreachable")
 }
 
-// headerList decodes a jsonb column written by encodeHeaders, in one pass
-// rather than through Header.UnmarshalJSON for each header: it runs for
-// every event the relay claims and every inbox row the processor claims.
+// headerList decodes a jsonb column written by encodeHeaders (decodeHeaders).
 type headerList []Header
-
-// UnmarshalJSON decodes b as Header.UnmarshalJSON decodes each header.
-func (l *headerList) UnmarshalJSON(b []byte) error {
-	var js []jsonHeader
-	if err := json.Unmarshal(b, &js); err != nil {
-		return err
-	}
-	if js == nil {
-		*l = nil
-		return nil
-	}
-	hs := make([]Header, len(js))
-	for i, j := range js {
-		hs[i].Key = j.Key
-		switch {
-		case j.Value != nil:
-			hs[i].Value = []byte(*j.Value)
-		case j.ValueBase64 != nil:
-			v, err := base64.StdEncoding.DecodeString(*j.ValueBase64)
-			if err != nil {
-				return fmt.Errorf("header %q: %w", j.Key, err)
-			}
-			hs[i].Value = v
-		}
-	}
-	*l = hs
-	return nil
-}
 
 func containsNUL(b []byte) bool {
 	for _, c := range b {

@@ -4,7 +4,6 @@
 package telemetry
 
 import (
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -20,15 +19,6 @@ func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
-}
-
-// NewGRPCMetrics registers gRPC server metrics (grpc_server_handled_total,
-// grpc_server_handling_seconds, ...) on reg. Install its interceptors and
-// call InitializeMetrics once services are registered.
-func NewGRPCMetrics(reg prometheus.Registerer) *grpcprom.ServerMetrics {
-	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(LatencyBuckets)))
-	reg.MustRegister(m)
-	return m
 }
 
 // RegisterPool exports pgxpool statistics as orders_pgxpool_*; they are read

@@ -35,12 +35,8 @@ func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 // returned function flushes and stops.
 func SetupTracing(ctx context.Context, getenv func(string) string, service string, log *slog.Logger) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	noop := func(context.Context) error { return nil }
-	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
-		return noop, nil
-	}
-	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		return noop, nil
+	if !TracesExported(getenv) {
+		return func(context.Context) error { return nil }, nil
 	}
 	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithAttributes(semconv.ServiceName(service)))
 	if err != nil {
@@ -62,6 +58,15 @@ func SetupTracing(ctx context.Context, getenv func(string) string, service strin
 	otel.SetTracerProvider(tp)
 	log.Info("exporting traces over OTLP")
 	return tp.Shutdown, nil
+}
+
+// TracesExported reports whether SetupTracing installs an exporter: an OTLP
+// endpoint is set and OTEL_SDK_DISABLED is not true.
+func TracesExported(getenv func(string) string) bool {
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+		return false
+	}
+	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
 // sampler is the service's sampler when OTEL_TRACES_SAMPLER is unset: a

@@ -1,0 +1,63 @@
+package outbox
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/acme/orders-service/internal/poll"
+	"github.com/acme/orders-service/postgres"
+	"github.com/acme/orders-service/postgres/pgtest"
+)
+
+// ownedLanes is how many lanes w holds as its share.
+func ownedLanes(w *Relay) int {
+	n := 0
+	for lane := range w.owned {
+		if w.owned[lane].Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRelaysKeepTheirLanes: two relays with Kafka transactions share the
+// lanes, half each, and keep them while rows keep coming in every lane: a
+// lane's producer is made once and never fenced by the other relay's, so
+// sixteen producers serve every batch. Lanes that moved between relays
+// would make a new producer (fencing the other's) on each move.
+func TestRelaysKeepTheirLanes(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDSN(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	var made atomic.Int64
+	lanes := laneProducers(addr, "tx-share-")
+	cfg := Options{PollInterval: 50 * time.Millisecond, Publishers: 4, NewLaneProducer: func(lane int) (TxProducer, error) {
+		made.Add(1)
+		return lanes(lane)
+	}}
+	db1, db2 := pgtest.Open(t, dsn), pgtest.Open(t, dsn)
+	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
+	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg)
+	start(t, w1)
+	start(t, w2)
+	poll.Eventually(t, 10*time.Second, "each relay holding half the lanes", func() bool {
+		return ownedLanes(w1) == postgres.OutboxLanes/2 && ownedLanes(w2) == postgres.OutboxLanes/2
+	})
+	for lane := range postgres.OutboxLanes {
+		if w1.owned[lane].Load() == w2.owned[lane].Load() {
+			t.Fatalf("lane %d held by both relays or neither", lane)
+		}
+	}
+	for round := range 10 {
+		for i := range 64 {
+			insertRows(t, db1, topic, fmt.Sprintf("order-%d-%d", round, i), 1)
+		}
+		poll.Eventually(t, 15*time.Second, "the round's rows sent", func() bool { return countUnsent(t, db1) == 0 })
+	}
+	if n := made.Load(); n != postgres.OutboxLanes {
+		t.Errorf("%d lane producers made for 640 rows in every lane, want %d: one per lane", n, postgres.OutboxLanes)
+	}
+}

@@ -1,0 +1,5 @@
+package postgres
+
+// DecodeHeadersFast exposes the fast path of decodeHeaders to tests that
+// need a database.
+var DecodeHeadersFast = decodeHeadersFast
