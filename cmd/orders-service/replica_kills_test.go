@@ -19,8 +19,8 @@ import (
 
 // TestReplicasKeepKeyOrderUnderKills: three replicas (processes) with four
 // publishers each share the outbox lanes while orders are created and
-// finished through the first; the other two are SIGKILLed at random, mid-
-// batch or not, and started again, four times. Once the outbox is empty,
+// finished through the first; the other two are SIGKILLed at random once
+// they publish, mid-batch or not, and started again, four times. Once the outbox is empty,
 // a read_committed reader finds every event, each order's OrderCreated
 // before its OrderFinished and no stale copy after it. Runs against an
 // embedded broker, or the cluster of KAFKA_TEST_BROKERS (the failover
@@ -78,8 +78,15 @@ func TestReplicasKeepKeyOrderUnderKills(t *testing.T) {
 		at := acked.Load()
 		poll.Eventually(t, 60*time.Second, "orders flowing", func() bool { return acked.Load() >= at+int64(50+rng.IntN(100)) || len(errs) > 0 })
 		i := 1 + rng.IntN(2)
+		// The victim is one of the publishers: it holds lanes and has
+		// published in them, so the kill may land mid-batch.
+		var published float64
+		poll.Eventually(t, 30*time.Second, rs[i].name+" publishing", func() bool {
+			published = metric(t, scrape(t, &instance{httpAddr: rs[i].httpAddr}), "orders_outbox_published_total")
+			return published > 0 || len(errs) > 0
+		})
 		rs[i].kill(t)
-		t.Logf("%s: SIGKILLed %s after %d orders", time.Since(began).Round(time.Millisecond), rs[i].name, acked.Load())
+		t.Logf("%s: SIGKILLed %s after %d orders, %v rows published by it", time.Since(began).Round(time.Millisecond), rs[i].name, acked.Load(), published)
 		rs[i] = startReplica(t, fmt.Sprintf("replica-%d.%d", i+1, round+1), env)
 	}
 	stopLoad()
