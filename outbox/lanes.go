@@ -119,6 +119,10 @@ func (w *Relay) runPublisher(ctx context.Context, p *publisher) error {
 		}
 		backoff = 0
 		wait := w.cfg.PollInterval
+		if p == w.pubs[0] && w.members.Load() > 1 {
+			// Other relays' commits in this relay's share wake nobody here.
+			wait = min(wait, sharedPoll)
+		}
 		if res.busy {
 			wait = busyWait
 		}

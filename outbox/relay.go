@@ -194,6 +194,7 @@ type Relay struct {
 	owner        *postgres.LaneOwner               // the session holding them, used by shareLanes only
 	ownerOK      atomic.Bool                       // owner holds this relay's share; false: every lane is tried
 	shareFailing bool                              // shareLanes logged that sharing is unavailable
+	members      atomic.Int64                      // relays sharing the lanes, this one included; 0: unknown
 	lanes        [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
 	kick         kicker
 
@@ -261,7 +262,7 @@ func (w *Relay) Run(ctx context.Context) error {
 	defer w.closeOwner()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		periodic.Run(bg, w.cfg.PollInterval, func(ctx context.Context) error { w.shareLanes(ctx); return nil }, nil)
+		periodic.Run(bg, min(w.cfg.PollInterval, shareInterval), func(ctx context.Context) error { w.shareLanes(ctx); return nil }, nil)
 	})
 	wg.Go(func() {
 		periodic.Run(bg, w.cfg.RetentionInterval, w.retention, func(err error) {

@@ -14,11 +14,23 @@ import (
 // So each relay holds a share of the lanes, ceil(lanes / relays), through a
 // PostgreSQL session of its own (postgres.LaneOwner), and publishes only in
 // those: lanes move only when relays come or go. A relay that dies frees
-// its share with its session, and the others take it within PollInterval.
+// its share with its session, and the others take it within shareInterval.
 // Sharing is affinity only: each batch still takes its lane's lock, so a
 // relay that lost its session while publishing is kept out as before.
 // While a relay has no session (PostgreSQL unreachable), it tries every
-// lane, as without sharing.
+// lane, as without sharing. Another relay's commit in this relay's share
+// wakes nobody here, so while there are other relays one publisher looks
+// for such rows every sharedPoll.
+
+// shareInterval is how often a relay looks at its share (at most
+// PollInterval): how long a relay's lanes wait for another after it died,
+// or a joining relay for its share.
+const shareInterval = time.Second
+
+// sharedPoll is how often, with other relays about, one publisher looks
+// for rows they committed in this relay's share (at most PollInterval):
+// their commits wake only their own relay.
+const sharedPoll = 50 * time.Millisecond
 
 // sharing reports whether this relay publishes only in its share.
 func (w *Relay) sharing() bool { return w.ownerOK.Load() }
@@ -54,6 +66,7 @@ func (w *Relay) reshare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.members.Store(int64(n))
 	share := (postgres.OutboxLanes + max(n, 1) - 1) / max(n, 1)
 	var held []int
 	for lane := range w.owned {
@@ -95,6 +108,7 @@ func (w *Relay) reshare(ctx context.Context) error {
 // closeOwner ends the lane-sharing session, which frees this relay's share.
 func (w *Relay) closeOwner() {
 	w.ownerOK.Store(false)
+	w.members.Store(0)
 	if w.owner == nil {
 		return
 	}

@@ -61,3 +61,27 @@ func TestRelaysKeepTheirLanes(t *testing.T) {
 		t.Errorf("%d lane producers made for 640 rows in every lane, want %d: one per lane", n, postgres.OutboxLanes)
 	}
 }
+
+// TestSharedLanesPolledPromptly: a commit wakes only its own relay, so with
+// two relays the rows one commits in the other's share are found by the
+// other's short poll, not after PollInterval (here 30s; the rows are
+// written with no wake at all).
+func TestSharedLanesPolledPromptly(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDSN(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	cfg := Options{PollInterval: 30 * time.Second}
+	db1, db2 := pgtest.Open(t, dsn), pgtest.Open(t, dsn)
+	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
+	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg)
+	start(t, w1)
+	start(t, w2)
+	poll.Eventually(t, 10*time.Second, "each relay holding half the lanes", func() bool {
+		return ownedLanes(w1) == postgres.OutboxLanes/2 && ownedLanes(w2) == postgres.OutboxLanes/2
+	})
+	for i := range 32 {
+		insertRows(t, db1, topic, fmt.Sprintf("order-%d", i), 1)
+	}
+	poll.Eventually(t, 5*time.Second, "every row sent without a wake", func() bool { return countUnsent(t, db1) == 0 })
+}

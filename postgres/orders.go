@@ -126,8 +126,10 @@ func (s *OrderService) insertOrder(ctx context.Context, o *orders.Order, request
 		return false, fmt.Errorf("encode outbox headers: %w", err)
 	}
 	key, keyBytes := splitKey(m.Key)
+	// string(o.Status): pgx encodes a plain string directly, a named string
+	// type through reflection.
 	tag, err := s.db.Pool.Exec(ctx, insertOrderSQL,
-		o.ID, o.UserID, o.Amount, o.Currency, o.Description, o.Status, requestID, hash, o.CreatedAt,
+		o.ID, o.UserID, o.Amount, o.Currency, o.Description, string(o.Status), requestID, hash, o.CreatedAt,
 		m.EventID, m.EventType, m.Topic, key, keyBytes, headers, m.Payload)
 	if err != nil {
 		return false, fmt.Errorf("insert order and its event: %w", classify(err))

@@ -281,14 +281,18 @@ func (w *OrderWriter) write(ctx context.Context, tx pgx.Tx, events []orders.Even
 }
 
 // startSpan starts the "outbox.write" span whose trace the events' rows
-// carry.
+// carry. Its attributes are built only when it is recorded: without an
+// exporter, for every order written, they would be thrown away.
 func (w *OrderWriter) startSpan(ctx context.Context, events []orders.Event) (context.Context, trace.Span) {
-	attrs := []attribute.KeyValue{attribute.Int("orders.event_count", len(events))}
-	if len(events) == 1 {
-		attrs = append(attrs, attribute.String("orders.order_id", events[0].EventOrderID()),
-			attribute.String("cloudevents.event_type", events[0].EventType()))
+	ctx, span := telemetry.Tracer().Start(ctx, "outbox.write")
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("orders.event_count", len(events)))
+		if len(events) == 1 {
+			span.SetAttributes(attribute.String("orders.order_id", events[0].EventOrderID()),
+				attribute.String("cloudevents.event_type", events[0].EventType()))
+		}
 	}
-	return telemetry.Tracer().Start(ctx, "outbox.write", trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
 // messages encodes events as outbox messages, each continuing the trace

@@ -196,6 +196,15 @@ func TestTraceFlowsFromGRPCThroughKafkaAndBack(t *testing.T) {
 	if write.Parent().SpanID() != rpc.SpanContext().SpanID() {
 		t.Errorf("outbox.write parent = %v, want the RPC span %v", write.Parent().SpanID(), rpc.SpanContext().SpanID())
 	}
+	wantAttrs := map[string]string{"orders.event_count": "1", "orders.order_id": created.GetOrder().GetId(), "cloudevents.event_type": "orders.v1.OrderCreated"}
+	for _, a := range write.Attributes() {
+		if want, ok := wantAttrs[string(a.Key)]; ok && a.Value.String() == want {
+			delete(wantAttrs, string(a.Key))
+		}
+	}
+	if len(wantAttrs) > 0 {
+		t.Errorf("outbox.write attributes %v lack %v", write.Attributes(), wantAttrs)
+	}
 
 	// The event carries the outbox write's span as its traceparent.
 	wantTP := "00-" + traceID.String() + "-" + write.SpanContext().SpanID().String() + "-01"
