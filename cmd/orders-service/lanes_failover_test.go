@@ -29,13 +29,21 @@ const laneHoldersSQL = `
 	  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 	  AND a.state = 'idle in transaction' AND now() - a.state_change > interval '1 second'`
 
+// laneOwnersSQL selects the replicas' lane-sharing sessions of the current
+// database (outbox/share.go).
+const laneOwnersSQL = `
+	SELECT DISTINCT pid FROM pg_locks
+	WHERE locktype = 'advisory' AND classid = x'6f6f776e'::int::oid AND objsubid = 2 AND granted
+	  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
 // TestClusterLostSession: the broker leading the most partitions of the
 // events topic is frozen (SIGSTOP) while two replicas publish orders that
 // are finished right after creation; once a publisher waits for it with its
 // lane held, its PostgreSQL session is ended (pg_terminate_backend), so the
-// lane's lock is lost while its records are in flight. Another publisher
-// takes the lane and publishes the lane's rows again and newer ones; the
-// broker resumes. A read_committed reader sees every event in order and no
+// lane's lock is lost while its records are in flight; the replicas'
+// lane-sharing sessions are ended too, as in a PostgreSQL restart. Another
+// publisher takes the lane and publishes the lane's rows again and newer
+// ones; the broker resumes. A read_committed reader sees every event in order and no
 // stale copy after a newer event: the first producer of the lane was fenced.
 func TestClusterLostSession(t *testing.T) {
 	c := needCluster(t)
@@ -44,7 +52,10 @@ func TestClusterLostSession(t *testing.T) {
 		return queryInt(t, x.dsn, `SELECT count(*) FROM (`+laneHoldersSQL+`) h`) > 0
 	})
 	terminated := queryInt(t, x.dsn, `SELECT count(pg_terminate_backend(pid)) FROM (`+laneHoldersSQL+`) h`)
-	t.Logf("ended %d PostgreSQL sessions holding a lane with records in flight", terminated)
+	// As in a PostgreSQL restart, the replicas' lane-sharing sessions end
+	// too, so the lanes are shared out again and may move to another replica.
+	owners := queryInt(t, x.dsn, `SELECT count(pg_terminate_backend(pid)) FROM (`+laneOwnersSQL+`) o`)
+	t.Logf("ended %d PostgreSQL sessions holding a lane with records in flight and %d lane-sharing sessions", terminated, owners)
 	moved := waitPublishing(t, c, x.topic, x.led, x.node, x.stoppedAt, 90*time.Second)
 	x.resume()
 	t.Logf("partitions moved and written again %v after the stop; node %d resumed", moved.Round(time.Millisecond), x.node)
