@@ -149,7 +149,7 @@ func (w *Relay) runPublisher(ctx context.Context, p *publisher) error {
 // publishers spread over the lanes.
 func (w *Relay) pass(ctx context.Context, p *publisher) pass {
 	var res pass
-	lanes, err := w.db.ActiveOutboxLanes(ctx)
+	lanes, err := w.active.get(ctx, time.Now(), w.db.ActiveOutboxLanes)
 	if err != nil {
 		res.err = err
 		return res
@@ -202,4 +202,49 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// activeLanes shares one ActiveOutboxLanes query among the publishers a
+// commit woke together, instead of one each.
+type activeLanes struct {
+	mu      sync.Mutex
+	at      time.Time // start of the query that found lanes
+	lanes   []int
+	running chan struct{} // closed when the query under way ends; nil: none
+}
+
+// get returns the lanes with rows to publish as found by a query that
+// started at or after since, so that it sees every commit before since:
+// the one under way if it started late enough, else a new one.
+func (a *activeLanes) get(ctx context.Context, since time.Time, query func(context.Context) ([]int, error)) ([]int, error) {
+	for {
+		a.mu.Lock()
+		if !a.at.Before(since) {
+			lanes := a.lanes
+			a.mu.Unlock()
+			return lanes, nil
+		}
+		if a.running == nil {
+			break // a.mu stays locked: this caller runs the query
+		}
+		running := a.running
+		a.mu.Unlock()
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	start, done := time.Now(), make(chan struct{})
+	a.running = done
+	a.mu.Unlock()
+	lanes, err := query(ctx)
+	a.mu.Lock()
+	if err == nil && start.After(a.at) {
+		a.at, a.lanes = start, lanes
+	}
+	a.running = nil
+	close(done)
+	a.mu.Unlock()
+	return lanes, err
 }

@@ -197,6 +197,7 @@ type Relay struct {
 	members      atomic.Int64                      // relays sharing the lanes, this one included; 0: unknown
 	lanes        [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
 	kick         kicker
+	active       activeLanes
 
 	minBackoff, maxBackoff time.Duration
 	probeInterval          time.Duration // how often a backoff after a Kafka failure asks whether the broker answers

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -84,4 +85,49 @@ func TestSharedLanesPolledPromptly(t *testing.T) {
 		insertRows(t, db1, topic, fmt.Sprintf("order-%d", i), 1)
 	}
 	poll.Eventually(t, 5*time.Second, "every row sent without a wake", func() bool { return countUnsent(t, db1) == 0 })
+}
+
+// TestActiveLanesQueryShared: publishers woken together share one query of
+// the active lanes, but a publisher never takes an answer from a query that
+// started before it asked (it could miss a commit).
+func TestActiveLanesQueryShared(t *testing.T) {
+	var a activeLanes
+	var calls atomic.Int64
+	release := make(chan struct{})
+	query := func(context.Context) ([]int, error) {
+		calls.Add(1)
+		<-release
+		return []int{int(calls.Load())}, nil
+	}
+	before := time.Now()
+	first := make(chan []int)
+	go func() {
+		lanes, _ := a.get(context.Background(), before, query)
+		first <- lanes
+	}()
+	poll.Eventually(t, 5*time.Second, "the first query under way", func() bool { return calls.Load() == 1 })
+	second := make(chan []int)
+	go func() {
+		lanes, _ := a.get(context.Background(), before, query)
+		second <- lanes
+	}()
+	late := make(chan []int)
+	go func() {
+		lanes, _ := a.get(context.Background(), time.Now(), query)
+		late <- lanes
+	}()
+	release <- struct{}{}
+	if got := <-first; fmt.Sprint(got) != "[1]" {
+		t.Fatalf("first = %v", got)
+	}
+	if got := <-second; fmt.Sprint(got) != "[1]" {
+		t.Errorf("a caller that asked before the query started got %v, want its answer [1]", got)
+	}
+	release <- struct{}{}
+	if got := <-late; fmt.Sprint(got) != "[2]" {
+		t.Errorf("a caller that asked after the query started got %v, want a query of its own, [2]", got)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d queries, want 2", n)
+	}
 }

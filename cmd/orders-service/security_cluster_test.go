@@ -187,7 +187,7 @@ func TestClusterSecurity(t *testing.T) {
 	}
 	bctx, bcancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer bcancel()
-	run := exec.CommandContext(bctx, serviceBin)
+	run := exec.CommandContext(bctx, serviceBinary(t))
 	run.Env = []string{"PATH=" + os.Getenv("PATH"), "LOG_LEVEL=error"}
 	for k, v := range bad {
 		run.Env = append(run.Env, k+"="+v)
