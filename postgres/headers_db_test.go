@@ -55,3 +55,22 @@ func TestOutboxHeadersRoundTrip(t *testing.T) {
 		t.Fatalf("claimed %+v; want headers %q then %q", recs, usual, unusual)
 	}
 }
+
+// TestHeaderListScansJSONB: a jsonb value scans into the claims' header list
+// in text and binary formats alike, and SQL NULL gives no headers.
+func TestHeaderListScansJSONB(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	want := postgres.HeaderList{{Key: "ce_id", Value: []byte("1")}, {Key: "bin", Value: []byte{0, 0xff}}}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		var got, null postgres.HeaderList
+		err := db.Pool.QueryRow(ctx, `SELECT '[{"key": "ce_id", "value": "1"}, {"key": "bin", "value_base64": "AP8="}]'::jsonb, NULL::jsonb`, mode).
+			Scan(&got, &null)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) || null != nil {
+			t.Errorf("mode %v: scanned %q and %q, want %q and nil", mode, got, null, want)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/acme/orders-service/cloudevents"
 )
 
@@ -209,6 +211,20 @@ func headerKey(b []byte) string {
 var knownHeaderKeys = []string{
 	cloudevents.HeaderSpecVersion, cloudevents.HeaderID, cloudevents.HeaderType, cloudevents.HeaderSource,
 	cloudevents.HeaderTime, cloudevents.HeaderContentType, cloudevents.HeaderDataSchema, cloudevents.HeaderTraceParent,
+}
+
+// headerList is scanned by pgx through ScanBytes, which skips the
+// validation pass json.Unmarshal makes before UnmarshalJSON.
+var _ pgtype.BytesScanner = (*headerList)(nil)
+
+// ScanBytes decodes a jsonb column's text (SQL NULL: nil headers). pgx
+// owns b: decodeHeaders keeps none of it.
+func (l *headerList) ScanBytes(b []byte) error {
+	if b == nil {
+		*l = nil
+		return nil
+	}
+	return l.UnmarshalJSON(b)
 }
 
 // UnmarshalJSON decodes b as an array of Header.UnmarshalJSON objects.

@@ -77,23 +77,14 @@ func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRecord, err
 	return recs, nil
 }
 
-// scanOutboxRecord reads a row of the claims' select list. The headers are
-// scanned as raw JSON and decoded by decodeHeaders, skipping the validation
-// pass json.Unmarshal would make first.
+// scanOutboxRecord reads a row of the claims' select list.
 func scanOutboxRecord(row pgx.CollectableRow) (OutboxRecord, error) {
 	var r OutboxRecord
 	var key *string
-	var keyBytes, headers []byte
-	if err := row.Scan(&r.ID, &r.EventID, &r.Topic, &key, &keyBytes, &headers, &r.Payload, &r.CreatedAt); err != nil {
-		return r, err
-	}
+	var keyBytes []byte
+	err := row.Scan(&r.ID, &r.EventID, &r.Topic, &key, &keyBytes, (*headerList)(&r.Headers), &r.Payload, &r.CreatedAt)
 	r.Key = joinKey(key, keyBytes)
-	hs, err := decodeHeaders(headers)
-	if err != nil {
-		return r, fmt.Errorf("outbox row %d: headers: %w", r.ID, err)
-	}
-	r.Headers = hs
-	return r, nil
+	return r, err
 }
 
 // markOutboxSentSQL marks the rows $1 sent, stamped with the statement's
