@@ -142,6 +142,7 @@ type batch struct {
 	krecs  []*kgo.Record
 	outs   []outcome
 	parked map[string]int64 // plan's state: key -> the row its later rows park behind
+	cut    bool             // produce gave up on its records without an outcome (StallTimeout)
 }
 
 // newBatch returns recs as a batch, with their Kafka records.

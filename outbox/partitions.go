@@ -424,18 +424,25 @@ func (s *partitions) check(ctx context.Context, now time.Time) {
 		if h == nil {
 			continue
 		}
-		reason := ""
 		parts := fresh[tp.topic]
+		known := int(tp.partition) < len(parts)
+		up := known && parts[tp.partition].Leader >= 0 && parts[tp.partition].ErrorCode == 0 &&
+			s.answers(ctx, parts[tp.partition].Leader)
 		switch {
-		case !now.Before(h.maxUntil):
-			reason = fmt.Sprintf("held for %s, the longest hold; the next batch shows whether it is still down", s.maxHold)
-		case int(tp.partition) < len(parts) && parts[tp.partition].Leader >= 0 && parts[tp.partition].ErrorCode == 0 &&
-			s.answers(ctx, parts[tp.partition].Leader):
-			reason = fmt.Sprintf("its leader, broker %d, answers", parts[tp.partition].Leader)
+		case up:
+			s.releaseHold(tp, h, fmt.Sprintf("its leader, broker %d, answers", parts[tp.partition].Leader), now)
+		case now.Before(h.maxUntil):
+		case known:
+			// Fresh metadata shows the cause still there: a batch would
+			// only wait the produce timeout to learn it again.
+			s.mu.Lock()
+			h.maxUntil = now.Add(s.maxHold)
+			s.mu.Unlock()
+			s.log.Warn("outbox partition still without a leader that answers; held on",
+				"topic", tp.topic, "partition", tp.partition, "leader", parts[tp.partition].Leader, "held_for", now.Sub(h.since).Round(time.Millisecond))
 		default:
-			continue
+			s.releaseHold(tp, h, fmt.Sprintf("held for %s without metadata about it; the next batch shows whether it is still down", s.maxHold), now)
 		}
-		s.releaseHold(tp, h, reason, now)
 	}
 }
 
@@ -463,6 +470,42 @@ func (s *partitions) releaseHold(tp topicPartition, h *partitionHold, reason str
 	s.log.Info("outbox releasing a held partition: its rows are published again",
 		"topic", tp.topic, "partition", tp.partition, "reason", reason, "held_for", now.Sub(h.since).Round(time.Millisecond), "keys", len(h.keys))
 	s.release()
+}
+
+// allHeld reports whether the rows idx of b are all of partitions held
+// back.
+func (s *partitions) allHeld(ctx context.Context, b *batch, idx []int) bool {
+	if !s.on() {
+		return false
+	}
+	for _, i := range idx {
+		r := b.recs[i]
+		p, ok := s.partitionOf(ctx, r.Topic, r.Key)
+		if !ok || !s.isHeld(topicPartition{r.Topic, p}) {
+			return false
+		}
+	}
+	return true
+}
+
+// holdCut holds back, as soon as a batch gave up on its records without an
+// outcome, the partitions they give evidence against, so that batches of
+// other lanes leave their rows out at once, not only once this one ends.
+func (s *partitions) holdCut(ctx context.Context, b *batch) {
+	if !s.on() {
+		return
+	}
+	var idx []int
+	for i, o := range b.outs {
+		if errors.Is(o.err, errStalledRecord) {
+			idx = append(idx, i)
+		}
+	}
+	held, _ := s.stuck(ctx, b, idx)
+	now := time.Now()
+	for tp, is := range held {
+		s.hold(tp, b, is, errStalledRecord, now)
+	}
 }
 
 // settle holds back, after a batch, the partitions its failed rows give

@@ -208,12 +208,27 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	}
 	// cut gives up on the records without an outcome when the rest of the
 	// batch was acknowledged more than StallTimeout ago (see Options).
+	// It also gives up, StallTimeout after they were produced, on records
+	// that are all of partitions held back (partitions.go).
+	start := time.Now()
 	cut := func() bool {
 		mu.Lock()
-		defer mu.Unlock()
-		if pending == 0 || lastAck.IsZero() || time.Since(lastAck) < w.cfg.StallTimeout {
+		stalled := pending > 0 && !lastAck.IsZero() && time.Since(lastAck) >= w.cfg.StallTimeout
+		var idx []int
+		if pending > 0 && !stalled && time.Since(start) >= w.cfg.StallTimeout && w.parts.anyHeld() {
+			for i := range outs {
+				if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" && !b.outs[i].held {
+					idx = append(idx, i)
+				}
+			}
+		}
+		mu.Unlock()
+		if !stalled && (len(idx) == 0 || !w.parts.allHeld(ctx, b, idx)) {
 			return false
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		b.cut = true
 		for i := range outs {
 			b.outs[i].acked, b.outs[i].err = outs[i].acked, outs[i].err
 			if outs[i].partition >= 0 {
@@ -251,6 +266,7 @@ wait:
 			return nil
 		case <-stallCheck:
 			if cut() {
+				w.parts.holdCut(ctx, b) // at once: other lanes' batches leave its rows out from now
 				return nil
 			}
 		case <-pctx.Done():
@@ -331,6 +347,14 @@ func (p *publisher) send(ctx context.Context, lane int, b *batch) (committed boo
 	}
 	if err := p.produce(ctx, lane, lp, b); err != nil {
 		return false, err
+	}
+	if b.cut && w.lanes[lane] == lp {
+		// Aborting would wait for the requests to a broker that does not
+		// answer (up to ProduceTimeout); the lane's next producer fences
+		// this one's transaction instead, at once.
+		w.lanes[lane] = nil
+		go lp.Close()
+		return false, nil
 	}
 	if w.lanes[lane] != lp {
 		return false, nil // given up on: its transaction is fenced by the next
