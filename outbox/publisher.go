@@ -294,12 +294,37 @@ wait:
 	mu.Unlock()
 	bound := time.NewTimer(w.cfg.ResolveTimeout)
 	defer bound.Stop()
-	select {
-	case <-done:
-		w.log.Info("outbox records resolved, finishing the batch")
-		collect()
-		return nil
-	case <-bound.C:
+	// With transactions, records all of partitions held back (their leader
+	// is gone) are given up on at once: the lane's next producer fences
+	// their transaction, so they can never become visible.
+	var heldCheck <-chan time.Time
+	if w.cfg.NewLaneProducer != nil && w.parts.on() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		heldCheck = t.C
+	}
+resolve:
+	for {
+		select {
+		case <-done:
+			w.log.Info("outbox records resolved, finishing the batch")
+			collect()
+			return nil
+		case <-bound.C:
+			break resolve
+		case <-heldCheck:
+			var idx []int
+			mu.Lock()
+			for i := range outs {
+				if outs[i].acked.IsZero() && outs[i].err == nil && b.outs[i].parkErr == "" && !b.outs[i].held {
+					idx = append(idx, i)
+				}
+			}
+			mu.Unlock()
+			if len(idx) > 0 && w.parts.allHeld(ctx, b, idx) {
+				break resolve
+			}
+		}
 	}
 	// Give up on the records without an outcome: close the producer first,
 	// so they can never be sent again, then keep what the promises said
