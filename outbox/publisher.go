@@ -386,9 +386,7 @@ func (p *publisher) send(ctx context.Context, lane int, b *batch) (committed boo
 	}
 	// End the transaction even when ctx ends (a publish span's context):
 	// an open one holds back read_committed consumers.
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ProduceTimeout)
-	defer cancel()
-	return w.endTransaction(ectx, lane, lp, b)
+	return w.endTransaction(context.WithoutCancel(ctx), lane, lp, b)
 }
 
 var (

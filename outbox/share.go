@@ -66,7 +66,9 @@ func (w *Relay) reshare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.members.Store(int64(n))
+	if w.members.Swap(int64(n)) != int64(n) {
+		w.kick.kick() // a publisher's next wait depends on whether it is alone
+	}
 	share := (postgres.OutboxLanes + max(n, 1) - 1) / max(n, 1)
 	var held []int
 	for lane := range w.owned {

@@ -63,9 +63,9 @@ func TestRelaysKeepTheirLanes(t *testing.T) {
 	}
 }
 
-// TestSharedLanesPolledPromptly: a commit wakes only its own relay, so with
-// two relays the rows one commits in the other's share are found by the
-// other's short poll, not after PollInterval (here a minute; the rows are
+// TestSharedLanesPolledPromptly: a commit wakes only its own relay, so once
+// a second relay joined, the rows one commits in the other's share are
+// found by the other's short poll, not after PollInterval (here a minute; the rows are
 // written with no wake at all).
 func TestSharedLanesPolledPromptly(t *testing.T) {
 	t.Parallel()
@@ -77,6 +77,7 @@ func TestSharedLanesPolledPromptly(t *testing.T) {
 	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)
 	w2, _ := newWorker(t, db2, newProducer(t, addr), cfg)
 	start(t, w1)
+	poll.Eventually(t, 10*time.Second, "the first relay alone with every lane", func() bool { return ownedLanes(w1) == postgres.OutboxLanes })
 	start(t, w2)
 	poll.Eventually(t, 10*time.Second, "each relay holding half the lanes", func() bool {
 		return ownedLanes(w1) == postgres.OutboxLanes/2 && ownedLanes(w2) == postgres.OutboxLanes/2

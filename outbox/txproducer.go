@@ -61,8 +61,9 @@ func (w *Relay) closeLaneProducers() {
 
 // endTransaction commits the batch's transaction when every record it
 // produced was acknowledged, and aborts it otherwise (or when the commit
-// fails). It reports whether the records are committed. A producer that
-// cannot end its transaction is dropped.
+// fails), each within its own bound whatever ctx's deadline. It reports
+// whether the records are committed. A producer that cannot end its
+// transaction is dropped.
 func (w *Relay) endTransaction(ctx context.Context, lane int, p TxProducer, b *batch) (committed bool, err error) {
 	all := true
 	for _, o := range b.outs {
@@ -77,12 +78,20 @@ func (w *Relay) endTransaction(ctx context.Context, lane int, p TxProducer, b *b
 		}
 	}
 	if all {
-		err := p.EndTransaction(ctx, kgo.TryCommit)
+		// A commit whose answer is cut short has an unknowable outcome
+		// (franz-go can then only abort, and the rows would be published
+		// again though they may be committed): so it gets as long as the
+		// claim is held for records without an outcome.
+		cctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout+w.cfg.ResolveTimeout)
+		err := p.EndTransaction(cctx, kgo.TryCommit)
+		cancel()
 		if err == nil {
 			return true, nil
 		}
 		w.log.Warn("outbox: Kafka transaction not committed; aborting it, its rows are published again", "lane", lane, "error", err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
+	defer cancel()
 	if err := p.AbortBufferedRecords(ctx); err != nil {
 		w.dropLaneProducer(lane)
 		return false, fmt.Errorf("abort buffered records: %w", err)
