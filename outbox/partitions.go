@@ -273,8 +273,11 @@ func unanswered(err error) bool {
 // stuck returns, of the rows idx of b that failed retriably or have no
 // outcome, the partitions for which there is evidence that they, not Kafka
 // as a whole, are the cause (see partitions), with those rows' indexes;
-// rest is how many of idx are not among them.
-func (s *partitions) stuck(ctx context.Context, b *batch, idx []int) (held map[topicPartition][]int, rest int) {
+// rest is how many of idx are not among them. A batch cut early (a second
+// after the rest was acknowledged) takes those acknowledgements for no
+// evidence: a partition slower than the others may only be busy, so its
+// leader is asked.
+func (s *partitions) stuck(ctx context.Context, b *batch, idx []int, early bool) (held map[topicPartition][]int, rest int) {
 	acked := map[topicPartition]bool{}
 	for i, o := range b.outs {
 		if !o.acked.IsZero() && o.partition >= 0 {
@@ -309,7 +312,7 @@ func (s *partitions) stuck(ctx context.Context, b *batch, idx []int) (held map[t
 		for a := range acked {
 			otherAcked = otherAcked || a != tp
 		}
-		if specific[tp] || otherAcked || s.isHeld(tp) || s.leaderless(ctx, tp) {
+		if specific[tp] || (otherAcked && !early) || s.isHeld(tp) || s.leaderless(ctx, tp) {
 			held[tp] = is
 		} else {
 			rest += len(is)
@@ -501,7 +504,7 @@ func (s *partitions) holdCut(ctx context.Context, b *batch) {
 			idx = append(idx, i)
 		}
 	}
-	held, _ := s.stuck(ctx, b, idx)
+	held, _ := s.stuck(ctx, b, idx, true)
 	now := time.Now()
 	for tp, is := range held {
 		s.hold(tp, b, is, errStalledRecord, now)
@@ -522,7 +525,7 @@ func (s *partitions) settle(ctx context.Context, b *batch, st settled, res *batc
 	if len(st.waiting) == 0 {
 		return
 	}
-	held, rest := s.stuck(ctx, b, st.waiting)
+	held, rest := s.stuck(ctx, b, st.waiting, b.cut)
 	for tp, is := range held {
 		s.hold(tp, b, is, cmp.Or(b.outs[is[0]].err, errUnresolved), now)
 	}
