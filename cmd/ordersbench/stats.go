@@ -88,6 +88,11 @@ func histQuantile(before, after *dto.Histogram, q float64) (float64, uint64) {
 	for i := range a {
 		count := float64(a[i].GetCumulativeCount() - b[i].GetCumulativeCount())
 		bound := a[i].GetUpperBound()
+		if math.IsInf(bound, 1) {
+			// Past the last finite bucket: its bound is all that is known,
+			// a lower bound of the quantile (JSON has no +Inf either).
+			return prevBound * 1000, total
+		}
 		if count >= rank {
 			if count == prevCount {
 				return bound * 1000, total

@@ -32,6 +32,13 @@ func TestHistQuantileInterpolatesBucketDeltas(t *testing.T) {
 	if got, n := histQuantile(after, after, 0.5); n != 0 || !math.IsNaN(got) {
 		t.Errorf("no observations: %v over %d, want NaN", got, n)
 	}
+	// Past the last finite bucket (as scraped, with a +Inf bucket): the
+	// last finite bound, never +Inf, which the results file cannot hold.
+	withInf := append(bounds, math.Inf(1))
+	slow := hist(10, map[float64]uint64{.025: 2, math.Inf(1): 10}, withInf)
+	if got, _ := histQuantile(hist(0, nil, withInf), slow, 0.5); got != 25 {
+		t.Errorf("quantile in the +Inf bucket = %v ms, want the last finite bound, 25", got)
+	}
 }
 
 func TestQuantileNearestRank(t *testing.T) {
