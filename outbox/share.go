@@ -76,22 +76,23 @@ func (w *Relay) reshare(ctx context.Context) error {
 			held = append(held, lane)
 		}
 	}
-	for _, lane := range held[min(share, len(held)):] {
-		if !w.taken[lane].CompareAndSwap(false, true) {
-			continue // a publisher is in it: next time
+	switch {
+	case len(held) > share:
+		for _, lane := range held[share:] {
+			if !w.taken[lane].CompareAndSwap(false, true) {
+				continue // a publisher is in it: next time
+			}
+			err := w.owner.Release(ctx, lane)
+			if err == nil {
+				w.owned[lane].Store(false)
+				w.dropLaneProducer(lane) // the lane's next relay fences it anyway
+			}
+			w.taken[lane].Store(false)
+			if err != nil {
+				return err
+			}
 		}
-		err := w.owner.Release(ctx, lane)
-		if err == nil {
-			w.owned[lane].Store(false)
-			w.dropLaneProducer(lane) // the lane's next relay fences it anyway
-		}
-		w.taken[lane].Store(false)
-		if err != nil {
-			return err
-		}
-		held = held[:len(held)-1]
-	}
-	if len(held) < share {
+	case len(held) < share:
 		got, err := w.owner.Take(ctx, share-len(held), rand.IntN(postgres.OutboxLanes), held)
 		if err != nil {
 			return err
