@@ -22,6 +22,7 @@ import (
 	"github.com/acme/orders-service"
 	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/gen/orderspb"
+	"github.com/acme/orders-service/internal/periodic"
 	"github.com/acme/orders-service/postgres"
 )
 
@@ -212,20 +213,16 @@ func (b *bench) headlineConcurrency() int {
 	return slices.Max(b.sizes.Concurrencies)
 }
 
-// retention deletes every sent outbox row as the relay's retention does,
-// statement by statement, and returns its cost per row deleted: one order
+// retention deletes every sent outbox row as the relay's retention does
+// (periodic.DeleteInBatches), and returns its cost per row deleted: one order
 // writes one row, so this is what its eventual retention costs.
 func (b *bench) retention(ctx context.Context) (Usage, error) {
 	snap := b.cpuSnap(ctx, b.svcDB)
-	var rows int64
-	for {
-		n, err := b.svcDB.DeleteSentOutbox(ctx, 0, 1000)
-		if err != nil {
-			return Usage{}, err
-		}
-		if rows += n; n == 0 {
-			break
-		}
+	rows, _, err := periodic.DeleteInBatches(ctx, 1000, func(ctx context.Context, batch int) (int64, error) {
+		return b.svcDB.DeleteSentOutbox(ctx, 0, batch)
+	})
+	if err != nil {
+		return Usage{}, err
 	}
 	return b.account(ctx, "outbox retention, per row", snap, int(rows)), nil
 }
