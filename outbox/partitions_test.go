@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service/internal/poll"
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
@@ -119,7 +120,7 @@ func (l *portSwitch) Addr() net.Addr {
 // coordinatedLaneProducers returns a NewLaneProducer for the broker at addr
 // whose transactional ids all have their coordinator on node: a dead other
 // node then holds back no lane's transactions.
-func coordinatedLaneProducers(t *testing.T, cluster *kfake.Cluster, node int32) func(int) (TxProducer, error) {
+func coordinatedLaneProducers(t *testing.T, cluster *kfake.Cluster, node int32) func(context.Context, int, int) (TxProducer, error) {
 	t.Helper()
 	addr := cluster.ListenAddrs()[0]
 	ids := map[int]string{}
@@ -132,8 +133,8 @@ func coordinatedLaneProducers(t *testing.T, cluster *kfake.Cluster, node int32) 
 			}
 		}
 	}
-	return func(lane int) (TxProducer, error) {
-		return kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID(ids[lane]), kgo.TransactionTimeout(time.Minute))
+	return func(ctx context.Context, lane, _ int) (TxProducer, error) {
+		return kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, ids[lane], time.Minute)
 	}
 }
 

@@ -32,6 +32,7 @@ type batchResult struct {
 	rows     int  // rows claimed
 	parked   int  // rows parked
 	aborted  bool // rows acknowledged in a transaction that aborted wait to be published again at once
+	moved    bool // the lane moved to its next generation: its rows are published again at once
 	noAnswer bool // the batch failed because Kafka did not answer (unreachable), not with an error of Kafka's
 }
 
@@ -56,14 +57,20 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 	var s settled
 	var fatal error
 	busy, err := w.db.PublishOutboxLane(bctx, lane, w.cfg.BatchSize, idle, w.waits.skip(time.Now()),
-		func(recs []postgres.OutboxRecord, firstParked map[string]int64) (postgres.OutboxMarks, error) {
+		func(recs []postgres.OutboxRecord, firstParked map[string]int64, generation int) (postgres.OutboxMarks, error) {
 			res.rows = len(recs)
 			b = newBatch(recs)
 			b.plan(firstParked, w.cfg.MaxRecordBytes)
 			w.parts.mark(bctx, b)
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
-			committed, err := p.send(pctx, lane, b)
+			committed, err := p.send(pctx, lane, generation, b)
+			if errors.Is(err, kafka.ErrTransactionStuck) {
+				w.log.Warn("outbox: the lane's Kafka transactional id cannot produce until a partition returns; the lane moves to a new one",
+					"lane", lane, "generation", generation+1, "error", err)
+				res.moved = true
+				return postgres.OutboxMarks{NextGeneration: true}, nil
+			}
 			if err != nil {
 				fatal = err
 			}
@@ -90,7 +97,7 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 	if err != nil {
 		return res, cmp.Or(fatal, err)
 	}
-	if b == nil {
+	if b == nil || res.moved {
 		return res, fatal
 	}
 	now := time.Now()
@@ -357,12 +364,12 @@ resolve:
 // transactions, in one transaction of the lane's producer, committed only
 // when every record was acknowledged. It reports whether the records
 // Kafka acknowledged are visible (committed).
-func (p *publisher) send(ctx context.Context, lane int, b *batch) (committed bool, err error) {
+func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (committed bool, err error) {
 	w := p.w
 	if w.cfg.NewLaneProducer == nil {
 		return true, p.produce(ctx, lane, p.producer, b)
 	}
-	lp, err := w.laneProducer(lane)
+	lp, err := w.laneProducer(ctx, lane, generation)
 	if err != nil {
 		return false, err
 	}

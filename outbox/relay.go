@@ -31,11 +31,12 @@ import (
 // Store is the outbox table as the relay uses it (*postgres.DB).
 type Store interface {
 	// PublishOutboxLane claims a batch of lane under the lane's lock,
-	// leaving out skip, calls publish with it while holding the claim, and
-	// parks and marks the rows as publish says, in one transaction; busy:
-	// another publisher holds the lane.
+	// leaving out skip, calls publish with it and the lane's generation
+	// while holding the claim, and parks and marks the rows (and moves the
+	// lane to its next generation) as publish says, in one transaction;
+	// busy: another publisher holds the lane.
 	PublishOutboxLane(ctx context.Context, lane, limit int, idle time.Duration, skip postgres.OutboxSkip,
-		publish func(recs []postgres.OutboxRecord, firstParked map[string]int64) (postgres.OutboxMarks, error)) (busy bool, err error)
+		publish func(recs []postgres.OutboxRecord, firstParked map[string]int64, generation int) (postgres.OutboxMarks, error)) (busy bool, err error)
 	ActiveOutboxLanes(ctx context.Context) ([]int, error)
 	// NewLaneOwner opens the session by which this relay holds its share
 	// of the lanes (share.go).
@@ -99,12 +100,16 @@ type Options struct {
 	// those in use, the one given in Deps included. Nil: see ResolveTimeout.
 	NewProducer func() (Producer, error)
 	// NewLaneProducer, when set, turns on Kafka transactions: each lane
-	// publishes through a producer of its own, made by NewLaneProducer(lane)
-	// with a transactional id of the lane's, one transaction per batch, and
-	// rows are marked sent only after it committed. Such a producer fences
-	// every older producer of its lane (see laneProducer). The relay owns
-	// these producers. Deps.Producer then only tells whether Kafka answers.
-	NewLaneProducer func(lane int) (TxProducer, error)
+	// publishes through a producer of its own, made by
+	// NewLaneProducer(ctx, lane, generation) with the transactional id
+	// TransactionalID(prefix, lane, generation), one transaction per batch,
+	// and rows are marked sent only after it committed. It must fence every
+	// older producer of that id before it returns (kafka.NewTransactionalClient)
+	// and return an error wrapping kafka.ErrTransactionStuck when the id's
+	// last transaction cannot finish: the lane then moves to its next
+	// generation (see laneProducer). The relay owns these producers.
+	// Deps.Producer then only tells whether Kafka answers.
+	NewLaneProducer func(ctx context.Context, lane, generation int) (TxProducer, error)
 	// StallTimeout, with transactions, is how long records of a batch may
 	// stay without an outcome after Kafka acknowledged the batch's last
 	// other record (1s). Past it the batch is cut: its transaction is
@@ -198,6 +203,7 @@ type Relay struct {
 	shareFailing bool                              // shareLanes logged that sharing is unavailable
 	members      atomic.Int64                      // relays sharing the lanes, this one included; 0: unknown
 	lanes        [postgres.OutboxLanes]TxProducer  // each lane's transactional producer, used by the publisher in it
+	laneGens     [postgres.OutboxLanes]int         // the generation of each lane's producer
 	kick         kicker
 	active       activeLanes
 

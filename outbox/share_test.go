@@ -35,9 +35,9 @@ func TestRelaysKeepTheirLanes(t *testing.T) {
 	addr := cluster.ListenAddrs()[0]
 	var made atomic.Int64
 	lanes := laneProducers(addr, "tx-share-")
-	cfg := Options{PollInterval: 50 * time.Millisecond, Publishers: 4, NewLaneProducer: func(lane int) (TxProducer, error) {
+	cfg := Options{PollInterval: 50 * time.Millisecond, Publishers: 4, NewLaneProducer: func(ctx context.Context, lane, generation int) (TxProducer, error) {
 		made.Add(1)
-		return lanes(lane)
+		return lanes(ctx, lane, generation)
 	}}
 	db1, db2 := pgtest.Open(t, dsn), pgtest.Open(t, dsn)
 	w1, _ := newWorker(t, db1, newProducer(t, addr), cfg)

@@ -80,8 +80,8 @@ func TestStalledRecordsCutTheBatch(t *testing.T) {
 	producers := map[int]*silentKey{}
 	made := laneProducers(addr, "tx-stall-")
 	silent := true
-	newLane := func(l int) (TxProducer, error) {
-		p, err := made(l)
+	newLane := func(ctx context.Context, l, generation int) (TxProducer, error) {
+		p, err := made(ctx, l, generation)
 		if err != nil {
 			return nil, err
 		}

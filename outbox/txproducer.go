@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,27 +19,50 @@ type TxProducer interface {
 	AbortBufferedRecords(ctx context.Context) error
 }
 
-// laneProducer returns lane's transactional producer, making it with
-// NewLaneProducer on first use or after the last one was given up. The
-// caller is the publisher in the lane (Relay.taken), so no other goroutine
-// uses the lane's producer meanwhile.
+// TransactionalID is the transactional id of a lane's producers in
+// generation: prefix and the lane, then ".g" and the generation above 0.
+// An access control list allowing the prefix covers every lane and
+// generation.
+func TransactionalID(prefix string, lane, generation int) string {
+	id := prefix + strconv.Itoa(lane)
+	if generation > 0 {
+		id += ".g" + strconv.Itoa(generation)
+	}
+	return id
+}
+
+// laneProducer returns lane's transactional producer of generation (the
+// lane's, read under its lock), making it with NewLaneProducer on first
+// use, after the last one was given up, or when the lane moved to another
+// generation meanwhile. The caller is the publisher in the lane
+// (Relay.taken), so no other goroutine uses the lane's producer meanwhile.
 //
-// A new producer's transactional id is the lane's, so the first record it
-// produces initialises it with the transaction coordinator, which fences
-// every older producer of the lane, in this replica or another: their
-// transaction in progress is aborted, and records they still send are
-// refused. A relay that lost its PostgreSQL session (and so its lane) while
-// its records were in flight thus never lands them for read_committed
-// consumers once another publisher has published in the lane.
-func (w *Relay) laneProducer(lane int) (TxProducer, error) {
-	if p := w.lanes[lane]; p != nil {
+// A new producer first fences every older producer of its transactional
+// id, in this replica or another: their transaction in progress is
+// aborted, and records they still send are refused. A relay that lost its
+// PostgreSQL session (and so its lane) while its records were in flight
+// thus never lands them for read_committed consumers once another
+// publisher has published in the lane.
+//
+// When the id's last transaction has ended but cannot finish (a partition
+// it wrote lost its only replica), its producers are fenced but no new one
+// can produce until the partition returns. laneProducer then returns
+// kafka.ErrTransactionStuck, and the batch moves the lane to its next
+// generation: a new transactional id, which every later holder of the lane
+// uses and so fences. The fence holds across the move: every producer of
+// an older generation was fenced before it.
+func (w *Relay) laneProducer(ctx context.Context, lane, generation int) (TxProducer, error) {
+	if p := w.lanes[lane]; p != nil && w.laneGens[lane] == generation {
 		return p, nil
 	}
-	p, err := w.cfg.NewLaneProducer(lane)
+	w.dropLaneProducer(lane)
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
+	defer cancel()
+	p, err := w.cfg.NewLaneProducer(ctx, lane, generation)
 	if err != nil {
-		return nil, fmt.Errorf("transactional producer of lane %d: %w", lane, err)
+		return nil, fmt.Errorf("transactional producer of lane %d generation %d: %w", lane, generation, err)
 	}
-	w.lanes[lane] = p
+	w.lanes[lane], w.laneGens[lane] = p, generation
 	return p, nil
 }
 

@@ -3,22 +3,25 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acme/orders-service"
+	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/internal/poll"
+	"github.com/acme/orders-service/kafka"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
 // laneProducers returns a NewLaneProducer for the broker at addr whose
-// transactional ids are prefix + lane.
-func laneProducers(addr, prefix string) func(int) (TxProducer, error) {
-	return func(lane int) (TxProducer, error) {
-		return kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID(fmt.Sprintf("%s%d", prefix, lane)),
-			kgo.TransactionTimeout(time.Minute))
+// transactional ids are TransactionalID(prefix, lane, generation), made as
+// the service makes them.
+func laneProducers(addr, prefix string) func(context.Context, int, int) (TxProducer, error) {
+	return func(ctx context.Context, lane, generation int) (TxProducer, error) {
+		return kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, TransactionalID(prefix, lane, generation), time.Minute)
 	}
 }
 
@@ -56,6 +59,53 @@ func TestTransactionsPublishOnce(t *testing.T) {
 			}
 			t.Errorf("event %s read %d times (partition/offset %v), want once", e, len(recs), at)
 		}
+	}
+}
+
+// TestStuckTransactionalIDMovesTheLane: a lane's transactional id whose
+// last transaction ended but cannot finish (a partition it wrote lost its
+// only replica, so the coordinator refuses every producer of the id) holds
+// the lane back only until the relay moves the lane to its next
+// generation, a new id: the lane's rows are then published through it,
+// once each and in order, and the move is recorded for the lane's later
+// holders. Without the move the lane's rows wait for the partition.
+func TestStuckTransactionalIDMovesTheLane(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	const key = "order-stuck"
+	lane := laneOf(t, db, key)
+	kafkatest.StuckTransaction(cluster, TransactionalID("tx-move-", lane, 0), "PrepareAbort")
+	c := collectWith(t, addr, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 50 * time.Millisecond, Publishers: 2,
+		NewLaneProducer: laneProducers(addr, "tx-move-")})
+	start(t, w)
+	events := insertRows(t, db, topic, key, 5)
+	for i := range 10 {
+		insertRows(t, db, topic, fmt.Sprintf("order-%d", i), 1)
+	}
+
+	poll.Eventually(t, 30*time.Second, "every row sent", func() bool { return countUnsent(t, db) == 0 })
+	var generation int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT generation FROM outbox_lanes WHERE lane = $1`, lane).Scan(&generation); err != nil {
+		t.Fatalf("lane %d's generation: %v", lane, err)
+	}
+	if generation != 1 {
+		t.Errorf("lane %d's generation = %d, want 1", lane, generation)
+	}
+	var got []string
+	poll.Eventually(t, 30*time.Second, "the stuck lane's key read committed", func() bool {
+		got = got[:0]
+		for _, r := range c.records() {
+			if string(r.Key) == key {
+				got = append(got, header(r, "ce_id"))
+			}
+		}
+		return len(got) >= len(events)
+	})
+	if !slices.Equal(got, events) {
+		t.Fatalf("key %s read as %v, want each event once in order %v", key, got, events)
 	}
 }
 

@@ -106,11 +106,13 @@ func MarkOutboxSent(ctx context.Context, tx pgx.Tx, ids []int64) error {
 }
 
 // OutboxMarks is what became of a claimed batch: the rows to mark sent and
-// the rows to park, each with its error.
+// the rows to park, each with its error, and whether the lane moves to its
+// next generation (PublishOutboxLane).
 type OutboxMarks struct {
-	Sent     []int64
-	Parked   []int64
-	ParkErrs []string // ParkErrs[i] is the error of Parked[i]
+	Sent           []int64
+	Parked         []int64
+	ParkErrs       []string // ParkErrs[i] is the error of Parked[i]
+	NextGeneration bool
 }
 
 // DeleteSentOutbox deletes up to limit rows sent more than olderThan ago by

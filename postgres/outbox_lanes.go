@@ -57,6 +57,8 @@ func (s *OutboxSkip) Add(r OutboxRecord) {
 // so during a rolling upgrade an old relay and a new one never publish at
 // once, while new ones share it.
 //
+// It also reads the lane's generation (outbox_lanes; 0 without a row).
+//
 // synchronous_commit = off is sound here, and only here: this transaction
 // writes nothing but the marks (sent, parked) of rows whose records Kafka
 // already has. A crash can lose the last such commits (a few hundred
@@ -65,12 +67,25 @@ func (s *OutboxSkip) Add(r OutboxRecord) {
 // which the contract allows (at least once); WAL is flushed in order, so the
 // marks of a key's later rows are lost with its earlier ones and the key is
 // republished in order. A lost park is redone when the row is claimed again.
+// A move to the lane's next generation is the exception: it is committed
+// synchronously (nextOutboxLaneGenerationSQL).
 const lockOutboxLaneSQL = `
 	SELECT set_config('idle_in_transaction_session_timeout', $1, true),
 	       set_config('synchronous_commit', 'off', true),
 	       set_config('orders.outbox_lane',
 	           CASE WHEN pg_try_advisory_xact_lock_shared($2) AND pg_try_advisory_xact_lock($3, $4) THEN $4::int::text ELSE '' END,
-	           true) <> ''`
+	           true) <> '',
+	       coalesce((SELECT generation FROM outbox_lanes WHERE lane = $4), 0)`
+
+// nextOutboxLaneGenerationSQL moves lane $1 to its next generation, in the
+// transaction that holds the lane's lock. It is committed synchronously:
+// the next batch produces with the new generation's transactional id,
+// which a lane's later holder must find, or it would not fence that
+// producer.
+const nextOutboxLaneGenerationSQL = `
+	WITH sync AS (SELECT set_config('synchronous_commit', 'on', true))
+	INSERT INTO outbox_lanes AS l (lane, generation) SELECT $1, 1 FROM sync
+	ON CONFLICT (lane) DO UPDATE SET generation = l.generation + 1`
 
 // claimOutboxLaneSQL reads a lane's rows neither sent nor parked, in id
 // order, through outbox_unsent_lane, leaving out the rows of keys that wait
@@ -131,16 +146,18 @@ func (db *DB) ActiveOutboxLanes(ctx context.Context) ([]int, error) {
 // long the session may sit idle in it by idle, takes the lane's lock (busy,
 // without waiting, when another session holds it), claims up to limit rows
 // of the lane neither sent nor parked nor left out by skip and, when there
-// are any, calls publish with them and, for each of their topics and keys
-// that has a parked row, the id of its first (keyed topic + "\x00" + key).
-// It parks and marks sent the rows publish names, then commits; an error of
-// publish rolls the transaction back. The lock and the claim are held while
-// publish runs, so no other publisher publishes in the lane meanwhile.
+// are any, calls publish with them, for each of their topics and keys
+// that has a parked row the id of its first (keyed topic + "\x00" + key),
+// and the lane's generation. It parks and marks sent the rows publish
+// names and moves the lane to its next generation when publish says so,
+// then commits; an error of publish rolls the transaction back. The lock
+// and the claim are held while publish runs, so no other publisher
+// publishes in the lane meanwhile.
 //
 // The transaction takes two round trips: BEGIN, the lock and the claim are
 // sent together, and so are the marks and COMMIT.
 func (db *DB) PublishOutboxLane(ctx context.Context, lane, limit int, idle time.Duration, skip OutboxSkip,
-	publish func(recs []OutboxRecord, parked map[string]int64) (OutboxMarks, error)) (busy bool, err error) {
+	publish func(recs []OutboxRecord, parked map[string]int64, generation int) (OutboxMarks, error)) (busy bool, err error) {
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		return false, fmt.Errorf("publish outbox lane %d: %w", lane, classify(err))
@@ -162,9 +179,10 @@ func (db *DB) PublishOutboxLane(ctx context.Context, lane, limit int, idle time.
 	b.Queue(claimOutboxLaneSQL, lane, limit,
 		nonNil(skip.IDs), nonNil(skip.TextTopics), nonNil(skip.TextKeys), nonNil(skip.BinTopics), nonNil(skip.BinKeys))
 	var (
-		locked bool
-		recs   []OutboxRecord
-		parked = map[string]int64{}
+		locked     bool
+		generation int
+		recs       []OutboxRecord
+		parked     = map[string]int64{}
 	)
 	err = func() error {
 		br := conn.SendBatch(ctx, &b)
@@ -172,7 +190,7 @@ func (db *DB) PublishOutboxLane(ctx context.Context, lane, limit int, idle time.
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("begin: %w", err)
 		}
-		if err := br.QueryRow().Scan(nil, nil, &locked); err != nil {
+		if err := br.QueryRow().Scan(nil, nil, &locked, &generation); err != nil {
 			return fmt.Errorf("try lane lock: %w", err)
 		}
 		rows, err := br.Query()
@@ -202,11 +220,14 @@ func (db *DB) PublishOutboxLane(ctx context.Context, lane, limit int, idle time.
 	if !locked || len(recs) == 0 {
 		return !locked, nil // the deferred ROLLBACK releases the locks
 	}
-	marks, err := publish(recs, parked)
+	marks, err := publish(recs, parked, generation)
 	if err != nil {
 		return false, err
 	}
 	var end pgx.Batch
+	if marks.NextGeneration {
+		end.Queue(nextOutboxLaneGenerationSQL, int16(lane))
+	}
 	if len(marks.Parked) > 0 {
 		end.Queue(parkOutboxSQL, marks.Parked, marks.ParkErrs)
 	}
@@ -216,6 +237,11 @@ func (db *DB) PublishOutboxLane(ctx context.Context, lane, limit int, idle time.
 	end.Queue("COMMIT")
 	br := conn.SendBatch(ctx, &end)
 	defer br.Close()
+	if marks.NextGeneration {
+		if _, err := br.Exec(); err != nil {
+			return false, fmt.Errorf("publish outbox lane %d: next generation: %w", lane, classify(err))
+		}
+	}
 	if len(marks.Parked) > 0 {
 		if _, err := br.Exec(); err != nil {
 			return false, fmt.Errorf("publish outbox lane %d: park rows: %w", lane, classify(err))

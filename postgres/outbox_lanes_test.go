@@ -62,7 +62,7 @@ func TestLanesLockApart(t *testing.T) {
 	insertRows(t, db, key, other)
 	try := func(lane int) (busy bool, claimed int) {
 		t.Helper()
-		busy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
+		busy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64, _ int) (postgres.OutboxMarks, error) {
 			claimed = len(recs)
 			return postgres.OutboxMarks{}, nil
 		})
@@ -72,7 +72,7 @@ func TestLanesLockApart(t *testing.T) {
 		return busy, claimed
 	}
 
-	_, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
+	_, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64, _ int) (postgres.OutboxMarks, error) {
 		if busy, _ := try(lane); !busy {
 			t.Error("a second publisher took a lane held by another")
 		}
@@ -138,7 +138,7 @@ func TestClaimSkipsWaitingKeys(t *testing.T) {
 	var skip postgres.OutboxSkip
 	skip.Add(postgres.OutboxRecord{ID: ids[0], Topic: "orders.events", Key: []byte(stuck)})
 	var got []int64
-	_, err = db.PublishOutboxLane(ctx, lane, 2, 10*time.Second, skip, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
+	_, err = db.PublishOutboxLane(ctx, lane, 2, 10*time.Second, skip, func(recs []postgres.OutboxRecord, _ map[string]int64, _ int) (postgres.OutboxMarks, error) {
 		for _, r := range recs {
 			got = append(got, r.ID)
 		}
@@ -177,7 +177,7 @@ func claimedParked(t *testing.T, db *postgres.DB, lane int) map[string]int64 {
 	t.Helper()
 	var parked map[string]int64
 	_, err := db.PublishOutboxLane(context.Background(), lane, 1000, 10*time.Second, postgres.OutboxSkip{},
-		func(_ []postgres.OutboxRecord, p map[string]int64) (postgres.OutboxMarks, error) {
+		func(_ []postgres.OutboxRecord, p map[string]int64, _ int) (postgres.OutboxMarks, error) {
 			parked = p
 			return postgres.OutboxMarks{}, nil
 		})

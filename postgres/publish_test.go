@@ -51,7 +51,7 @@ func TestPublishOutboxLane(t *testing.T) {
 
 	lane := laneOf(t, db, "k")
 	failed := errors.New("produce failed")
-	busy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
+	busy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64, _ int) (postgres.OutboxMarks, error) {
 		return postgres.OutboxMarks{Sent: []int64{recs[0].ID}}, failed
 	})
 	if busy || !errors.Is(err, failed) {
@@ -64,9 +64,9 @@ func TestPublishOutboxLane(t *testing.T) {
 	}
 
 	var claimed int
-	busy, err = db.PublishOutboxLane(ctx, lane, 2, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
+	busy, err = db.PublishOutboxLane(ctx, lane, 2, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64, _ int) (postgres.OutboxMarks, error) {
 		claimed = len(recs)
-		otherBusy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func([]postgres.OutboxRecord, map[string]int64) (postgres.OutboxMarks, error) {
+		otherBusy, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func([]postgres.OutboxRecord, map[string]int64, int) (postgres.OutboxMarks, error) {
 			t.Error("a second publisher claimed rows while the first held the lock")
 			return postgres.OutboxMarks{}, nil
 		})
@@ -87,10 +87,51 @@ func TestPublishOutboxLane(t *testing.T) {
 	}
 
 	claimed = 0
-	if _, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64) (postgres.OutboxMarks, error) {
+	if _, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(recs []postgres.OutboxRecord, _ map[string]int64, _ int) (postgres.OutboxMarks, error) {
 		claimed = len(recs)
 		return postgres.OutboxMarks{}, nil
 	}); err != nil || claimed != 1 {
 		t.Errorf("next PublishOutboxLane claimed %d rows, %v; want only the row neither sent nor parked", claimed, err)
+	}
+}
+
+// TestOutboxLaneGeneration: a lane starts in generation 0; a batch whose
+// marks ask for it moves the lane to the next generation, which the next
+// batch of the lane reads, while other lanes stay where they are. A batch
+// that fails moves nothing.
+func TestOutboxLaneGeneration(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	insertRows(t, db, "k", "other")
+	lane, other := laneOf(t, db, "k"), laneOf(t, db, "other")
+	if lane == other {
+		t.Fatalf("keys k and other share lane %d; the test needs two", lane)
+	}
+	publish := func(lane int, marks postgres.OutboxMarks, fail error) (generation int) {
+		t.Helper()
+		generation = -1
+		_, err := db.PublishOutboxLane(ctx, lane, 10, 10*time.Second, postgres.OutboxSkip{}, func(_ []postgres.OutboxRecord, _ map[string]int64, g int) (postgres.OutboxMarks, error) {
+			generation = g
+			return marks, fail
+		})
+		if !errors.Is(err, fail) {
+			t.Fatalf("PublishOutboxLane(%d) = %v, want %v", lane, err, fail)
+		}
+		return generation
+	}
+	next := postgres.OutboxMarks{NextGeneration: true}
+	for want := range 3 {
+		if g := publish(lane, next, nil); g != want {
+			t.Fatalf("lane %d's generation = %d, want %d", lane, g, want)
+		}
+	}
+	if g := publish(lane, next, errors.New("produce failed")); g != 3 {
+		t.Fatalf("lane %d's generation = %d, want 3", lane, g)
+	}
+	if g := publish(lane, postgres.OutboxMarks{}, nil); g != 3 {
+		t.Fatalf("after a failed batch lane %d's generation = %d, want 3 still", lane, g)
+	}
+	if g := publish(other, postgres.OutboxMarks{}, nil); g != 0 {
+		t.Fatalf("lane %d's generation = %d, want 0", other, g)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -92,12 +91,12 @@ func (w workers) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("outbox producer: %w", err)
 	}
-	var newLaneProducer func(int) (outbox.TxProducer, error)
+	var newLaneProducer func(context.Context, int, int) (outbox.TxProducer, error)
 	if w.cfg.OutboxTransactions {
 		prefix := cmp.Or(w.cfg.OutboxTransactionalIDPrefix, "orders-service."+w.cfg.KafkaTopic+".lane-")
-		newLaneProducer = func(lane int) (outbox.TxProducer, error) {
-			return kafka.NewClient(w.cfg.Kafka, kgo.WithHooks(w.produced),
-				kgo.TransactionalID(prefix+strconv.Itoa(lane)), kgo.TransactionTimeout(outboxTransactionTimeout))
+		newLaneProducer = func(ctx context.Context, lane, generation int) (outbox.TxProducer, error) {
+			return kafka.NewTransactionalClient(ctx, w.cfg.Kafka, outbox.TransactionalID(prefix, lane, generation),
+				outboxTransactionTimeout, kgo.WithHooks(w.produced))
 		}
 	}
 	relay := outbox.New(outbox.Deps{Store: w.db, Producer: relayProducer, Metrics: outboxMetrics, Logger: w.log}, outbox.Options{

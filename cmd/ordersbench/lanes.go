@@ -153,13 +153,13 @@ func (d *delayDialer) close() {
 // relayOptions are the options of a relay with publishers publishers as
 // the service makes it: producers made from kcfg with extra options and,
 // unless txPrefix is "", one transactional producer per lane with the
-// transactional id txPrefix followed by the lane.
+// transactional id outbox.TransactionalID(txPrefix, lane, generation).
 func relayOptions(kcfg kafka.Config, wake <-chan struct{}, publishers int, txPrefix string, extra ...kgo.Opt) outbox.Options {
 	opts := outbox.Options{Wake: wake, Publishers: publishers,
 		NewProducer: func() (outbox.Producer, error) { return kafka.NewClient(kcfg, extra...) }}
 	if txPrefix != "" {
-		opts.NewLaneProducer = func(lane int) (outbox.TxProducer, error) {
-			return kafka.NewClient(kcfg, append([]kgo.Opt{kgo.TransactionalID(txPrefix + strconv.Itoa(lane)), kgo.TransactionTimeout(time.Minute)}, extra...)...)
+		opts.NewLaneProducer = func(ctx context.Context, lane, generation int) (outbox.TxProducer, error) {
+			return kafka.NewTransactionalClient(ctx, kcfg, outbox.TransactionalID(txPrefix, lane, generation), time.Minute, extra...)
 		}
 	}
 	return opts

@@ -1,0 +1,105 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service/internal/kafkatest"
+)
+
+// TestFenceAbortsTheOpenTransaction: a new transactional client of an id
+// fences the producer that has a transaction open: that producer can no
+// longer commit, and a read_committed consumer never sees its record,
+// while the new client's committed record is visible.
+func TestFenceAbortsTheOpenTransaction(t *testing.T) {
+	b := startKfake(t, kfake.SeedTopics(1, "fenced"))
+	cfg := Config{Brokers: []string{b.Addr()}}
+	ctx := testContext(t, 30*time.Second)
+
+	old := newClient(t, cfg, kgo.TransactionalID("tx-fence"), kgo.TransactionTimeout(time.Minute))
+	if err := old.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.ProduceSync(ctx, &kgo.Record{Topic: "fenced", Value: []byte("zombie")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	cl, err := NewTransactionalClient(ctx, cfg, "tx-fence", time.Minute)
+	if err != nil {
+		t.Fatalf("NewTransactionalClient: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	if err := old.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Fatal("the fenced producer committed its transaction")
+	}
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "fenced", Value: []byte("live")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit of the new producer: %v", err)
+	}
+
+	rc := newClient(t, cfg, kgo.ConsumeTopics("fenced"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []string
+	for len(got) == 0 {
+		fs := rc.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("reading the committed record: %v", err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	if len(got) != 1 || got[0] != "live" {
+		t.Fatalf("read_committed got %q, want only the new producer's record", got)
+	}
+}
+
+// TestFenceReportsAStuckTransaction: an id whose transaction is prepared
+// but stays unfinished is reported stuck after about stuckAfter; one whose
+// coordinator keeps answering CONCURRENT_TRANSACTIONS for a transaction
+// still in progress is not (only the caller's deadline ends the wait),
+// nor is another id of the same coordinator.
+func TestFenceReportsAStuckTransaction(t *testing.T) {
+	for _, tc := range []struct {
+		state string
+		stuck bool
+	}{{"PrepareAbort", true}, {"PrepareCommit", true}, {"PrepareEpochFence", true}, {"Ongoing", false}} {
+		t.Run(tc.state, func(t *testing.T) {
+			b := startKfake(t)
+			cfg := Config{Brokers: []string{b.Addr()}}
+			kafkatest.StuckTransaction(b.Cluster, "tx-stuck", tc.state)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*stuckAfter)
+			defer cancel()
+			start := time.Now()
+			cl, err := NewTransactionalClient(ctx, cfg, "tx-stuck", time.Minute)
+			took := time.Since(start)
+			if cl != nil {
+				cl.Close()
+				t.Fatal("NewTransactionalClient returned a client of an id it could not initialise")
+			}
+			if got := errors.Is(err, ErrTransactionStuck); got != tc.stuck {
+				t.Fatalf("NewTransactionalClient = %v after %s; stuck %v, want %v", err, took, got, tc.stuck)
+			}
+			if tc.stuck && (took < stuckAfter || took > 2*stuckAfter) {
+				t.Errorf("reported stuck after %s, want about %s", took, stuckAfter)
+			}
+			if !tc.stuck && !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("NewTransactionalClient = %v, want the deadline's error", err)
+			}
+
+			other, err := NewTransactionalClient(testContext(t, 10*time.Second), cfg, "tx-other", time.Minute)
+			if err != nil {
+				t.Fatalf("another id of the coordinator: %v", err)
+			}
+			other.Close()
+		})
+	}
+}
