@@ -71,9 +71,6 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 					"lane", lane, "generation", generation+1, "error", err)
 				res.again = true
 				return postgres.OutboxMarks{NextGeneration: true}, nil
-			case errors.Is(err, errBlocked):
-				res.again = true
-				return postgres.OutboxMarks{}, nil
 			}
 			if err != nil {
 				fatal = err
@@ -257,11 +254,10 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	// the lane's last transaction has ended without being finished: a
 	// partition it wrote may have lost its leader, and until the
 	// transaction finishes none of this one's records can be appended. The
-	// batch is then given up and the lane's producer made again
-	// (laneProducer: a new transactional id if the old one stays stuck).
-	// It asks the coordinator from StallTimeout/2 on, at most every
-	// StallTimeout/4: a transaction that ended normally finishes within
-	// milliseconds.
+	// batch is then given up and the lane moves to a new transactional id
+	// (send). It asks the coordinator from StallTimeout/2 on, at most every
+	// StallTimeout/4, before and after ProduceTimeout: a transaction that
+	// ended normally finishes within milliseconds.
 	var (
 		tp          TxProducer
 		stallCheck  <-chan time.Time
@@ -281,8 +277,6 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		if err != nil || !e {
 			return false
 		}
-		w.log.Warn("outbox: the lane's last Kafka transaction is not finished and holds back this batch; giving it up and making the lane's producer again",
-			"lane", lane, "waited", time.Since(start))
 		return true
 	}
 	if p, tx := producer.(TxProducer); tx {
@@ -359,6 +353,11 @@ resolve:
 			return nil
 		case <-bound.C:
 			break resolve
+		case <-stallCheck:
+			if ending() {
+				b.blocked = true
+				return nil
+			}
 		case <-heldCheck:
 			var idx []int
 			mu.Lock()
@@ -422,9 +421,12 @@ func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (c
 	}
 	if b.blocked {
 		// Nothing of the batch can have been appended: its transaction
-		// could not begin. The next batch makes the lane's producer again.
+		// could not begin. The lane's id is stuck as long as the
+		// partition that holds its last transaction; every older producer
+		// of the id was fenced when this one initialised, and this one is
+		// closed before the lane moves on.
 		w.dropLaneProducer(lane)
-		return false, errBlocked
+		return false, fmt.Errorf("lane %d: its last Kafka transaction stays unfinished: %w", lane, kafka.ErrTransactionStuck)
 	}
 	if b.cut && w.lanes[lane] == lp {
 		// Aborting would wait for the requests to a broker that does not
@@ -443,7 +445,6 @@ func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (c
 }
 
 var (
-	errBlocked       = errors.New("the lane's last Kafka transaction is not finished")
 	errUnresolved    = errors.New("records unresolved")
 	errStalledRecord = errors.New("no outcome long after the rest of its batch was acknowledged")
 )
