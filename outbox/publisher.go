@@ -65,8 +65,7 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
 			committed, err := p.send(pctx, lane, generation, b)
-			switch {
-			case errors.Is(err, kafka.ErrTransactionStuck):
+			if errors.Is(err, kafka.ErrTransactionStuck) {
 				w.log.Warn("outbox: the lane's Kafka transactional id cannot produce until a partition returns; the lane moves to a new one",
 					"lane", lane, "generation", generation+1, "error", err)
 				res.again = true
@@ -274,10 +273,7 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.StallTimeout)
 		defer cancel()
 		e, err := tp.TransactionEnding(dctx)
-		if err != nil || !e {
-			return false
-		}
-		return true
+		return err == nil && e
 	}
 	if p, tx := producer.(TxProducer); tx {
 		tp = p
