@@ -65,11 +65,16 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
 			committed, err := p.send(pctx, lane, generation, b)
-			if errors.Is(err, kafka.ErrTransactionStuck) {
+			switch {
+			case errors.Is(err, kafka.ErrTransactionStuck):
 				w.log.Warn("outbox: the lane's Kafka transactional id cannot produce until a partition returns; the lane moves to a new one",
 					"lane", lane, "generation", generation+1, "error", err)
 				res.again = true
 				return postgres.OutboxMarks{NextGeneration: true}, nil
+			case errors.Is(err, errBlocked):
+				w.log.Info("outbox: the lane's last Kafka transaction is not finished; making the lane's producer again", "lane", lane)
+				res.again = true
+				return postgres.OutboxMarks{}, nil
 			}
 			if err != nil {
 				fatal = err
@@ -253,7 +258,8 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	// the lane's last transaction has ended without being finished: a
 	// partition it wrote may have lost its leader, and until the
 	// transaction finishes none of this one's records can be appended. The
-	// batch is then given up and the lane moves to a new transactional id
+	// batch is then given up and the lane's producer made again, which
+	// moves the lane to a new transactional id if the old one stays stuck
 	// (send). It asks the coordinator from StallTimeout/2 on, at most every
 	// StallTimeout/4, before and after ProduceTimeout: a transaction that
 	// ended normally finishes within milliseconds.
@@ -416,13 +422,12 @@ func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (c
 		return false, err
 	}
 	if b.blocked {
-		// Nothing of the batch can have been appended: its transaction
-		// could not begin. The lane's id is stuck as long as the
-		// partition that holds its last transaction; every older producer
-		// of the id was fenced when this one initialised, and this one is
-		// closed before the lane moves on.
+		// The lane's next producer fences the id first, which aborts this
+		// batch's transaction should it have begun after all (the last one
+		// finishing meanwhile), and moves the lane to a new id if the last
+		// one stays unfinished (laneProducer).
 		w.dropLaneProducer(lane)
-		return false, fmt.Errorf("lane %d: its last Kafka transaction stays unfinished: %w", lane, kafka.ErrTransactionStuck)
+		return false, errBlocked
 	}
 	if b.cut && w.lanes[lane] == lp {
 		// Aborting would wait for the requests to a broker that does not
@@ -441,6 +446,7 @@ func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (c
 }
 
 var (
+	errBlocked       = errors.New("the lane's last Kafka transaction is not finished")
 	errUnresolved    = errors.New("records unresolved")
 	errStalledRecord = errors.New("no outcome long after the rest of its batch was acknowledged")
 )
