@@ -123,18 +123,14 @@ func (l *portSwitch) Addr() net.Addr {
 func coordinatedLaneProducers(t *testing.T, cluster *kfake.Cluster, node int32) func(context.Context, int, int) (TxProducer, error) {
 	t.Helper()
 	addr := cluster.ListenAddrs()[0]
-	ids := map[int]string{}
-	for lane := range 16 {
-		for j := 0; ; j++ {
-			id := fmt.Sprintf("tx-stuck-%d-%d", lane, j)
-			if cluster.CoordinatorFor(id) == node {
-				ids[lane] = id
-				break
+	return func(ctx context.Context, lane, generation int) (TxProducer, error) {
+		id := ""
+		for j := 0; id == ""; j++ {
+			if c := TransactionalID(fmt.Sprintf("tx-stuck-%d-", j), lane, generation); cluster.CoordinatorFor(c) == node {
+				id = c
 			}
 		}
-	}
-	return func(ctx context.Context, lane, _ int) (TxProducer, error) {
-		cl, err := kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, ids[lane], time.Minute)
+		cl, err := kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, id, time.Minute)
 		if err != nil {
 			return nil, err
 		}
