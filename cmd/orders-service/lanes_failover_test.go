@@ -256,11 +256,11 @@ func TestClusterLeaderlessPartition(t *testing.T) {
 		len(before), percentile(before, 0.5), p99Before, len(during), percentile(during, 0.5), percentile(during, 0.99),
 		len(moved), percentile(moved, 0.5), p99During, len(stuck), percentile(stuck, 0.5))
 	// The target (at most 1s, and at most 10x before) is reported, not
-	// asserted: the relay holds the stuck partition back as a whole
-	// (docs/kafka.md, A stuck partition), but a lane whose Kafka
-	// transaction took in a record of the dead partition before the hold
-	// cannot end that transaction (its abort needs the partition's leader),
-	// so the lane waits for the broker in some runs (docs/performance.md).
+	// asserted, as a benchmark's figure is: it depends on the machine's
+	// load. The relay holds the stuck partition back as a whole
+	// (docs/kafka.md, A stuck partition), and a lane whose last Kafka
+	// transaction took in a record of the dead partition, so cannot finish,
+	// moves to its next transactional id (lane_moves).
 	met := p99During <= 1000 && p99During <= 10*max(p99Before, 1)
 	t.Logf("target other partitions' p99 during the outage, from the move, <= 1s and <= 10x before: met=%v", met)
 	if !met {
