@@ -22,18 +22,25 @@ var ErrTransactionStuck = errors.New("the transactional id's last transaction ca
 
 // stuckAfter is how long a transactional id may keep answering
 // CONCURRENT_TRANSACTIONS before FenceTransactionalID asks why. Markers of
-// an ended transaction are normally written within milliseconds.
-const stuckAfter = time.Second
+// an ended transaction are normally written within milliseconds; taking a
+// slow one for a stuck one costs only a new transactional id.
+const stuckAfter = 500 * time.Millisecond
 
 // fenceRetry is the wait between InitProducerId attempts.
 const fenceRetry = 25 * time.Millisecond
+
+// TxClient is a client producing with a transactional id.
+type TxClient struct {
+	*kgo.Client
+	id string
+}
 
 // NewTransactionalClient returns a client producing with transactional id
 // id and transaction timeout txnTimeout, once FenceTransactionalID fenced
 // every older producer of id. It returns an error wrapping
 // ErrTransactionStuck, and no client, when id's last transaction cannot
 // finish.
-func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout time.Duration, extra ...kgo.Opt) (*kgo.Client, error) {
+func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout time.Duration, extra ...kgo.Opt) (*TxClient, error) {
 	cl, err := NewClient(c, append([]kgo.Opt{kgo.TransactionalID(id), kgo.TransactionTimeout(txnTimeout)}, extra...)...)
 	if err != nil {
 		return nil, err
@@ -42,7 +49,21 @@ func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout
 		cl.Close()
 		return nil, err
 	}
-	return cl, nil
+	return &TxClient{Client: cl, id: id}, nil
+}
+
+// TransactionEnding reports whether the client's transactional id's last
+// transaction has ended without being finished: its end is in the
+// coordinator's log, a marker is still to be written. Meanwhile the
+// coordinator refuses a new transaction of the id (CONCURRENT_TRANSACTIONS)
+// and franz-go retries without end: normally for milliseconds, but for as
+// long as a partition the transaction wrote has no leader.
+func (c *TxClient) TransactionEnding(ctx context.Context) (bool, error) {
+	state, err := transactionState(ctx, c.Client, c.id)
+	if err != nil {
+		return false, fmt.Errorf("describe transactional id %q: %w", c.id, err)
+	}
+	return prepared(state), nil
 }
 
 // FenceTransactionalID initialises transactional id id through cl (any

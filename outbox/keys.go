@@ -138,11 +138,12 @@ type outcome struct {
 // (plan) and once after every record has an outcome (settle), with the state
 // of each of its keys: open, parked (behind which row) or waiting.
 type batch struct {
-	recs   []postgres.OutboxRecord
-	krecs  []*kgo.Record
-	outs   []outcome
-	parked map[string]int64 // plan's state: key -> the row its later rows park behind
-	cut    bool             // produce gave up on its records without an outcome (StallTimeout)
+	recs    []postgres.OutboxRecord
+	krecs   []*kgo.Record
+	outs    []outcome
+	parked  map[string]int64 // plan's state: key -> the row its later rows park behind
+	cut     bool             // produce gave up on its records without an outcome (StallTimeout)
+	blocked bool             // produce gave up: the lane's last transaction is not finished, so none of its records can be appended
 }
 
 // newBatch returns recs as a batch, with their Kafka records.

@@ -168,7 +168,7 @@ func (w *Relay) pass(ctx context.Context, p *publisher) pass {
 		w.taken[lane].Store(false)
 		res.rows += b.rows
 		res.busy = res.busy || b.busy
-		res.again = res.again || b.rows == w.cfg.BatchSize || b.parked > 0 || b.aborted || b.moved
+		res.again = res.again || b.rows == w.cfg.BatchSize || b.parked > 0 || b.aborted || b.again
 		if err != nil {
 			res.err, res.noAnswer = err, b.noAnswer
 			return res

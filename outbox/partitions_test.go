@@ -134,7 +134,11 @@ func coordinatedLaneProducers(t *testing.T, cluster *kfake.Cluster, node int32) 
 		}
 	}
 	return func(ctx context.Context, lane, _ int) (TxProducer, error) {
-		return kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, ids[lane], time.Minute)
+		cl, err := kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, ids[lane], time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		return cl, nil
 	}
 }
 

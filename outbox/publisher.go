@@ -32,7 +32,7 @@ type batchResult struct {
 	rows     int  // rows claimed
 	parked   int  // rows parked
 	aborted  bool // rows acknowledged in a transaction that aborted wait to be published again at once
-	moved    bool // the lane moved to its next generation: its rows are published again at once
+	again    bool // the batch was given up before any of it reached Kafka (see send): the lane is published again at once
 	noAnswer bool // the batch failed because Kafka did not answer (unreachable), not with an error of Kafka's
 }
 
@@ -65,11 +65,16 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
 			committed, err := p.send(pctx, lane, generation, b)
-			if errors.Is(err, kafka.ErrTransactionStuck) {
+			switch {
+			case errors.Is(err, kafka.ErrTransactionStuck):
 				w.log.Warn("outbox: the lane's Kafka transactional id cannot produce until a partition returns; the lane moves to a new one",
 					"lane", lane, "generation", generation+1, "error", err)
-				res.moved = true
+				res.again = true
 				return postgres.OutboxMarks{NextGeneration: true}, nil
+			case errors.Is(err, errBlocked):
+				w.log.Info("outbox: the lane's last Kafka transaction is not finished; making the lane's producer again", "lane", lane)
+				res.again = true
+				return postgres.OutboxMarks{}, nil
 			}
 			if err != nil {
 				fatal = err
@@ -97,7 +102,7 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 	if err != nil {
 		return res, cmp.Or(fatal, err)
 	}
-	if b == nil || res.moved {
+	if b == nil || res.again {
 		return res, fatal
 	}
 	now := time.Now()
@@ -249,8 +254,35 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 			"lane", lane, "unanswered", pending, "of", len(b.recs), "stall_timeout", w.cfg.StallTimeout)
 		return true
 	}
-	var stallCheck <-chan time.Time
-	if _, tx := producer.(TxProducer); tx {
+	// ending reports, while nothing of the batch is acknowledged, whether
+	// the lane's last transaction has ended without being finished: a
+	// partition it wrote may have lost its leader, and until the
+	// transaction finishes none of this one's records can be appended. The
+	// batch is then given up and the lane's producer made again, which
+	// moves the lane to a new transactional id if the old one stays stuck
+	// (send). It asks the coordinator from StallTimeout/2 on, at most every
+	// StallTimeout/4, before and after ProduceTimeout: a transaction that
+	// ended normally finishes within milliseconds.
+	var (
+		tp          TxProducer
+		stallCheck  <-chan time.Time
+		endingCheck = start.Add(w.cfg.StallTimeout / 4)
+	)
+	ending := func() bool {
+		mu.Lock()
+		quiet := pending > 0 && lastAck.IsZero()
+		mu.Unlock()
+		if !quiet || time.Since(endingCheck) < w.cfg.StallTimeout/4 {
+			return false
+		}
+		endingCheck = time.Now()
+		dctx, cancel := context.WithTimeout(ctx, w.cfg.StallTimeout)
+		defer cancel()
+		e, err := tp.TransactionEnding(dctx)
+		return err == nil && e
+	}
+	if p, tx := producer.(TxProducer); tx {
+		tp = p
 		t := time.NewTicker(max(w.cfg.StallTimeout/4, 10*time.Millisecond))
 		defer t.Stop()
 		stallCheck = t.C
@@ -274,6 +306,10 @@ wait:
 		case <-stallCheck:
 			if cut() {
 				w.parts.holdCut(ctx, b) // at once: other lanes' batches leave its rows out from now
+				return nil
+			}
+			if ending() {
+				b.blocked = true
 				return nil
 			}
 		case <-pctx.Done():
@@ -319,6 +355,11 @@ resolve:
 			return nil
 		case <-bound.C:
 			break resolve
+		case <-stallCheck:
+			if ending() {
+				b.blocked = true
+				return nil
+			}
 		case <-heldCheck:
 			var idx []int
 			mu.Lock()
@@ -380,6 +421,14 @@ func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (c
 	if err := p.produce(ctx, lane, lp, b); err != nil {
 		return false, err
 	}
+	if b.blocked {
+		// The lane's next producer fences the id first, which aborts this
+		// batch's transaction should it have begun after all (the last one
+		// finishing meanwhile), and moves the lane to a new id if the last
+		// one stays unfinished (laneProducer).
+		w.dropLaneProducer(lane)
+		return false, errBlocked
+	}
 	if b.cut && w.lanes[lane] == lp {
 		// Aborting would wait for the requests to a broker that does not
 		// answer (up to ProduceTimeout); the lane's next producer fences
@@ -397,6 +446,7 @@ func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (c
 }
 
 var (
+	errBlocked       = errors.New("the lane's last Kafka transaction is not finished")
 	errUnresolved    = errors.New("records unresolved")
 	errStalledRecord = errors.New("no outcome long after the rest of its batch was acknowledged")
 )

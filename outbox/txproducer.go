@@ -10,13 +10,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// TxProducer is a lane's transactional producer (*kgo.Client with
-// kgo.TransactionalID): each batch is one Kafka transaction.
+// TxProducer is a lane's transactional producer (*kafka.TxClient): each
+// batch is one Kafka transaction.
 type TxProducer interface {
 	Producer
 	BeginTransaction() error
 	EndTransaction(ctx context.Context, commit kgo.TransactionEndTry) error
 	AbortBufferedRecords(ctx context.Context) error
+	// TransactionEnding reports whether the producer's transactional id's
+	// last transaction has ended but is not finished, which holds back
+	// the next (kafka.TxClient).
+	TransactionEnding(ctx context.Context) (bool, error)
 }
 
 // TransactionalID is the transactional id of a lane's producers in

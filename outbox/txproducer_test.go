@@ -21,7 +21,11 @@ import (
 // the service makes them.
 func laneProducers(addr, prefix string) func(context.Context, int, int) (TxProducer, error) {
 	return func(ctx context.Context, lane, generation int) (TxProducer, error) {
-		return kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, TransactionalID(prefix, lane, generation), time.Minute)
+		cl, err := kafka.NewTransactionalClient(ctx, kafka.Config{Brokers: []string{addr}}, TransactionalID(prefix, lane, generation), time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		return cl, nil
 	}
 }
 
@@ -94,19 +98,65 @@ func TestStuckTransactionalIDMovesTheLane(t *testing.T) {
 	if generation != 1 {
 		t.Errorf("lane %d's generation = %d, want 1", lane, generation)
 	}
+	if got := readKey(t, c, key, len(events)); !slices.Equal(got, events) {
+		t.Fatalf("key %s read as %v, want each event once in order %v", key, got, events)
+	}
+}
+
+// TestUnfinishedTransactionHoldsBackBriefly: a lane's producer has
+// published; then the lane's last transaction stays unfinished (its end is
+// written, a marker cannot be), so the cluster refuses the next
+// transaction's records with CONCURRENT_TRANSACTIONS, which franz-go
+// retries without end. The relay notices within about StallTimeout, gives
+// the batch up and publishes through the lane's next generation: the
+// lane's later rows are sent, once each and in order, long before the
+// minute of ProduceTimeout that held the lane before.
+func TestUnfinishedTransactionHoldsBackBriefly(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	const key = "order-ending"
+	lane := laneOf(t, db, key)
+	c := collectWith(t, addr, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 50 * time.Millisecond, ProduceTimeout: time.Minute,
+		NewLaneProducer: laneProducers(addr, "tx-ending-")})
+	start(t, w)
+	events := insertRows(t, db, topic, key, 1)
+	poll.Eventually(t, 30*time.Second, "the first row sent", func() bool { return countUnsent(t, db) == 0 })
+
+	kafkatest.StuckTransaction(cluster, TransactionalID("tx-ending-", lane, 0), "PrepareCommit")
+	began := time.Now()
+	events = append(events, insertRows(t, db, topic, key, 3)...)
+	poll.Eventually(t, 20*time.Second, "the later rows sent", func() bool { return countUnsent(t, db) == 0 })
+	t.Logf("later rows sent %s after the lane's transaction stayed unfinished", time.Since(began).Round(time.Millisecond))
+	var generation int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT generation FROM outbox_lanes WHERE lane = $1`, lane).Scan(&generation); err != nil {
+		t.Fatalf("lane %d's generation: %v", lane, err)
+	}
+	if generation != 1 {
+		t.Errorf("lane %d's generation = %d, want 1", lane, generation)
+	}
+	if got := readKey(t, c, key, len(events)); !slices.Equal(got, events) {
+		t.Fatalf("key %s read as %v, want each event once in order %v", key, got, events)
+	}
+}
+
+// readKey waits until c has read n records of key and returns their ce_id
+// headers in the order read.
+func readKey(t *testing.T, c *collector, key string, n int) []string {
+	t.Helper()
 	var got []string
-	poll.Eventually(t, 30*time.Second, "the stuck lane's key read committed", func() bool {
+	poll.Eventually(t, 30*time.Second, "key "+key+" read", func() bool {
 		got = got[:0]
 		for _, r := range c.records() {
 			if string(r.Key) == key {
 				got = append(got, header(r, "ce_id"))
 			}
 		}
-		return len(got) >= len(events)
+		return len(got) >= n
 	})
-	if !slices.Equal(got, events) {
-		t.Fatalf("key %s read as %v, want each event once in order %v", key, got, events)
-	}
+	return got
 }
 
 // TestLostSessionIsFencedInKafka: a relay's produce is held by the broker

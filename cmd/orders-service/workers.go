@@ -95,8 +95,12 @@ func (w workers) run(ctx context.Context) error {
 	if w.cfg.OutboxTransactions {
 		prefix := cmp.Or(w.cfg.OutboxTransactionalIDPrefix, "orders-service."+w.cfg.KafkaTopic+".lane-")
 		newLaneProducer = func(ctx context.Context, lane, generation int) (outbox.TxProducer, error) {
-			return kafka.NewTransactionalClient(ctx, w.cfg.Kafka, outbox.TransactionalID(prefix, lane, generation),
+			cl, err := kafka.NewTransactionalClient(ctx, w.cfg.Kafka, outbox.TransactionalID(prefix, lane, generation),
 				outboxTransactionTimeout, kgo.WithHooks(w.produced))
+			if err != nil {
+				return nil, err
+			}
+			return cl, nil
 		}
 	}
 	relay := outbox.New(outbox.Deps{Store: w.db, Producer: relayProducer, Metrics: outboxMetrics, Logger: w.log}, outbox.Options{

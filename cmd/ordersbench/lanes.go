@@ -159,7 +159,11 @@ func relayOptions(kcfg kafka.Config, wake <-chan struct{}, publishers int, txPre
 		NewProducer: func() (outbox.Producer, error) { return kafka.NewClient(kcfg, extra...) }}
 	if txPrefix != "" {
 		opts.NewLaneProducer = func(ctx context.Context, lane, generation int) (outbox.TxProducer, error) {
-			return kafka.NewTransactionalClient(ctx, kcfg, outbox.TransactionalID(txPrefix, lane, generation), time.Minute, extra...)
+			cl, err := kafka.NewTransactionalClient(ctx, kcfg, outbox.TransactionalID(txPrefix, lane, generation), time.Minute, extra...)
+			if err != nil {
+				return nil, err
+			}
+			return cl, nil
 		}
 	}
 	return opts

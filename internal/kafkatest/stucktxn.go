@@ -6,13 +6,52 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// StuckTransaction makes c's transaction coordinator answer every
-// InitProducerId of transactional id id with CONCURRENT_TRANSACTIONS and
-// describe id's transaction in state, as a real coordinator does whose
-// transaction of id ended (state PrepareAbort, PrepareCommit or
+// StuckTransaction makes c answer as a real cluster does whose transaction
+// of transactional id id ended (state PrepareAbort, PrepareCommit or
 // PrepareEpochFence) but cannot write its marker to a partition without a
-// leader. Other ids are served as usual.
+// leader: every InitProducerId of id, every AddPartitionsToTxn of id and
+// every partition of a produce request of id (a new transaction's first
+// records) get CONCURRENT_TRANSACTIONS, and id's transaction is described
+// in state. Other ids are served as usual.
 func StuckTransaction(c *kfake.Cluster, id, state string) {
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		if req.TransactionID == nil || *req.TransactionID != id {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.ConcurrentTransactions.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	c.ControlKey(int16(kmsg.AddPartitionsToTxn), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.AddPartitionsToTxnRequest)
+		if req.TransactionalID != id {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewAddPartitionsToTxnResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = p, kerr.ConcurrentTransactions.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
 	c.ControlKey(int16(kmsg.InitProducerID), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		req := kr.(*kmsg.InitProducerIDRequest)
