@@ -13,6 +13,7 @@ import (
 	"github.com/acme/orders-service/internal/kafkatest"
 	"github.com/acme/orders-service/internal/poll"
 	"github.com/acme/orders-service/kafka"
+	"github.com/acme/orders-service/postgres"
 	"github.com/acme/orders-service/postgres/pgtest"
 )
 
@@ -91,16 +92,7 @@ func TestStuckTransactionalIDMovesTheLane(t *testing.T) {
 	}
 
 	poll.Eventually(t, 30*time.Second, "every row sent", func() bool { return countUnsent(t, db) == 0 })
-	var generation int
-	if err := db.Pool.QueryRow(context.Background(), `SELECT generation FROM outbox_lanes WHERE lane = $1`, lane).Scan(&generation); err != nil {
-		t.Fatalf("lane %d's generation: %v", lane, err)
-	}
-	if generation != 1 {
-		t.Errorf("lane %d's generation = %d, want 1", lane, generation)
-	}
-	if got := readKey(t, c, key, len(events)); !slices.Equal(got, events) {
-		t.Fatalf("key %s read as %v, want each event once in order %v", key, got, events)
-	}
+	checkMovedOnce(t, db, c, lane, key, events)
 }
 
 // TestUnfinishedTransactionHoldsBackBriefly: a lane's producer has
@@ -130,6 +122,13 @@ func TestUnfinishedTransactionHoldsBackBriefly(t *testing.T) {
 	events = append(events, insertRows(t, db, topic, key, 3)...)
 	poll.Eventually(t, 20*time.Second, "the later rows sent", func() bool { return countUnsent(t, db) == 0 })
 	t.Logf("later rows sent %s after the lane's transaction stayed unfinished", time.Since(began).Round(time.Millisecond))
+	checkMovedOnce(t, db, c, lane, key, events)
+}
+
+// checkMovedOnce checks that lane is in generation 1 and that c read key's
+// events once each, in order.
+func checkMovedOnce(t *testing.T, db *postgres.DB, c *collector, lane int, key string, events []string) {
+	t.Helper()
 	var generation int
 	if err := db.Pool.QueryRow(context.Background(), `SELECT generation FROM outbox_lanes WHERE lane = $1`, lane).Scan(&generation); err != nil {
 		t.Fatalf("lane %d's generation: %v", lane, err)
