@@ -6,10 +6,14 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/settings"
 	"github.com/acme/orders-service/internal/tcpproxy"
 	"github.com/acme/orders-service/kafka"
@@ -50,7 +54,115 @@ func (b *bench) drainLanes(ctx context.Context, db *postgres.DB, kcfg kafka.Conf
 		b.add(name, "/s", rate).vs("1 publisher, no transactions", base)
 	}
 	b.res.Details["outbox_drain_lanes"] = details
-	return b.drainLanesFar(ctx, db, kcfg, n)
+	if err := b.drainLanesFar(ctx, db, kcfg, n); err != nil {
+		return err
+	}
+	return b.ackLanes(ctx, db, kcfg)
+}
+
+// ackLanes measures the relay's commit→ack (the publish latency histogram:
+// from a row's commit to Kafka's acknowledgement) with 1, 2 and 4
+// publishers, with and without Kafka transactions, while rows are committed
+// one order per transaction at b.sizes.SteadyRate, each beside one publisher
+// without transactions of the same run. The relay alone runs, so the
+// figures are the relay's, not the gRPC service's.
+func (b *bench) ackLanes(ctx context.Context, db *postgres.DB, kcfg kafka.Config) error {
+	topic := b.topic("bench.drain.relay")
+	type variant struct {
+		publishers int
+		tx         bool
+	}
+	var base float64
+	details := map[string]map[string]float64{}
+	for _, v := range []variant{{1, false}, {2, false}, {4, false}, {1, true}, {2, true}, {4, true}} {
+		p50, p99, err := b.ackWith(ctx, db, kcfg, topic, v.publishers, v.tx)
+		if err != nil {
+			return fmt.Errorf("commit→ack with %d publishers, transactions %v: %w", v.publishers, v.tx, err)
+		}
+		name := fmt.Sprintf("Relay commit→ack p99 at %d/s, %d publisher(s), transactions %v", b.sizes.SteadyRate, v.publishers, v.tx)
+		b.say("%s: p50 %.2fms p99 %.2fms", name, p50, p99)
+		details[fmt.Sprintf("publishers_%d_tx_%v", v.publishers, v.tx)] = map[string]float64{"p50_ms": p50, "p99_ms": p99}
+		if base == 0 {
+			base = p99
+			b.add(name, "ms", p99)
+			continue
+		}
+		b.add(name, "ms", p99).vs("1 publisher, no transactions", base)
+	}
+	b.res.Details["relay_commit_to_ack"] = details
+	return nil
+}
+
+// ackWith runs a Relay with publishers publishers over db's outbox while
+// orders whose events go to topic are created at b.sizes.SteadyRate
+// (after a warm-up of b.sizes.Warmup) for half of b.sizes.SteadyPhase, and
+// returns the p50 and p99 of the relay's commit→ack over them.
+func (b *bench) ackWith(ctx context.Context, db *postgres.DB, kcfg kafka.Config, topic string, publishers int, tx bool) (p50, p99 float64, err error) {
+	prefix := ""
+	if tx {
+		prefix = fmt.Sprintf("ordersbench.%d.lane-", time.Now().UnixNano())
+	}
+	opts := relayOptions(kcfg, db.OutboxWritten(), publishers, prefix)
+	producer, err := opts.NewProducer()
+	if err != nil {
+		return 0, 0, err
+	}
+	reg := prometheus.NewRegistry()
+	om, err := outbox.NewMetrics(reg)
+	if err != nil {
+		return 0, 0, err
+	}
+	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, opts)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { w.Run(wctx); close(done) }()
+	defer func() { stop(); <-done }()
+
+	// Orders written as the service writes them, so the relay is woken by
+	// each commit as it is in the service.
+	svc := postgres.NewOrderService(db, postgres.NewOrderWriter(topic, cloudevents.Encoder[postgres.Header]{Source: "orders-service"}), "USD")
+	var committed atomic.Int64
+	commit := func(ctx context.Context, n int64) error {
+		_, err := svc.CreateOrder(ctx, newOrder(n))
+		if err == nil {
+			committed.Add(1)
+		}
+		return err
+	}
+	if _, _, err := openLoop(ctx, b.sizes.SteadyRate, b.sizes.Warmup, 16, commit); err != nil {
+		return 0, 0, fmt.Errorf("warm-up: %w", err)
+	}
+	if err := waitCounter(ctx, reg, "orders_outbox_published_total", float64(committed.Load()), time.Minute); err != nil {
+		return 0, 0, err
+	}
+	before, err := histogram(gathered(reg), publishLatencyMetric)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, _, err := openLoop(ctx, b.sizes.SteadyRate, b.sizes.SteadyPhase/2, 16, commit); err != nil {
+		return 0, 0, err
+	}
+	if err := waitCounter(ctx, reg, "orders_outbox_published_total", float64(committed.Load()), time.Minute); err != nil {
+		return 0, 0, err
+	}
+	after, err := histogram(gathered(reg), publishLatencyMetric)
+	if err != nil {
+		return 0, 0, err
+	}
+	p50, _ = histQuantile(before, after, 0.50)
+	p99, _ = histQuantile(before, after, 0.99)
+	return p50, p99, nil
+}
+
+// gathered returns reg's metric families by name (as scrape does for a
+// process's /metrics).
+func gathered(reg *prometheus.Registry) map[string]*dto.MetricFamily {
+	mfs, _ := reg.Gather()
+	out := make(map[string]*dto.MetricFamily, len(mfs))
+	for _, mf := range mfs {
+		out[mf.GetName()] = mf
+	}
+	return out
 }
 
 // drainLanesFar drains the same n rows with 1, 2 and 4 publishers,
