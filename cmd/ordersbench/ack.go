@@ -76,9 +76,11 @@ func (b *bench) ackPhase(ctx context.Context) error {
 	if err := kafka.EnsureTopics(ctx, admin, 6, -1, topic); err != nil {
 		return err
 	}
-	ends, err := kadm.NewClient(admin).ListEndOffsets(ctx, topic)
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ends, err := endOffsets(lctx, kadm.NewClient(admin), topic, 6)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("list end offsets: %w", err)
+		return err
 	}
 	start := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { start[o.Partition] = kgo.NewOffset().At(o.Offset) })
@@ -216,6 +218,32 @@ func (b *bench) ackPhase(ctx context.Context) error {
 		"kafka_alone_p50_ms": rawP50, "kafka_alone_p90_ms": quantile(raw, 0.9), "kafka_alone_p99_ms": rawP99,
 	}
 	return nil
+}
+
+// endOffsets lists the end offsets of topic's partitions. A topic just
+// created may not be known yet to the broker asked (kadm then lists it as
+// partition -1 with an error), so it asks again every 100 ms until it has
+// all partitions without an error, or ctx ends.
+func endOffsets(ctx context.Context, adm *kadm.Client, topic string, partitions int) (kadm.ListedOffsets, error) {
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			n := 0
+			ends.Each(func(kadm.ListedOffset) { n++ })
+			if n == partitions {
+				return ends, nil
+			}
+			err = fmt.Errorf("%d of %d partitions listed", n, partitions)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // produceAlone is the commit→ack baseline: copies of rec (one of the
