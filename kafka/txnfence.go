@@ -15,19 +15,26 @@ import (
 // ErrTransactionStuck says a transactional id's last transaction has ended
 // (its abort or commit is written in the coordinator's log, and no producer
 // of the id can add to it) but cannot finish, because a partition it wrote
-// has no leader to take the transaction's marker: until that partition's
-// broker returns, the coordinator refuses every producer of the id with
+// has no leader to take the transaction's marker: until that partition
+// returns, the coordinator refuses every producer of the id with
 // CONCURRENT_TRANSACTIONS.
 var ErrTransactionStuck = errors.New("the transactional id's last transaction cannot finish: a partition it wrote has no leader")
 
-// stuckAfter is how long a transactional id may keep answering
-// CONCURRENT_TRANSACTIONS before FenceTransactionalID asks why. Markers of
-// an ended transaction are normally written within milliseconds; taking a
-// slow one for a stuck one costs only a new transactional id.
-const stuckAfter = 500 * time.Millisecond
+// stuckAfter is how long a prepared transaction may stay unfinished before
+// it counts as stuck although every partition it wrote has a leader (the
+// leader may be dead but not yet replaced). Markers of an ended transaction
+// are normally written within a second (Kafka 4.1's coordinator finishes a
+// commit only at its followers' next fetch, up to replica.fetch.wait.max.ms
+// later); taking a slow one for a stuck one costs only a new transactional
+// id.
+const stuckAfter = 5 * time.Second
 
-// fenceRetry is the wait between InitProducerId attempts.
-const fenceRetry = 25 * time.Millisecond
+// fenceRetry is the wait between InitProducerId attempts; describeEvery,
+// between the descriptions of a transaction that keeps them waiting.
+const (
+	fenceRetry    = 25 * time.Millisecond
+	describeEvery = 250 * time.Millisecond
+)
 
 // TxClient is a client producing with a transactional id.
 type TxClient struct {
@@ -52,18 +59,17 @@ func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout
 	return &TxClient{Client: cl, id: id}, nil
 }
 
-// TransactionEnding reports whether the client's transactional id's last
-// transaction has ended without being finished: its end is in the
-// coordinator's log, a marker is still to be written. Meanwhile the
-// coordinator refuses a new transaction of the id (CONCURRENT_TRANSACTIONS)
-// and franz-go retries without end: normally for milliseconds, but for as
-// long as a partition the transaction wrote has no leader.
-func (c *TxClient) TransactionEnding(ctx context.Context) (bool, error) {
-	state, err := transactionState(ctx, c.Client, c.id)
+// TransactionStuck reports whether the client's transactional id's last
+// transaction has ended but cannot finish (Stuck, with waited the time the
+// caller has been held up so far). Meanwhile the coordinator refuses a new
+// transaction of the id (CONCURRENT_TRANSACTIONS) and franz-go retries
+// without end.
+func (c *TxClient) TransactionStuck(ctx context.Context, waited time.Duration) (bool, error) {
+	stuck, _, err := Stuck(ctx, c.Client, c.id, waited)
 	if err != nil {
-		return false, fmt.Errorf("describe transactional id %q: %w", c.id, err)
+		return false, fmt.Errorf("transactional id %q: %w", c.id, err)
 	}
-	return prepared(state), nil
+	return stuck, nil
 }
 
 // FenceTransactionalID initialises transactional id id through cl (any
@@ -76,14 +82,13 @@ func (c *TxClient) TransactionEnding(ctx context.Context) (bool, error) {
 // at once.
 //
 // While id's last transaction is ending the coordinator answers
-// CONCURRENT_TRANSACTIONS, and FenceTransactionalID asks again. When that
-// lasts over stuckAfter and the coordinator describes the transaction as
-// prepared (PrepareAbort, PrepareCommit or PrepareEpochFence: ended, its
-// end in the coordinator's log, only its markers missing), it returns an
-// error wrapping ErrTransactionStuck: id is fenced, but nothing can be
-// produced with it until the markers are written.
+// CONCURRENT_TRANSACTIONS, and FenceTransactionalID asks again. When the
+// transaction is Stuck it returns an error wrapping ErrTransactionStuck: id
+// is fenced, but nothing can be produced with it until the transaction's
+// partition returns.
 func FenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTimeout time.Duration) error {
 	start := time.Now()
+	described := start
 	for {
 		req := kmsg.NewPtrInitProducerIDRequest()
 		req.TransactionalID = &id
@@ -98,10 +103,10 @@ func FenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTim
 			return nil
 		case !errors.Is(err, kerr.ConcurrentTransactions) && !kerr.IsRetriable(err):
 			return fmt.Errorf("fence transactional id %q: %w", id, err)
-		case errors.Is(err, kerr.ConcurrentTransactions) && time.Since(start) >= stuckAfter:
-			state, derr := transactionState(ctx, cl, id)
-			if derr == nil && prepared(state) {
-				return fmt.Errorf("fence transactional id %q: its transaction stays %s: %w", id, state, ErrTransactionStuck)
+		case errors.Is(err, kerr.ConcurrentTransactions) && time.Since(described) >= describeEvery:
+			described = time.Now()
+			if stuck, why, derr := Stuck(ctx, cl, id, time.Since(start)); derr == nil && stuck {
+				return fmt.Errorf("fence transactional id %q: %s: %w", id, why, ErrTransactionStuck)
 			}
 		}
 		t := time.NewTimer(fenceRetry)
@@ -114,20 +119,45 @@ func FenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTim
 	}
 }
 
-// transactionState returns the coordinator's state of id's transaction.
-func transactionState(ctx context.Context, cl *kgo.Client, id string) (string, error) {
-	described, err := kadm.NewClient(cl).DescribeTransactions(ctx, id)
+// Stuck reports whether id's last transaction, as the coordinator
+// describes it, has ended without being finished (PrepareCommit,
+// PrepareAbort or PrepareEpochFence: its end is in the coordinator's log,
+// markers are missing) and cannot finish soon: a partition it wrote has no
+// leader, or the caller has waited for it stuckAfter already. why says
+// which.
+func Stuck(ctx context.Context, cl *kgo.Client, id string, waited time.Duration) (stuck bool, why string, err error) {
+	adm := kadm.NewClient(cl)
+	described, err := adm.DescribeTransactions(ctx, id)
 	if err != nil {
-		return "", err
+		return false, "", fmt.Errorf("describe transaction: %w", err)
 	}
 	t, ok := described[id]
-	if !ok {
-		return "", fmt.Errorf("transactional id %q not described", id)
+	switch {
+	case !ok:
+		return false, "", errors.New("describe transaction: not described")
+	case t.Err != nil:
+		return false, "", fmt.Errorf("describe transaction: %w", t.Err)
+	case !prepared(t.State):
+		return false, "", nil
+	case waited >= stuckAfter:
+		return true, fmt.Sprintf("its transaction stays %s after %s", t.State, waited.Round(time.Millisecond)), nil
 	}
-	if t.Err != nil {
-		return "", t.Err
+	if len(t.Topics) == 0 {
+		return false, "", nil
 	}
-	return t.State, nil
+	md, err := adm.Metadata(ctx, t.Topics.Topics()...)
+	if err != nil {
+		return false, "", fmt.Errorf("metadata of the transaction's topics: %w", err)
+	}
+	t.Topics.Each(func(topic string, p int32) {
+		if why != "" {
+			return
+		}
+		if pd, ok := md.Topics[topic].Partitions[p]; !ok || pd.Leader < 0 {
+			why = fmt.Sprintf("its transaction stays %s: partition %d of %s has no leader", t.State, p, topic)
+		}
+	})
+	return why != "", why, nil
 }
 
 // prepared reports whether a transaction in state has ended, with its end

@@ -63,20 +63,30 @@ func TestFenceAbortsTheOpenTransaction(t *testing.T) {
 }
 
 // TestFenceReportsAStuckTransaction: an id whose transaction is prepared
-// but stays unfinished is reported stuck after about stuckAfter; one whose
-// coordinator keeps answering CONCURRENT_TRANSACTIONS for a transaction
-// still in progress is not (only the caller's deadline ends the wait),
-// nor is another id of the same coordinator.
+// and wrote a partition without a leader is reported stuck at once (after
+// the first description); one whose prepared transaction's partitions all
+// have leaders only after stuckAfter; one whose coordinator keeps answering
+// CONCURRENT_TRANSACTIONS for a transaction still in progress never (only
+// the caller's deadline ends the wait). Another id of the same coordinator
+// is served throughout.
 func TestFenceReportsAStuckTransaction(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
-		state string
-		stuck bool
-	}{{"PrepareAbort", true}, {"PrepareCommit", true}, {"PrepareEpochFence", true}, {"Ongoing", false}} {
-		t.Run(tc.state, func(t *testing.T) {
-			b := startKfake(t)
+		name, state, topic string
+		after              time.Duration // reported stuck after about this long; 0: not stuck
+	}{
+		{"prepared, partition without a leader", "PrepareAbort", "gone", describeEvery},
+		{"commit prepared, partition without a leader", "PrepareCommit", "gone", describeEvery},
+		{"fence prepared, partition without a leader", "PrepareEpochFence", "gone", describeEvery},
+		{"prepared, partitions with leaders", "PrepareCommit", "here", stuckAfter},
+		{"in progress", "Ongoing", "gone", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := startKfake(t, kfake.SeedTopics(1, "here"))
 			cfg := Config{Brokers: []string{b.Addr()}}
-			kafkatest.StuckTransaction(b.Cluster, "tx-stuck", tc.state)
-			ctx, cancel := context.WithTimeout(context.Background(), 3*stuckAfter)
+			kafkatest.StuckTransaction(b.Cluster, "tx-stuck", tc.state, tc.topic)
+			ctx, cancel := context.WithTimeout(context.Background(), stuckAfter+2*time.Second)
 			defer cancel()
 			start := time.Now()
 			cl, err := NewTransactionalClient(ctx, cfg, "tx-stuck", time.Minute)
@@ -85,13 +95,13 @@ func TestFenceReportsAStuckTransaction(t *testing.T) {
 				cl.Close()
 				t.Fatal("NewTransactionalClient returned a client of an id it could not initialise")
 			}
-			if got := errors.Is(err, ErrTransactionStuck); got != tc.stuck {
-				t.Fatalf("NewTransactionalClient = %v after %s; stuck %v, want %v", err, took, got, tc.stuck)
+			if got := errors.Is(err, ErrTransactionStuck); got != (tc.after > 0) {
+				t.Fatalf("NewTransactionalClient = %v after %s; stuck %v, want %v", err, took, got, tc.after > 0)
 			}
-			if tc.stuck && (took < stuckAfter || took > 2*stuckAfter) {
-				t.Errorf("reported stuck after %s, want about %s", took, stuckAfter)
+			if tc.after > 0 && (took < tc.after || took > tc.after+time.Second) {
+				t.Errorf("reported stuck after %s, want about %s", took, tc.after)
 			}
-			if !tc.stuck && !errors.Is(err, context.DeadlineExceeded) {
+			if tc.after == 0 && !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("NewTransactionalClient = %v, want the deadline's error", err)
 			}
 

@@ -255,14 +255,12 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		return true
 	}
 	// ending reports, while nothing of the batch is acknowledged, whether
-	// the lane's last transaction has ended without being finished: a
-	// partition it wrote may have lost its leader, and until the
-	// transaction finishes none of this one's records can be appended. The
-	// batch is then given up and the lane's producer made again, which
-	// moves the lane to a new transactional id if the old one stays stuck
-	// (send). It asks the coordinator from StallTimeout/2 on, at most every
-	// StallTimeout/4, before and after ProduceTimeout: a transaction that
-	// ended normally finishes within milliseconds.
+	// the lane's last transaction has ended but cannot finish (a partition
+	// it wrote has no leader, kafka.Stuck): until it finishes none of this
+	// one's records can be appended. The batch is then given up and the
+	// lane's producer made again, which moves the lane to a new
+	// transactional id (send). It asks the coordinator from StallTimeout/2
+	// on, at most every StallTimeout/4, before and after ProduceTimeout.
 	var (
 		tp          TxProducer
 		stallCheck  <-chan time.Time
@@ -278,8 +276,8 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 		endingCheck = time.Now()
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.StallTimeout)
 		defer cancel()
-		e, err := tp.TransactionEnding(dctx)
-		return err == nil && e
+		stuck, err := tp.TransactionStuck(dctx, time.Since(start))
+		return err == nil && stuck
 	}
 	if p, tx := producer.(TxProducer); tx {
 		tp = p

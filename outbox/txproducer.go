@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,10 +18,10 @@ type TxProducer interface {
 	BeginTransaction() error
 	EndTransaction(ctx context.Context, commit kgo.TransactionEndTry) error
 	AbortBufferedRecords(ctx context.Context) error
-	// TransactionEnding reports whether the producer's transactional id's
-	// last transaction has ended but is not finished, which holds back
-	// the next (kafka.TxClient).
-	TransactionEnding(ctx context.Context) (bool, error)
+	// TransactionStuck reports whether the producer's transactional id's
+	// last transaction has ended but cannot finish, which holds back the
+	// next one, the caller having waited waited (kafka.Stuck).
+	TransactionStuck(ctx context.Context, waited time.Duration) (bool, error)
 }
 
 // TransactionalID is the transactional id of a lane's producers in

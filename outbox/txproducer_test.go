@@ -81,7 +81,7 @@ func TestStuckTransactionalIDMovesTheLane(t *testing.T) {
 	addr := cluster.ListenAddrs()[0]
 	const key = "order-stuck"
 	lane := laneOf(t, db, key)
-	kafkatest.StuckTransaction(cluster, TransactionalID("tx-move-", lane, 0), "PrepareAbort")
+	kafkatest.StuckTransaction(cluster, TransactionalID("tx-move-", lane, 0), "PrepareAbort", "gone")
 	c := collectWith(t, addr, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 50 * time.Millisecond, Publishers: 2,
 		NewLaneProducer: laneProducers(addr, "tx-move-")})
@@ -117,7 +117,7 @@ func TestUnfinishedTransactionHoldsBackBriefly(t *testing.T) {
 	events := insertRows(t, db, topic, key, 1)
 	poll.Eventually(t, 30*time.Second, "the first row sent", func() bool { return countUnsent(t, db) == 0 })
 
-	kafkatest.StuckTransaction(cluster, TransactionalID("tx-ending-", lane, 0), "PrepareCommit")
+	kafkatest.StuckTransaction(cluster, TransactionalID("tx-ending-", lane, 0), "PrepareCommit", "gone")
 	began := time.Now()
 	events = append(events, insertRows(t, db, topic, key, 3)...)
 	poll.Eventually(t, 20*time.Second, "the later rows sent", func() bool { return countUnsent(t, db) == 0 })

@@ -12,8 +12,10 @@ import (
 // leader: every InitProducerId of id, every AddPartitionsToTxn of id and
 // every partition of a produce request of id (a new transaction's first
 // records) get CONCURRENT_TRANSACTIONS, and id's transaction is described
-// in state. Other ids are served as usual.
-func StuckTransaction(c *kfake.Cluster, id, state string) {
+// in state, as having written partition 0 of topic (a topic c does not
+// have stands for a partition without a leader). Other ids are served as
+// usual.
+func StuckTransaction(c *kfake.Cluster, id, state, topic string) {
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		req := kr.(*kmsg.ProduceRequest)
@@ -71,6 +73,9 @@ func StuckTransaction(c *kfake.Cluster, id, state string) {
 		resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
 		st := kmsg.NewDescribeTransactionsResponseTransactionState()
 		st.TransactionalID, st.State, st.ProducerID = id, state, 1
+		wrote := kmsg.NewDescribeTransactionsResponseTransactionStateTopic()
+		wrote.Topic, wrote.Partitions = topic, []int32{0}
+		st.Topics = append(st.Topics, wrote)
 		resp.TransactionStates = append(resp.TransactionStates, st)
 		return resp, nil, true
 	})
