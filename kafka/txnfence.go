@@ -43,7 +43,7 @@ type TxClient struct {
 }
 
 // NewTransactionalClient returns a client producing with transactional id
-// id and transaction timeout txnTimeout, once FenceTransactionalID fenced
+// id and transaction timeout txnTimeout, once fenceTransactionalID fenced
 // every older producer of id. It returns an error wrapping
 // ErrTransactionStuck, and no client, when id's last transaction cannot
 // finish.
@@ -52,7 +52,7 @@ func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout
 	if err != nil {
 		return nil, err
 	}
-	if err := FenceTransactionalID(ctx, cl, id, txnTimeout); err != nil {
+	if err := fenceTransactionalID(ctx, cl, id, txnTimeout); err != nil {
 		cl.Close()
 		return nil, err
 	}
@@ -60,19 +60,19 @@ func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout
 }
 
 // TransactionStuck reports whether the client's transactional id's last
-// transaction has ended but cannot finish (Stuck, with waited the time the
-// caller has been held up so far). Meanwhile the coordinator refuses a new
+// transaction has ended but cannot finish (see transactionStuck; waited is
+// how long the caller has been held up so far). Meanwhile the coordinator refuses a new
 // transaction of the id (CONCURRENT_TRANSACTIONS) and franz-go retries
 // without end.
 func (c *TxClient) TransactionStuck(ctx context.Context, waited time.Duration) (bool, error) {
-	stuck, _, err := Stuck(ctx, c.Client, c.id, waited)
+	stuck, _, err := transactionStuck(ctx, c.Client, c.id, waited)
 	if err != nil {
 		return false, fmt.Errorf("transactional id %q: %w", c.id, err)
 	}
 	return stuck, nil
 }
 
-// FenceTransactionalID initialises transactional id id through cl (any
+// fenceTransactionalID initialises transactional id id through cl (any
 // client: the request is its own, apart from cl's producer state), which
 // gives it a producer epoch newer than every producer's of it: a
 // transaction in progress is aborted, and every older producer's records,
@@ -82,11 +82,11 @@ func (c *TxClient) TransactionStuck(ctx context.Context, waited time.Duration) (
 // at once.
 //
 // While id's last transaction is ending the coordinator answers
-// CONCURRENT_TRANSACTIONS, and FenceTransactionalID asks again. When the
+// CONCURRENT_TRANSACTIONS, and fenceTransactionalID asks again. When the
 // transaction is Stuck it returns an error wrapping ErrTransactionStuck: id
 // is fenced, but nothing can be produced with it until the transaction's
 // partition returns.
-func FenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTimeout time.Duration) error {
+func fenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTimeout time.Duration) error {
 	start := time.Now()
 	described := start
 	for {
@@ -105,7 +105,7 @@ func FenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTim
 			return fmt.Errorf("fence transactional id %q: %w", id, err)
 		case errors.Is(err, kerr.ConcurrentTransactions) && time.Since(described) >= describeEvery:
 			described = time.Now()
-			if stuck, why, derr := Stuck(ctx, cl, id, time.Since(start)); derr == nil && stuck {
+			if stuck, why, derr := transactionStuck(ctx, cl, id, time.Since(start)); derr == nil && stuck {
 				return fmt.Errorf("fence transactional id %q: %s: %w", id, why, ErrTransactionStuck)
 			}
 		}
@@ -119,13 +119,13 @@ func FenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTim
 	}
 }
 
-// Stuck reports whether id's last transaction, as the coordinator
+// transactionStuck reports whether id's last transaction, as the coordinator
 // describes it, has ended without being finished (PrepareCommit,
 // PrepareAbort or PrepareEpochFence: its end is in the coordinator's log,
 // markers are missing) and cannot finish soon: a partition it wrote has no
 // leader, or the caller has waited for it stuckAfter already. why says
 // which.
-func Stuck(ctx context.Context, cl *kgo.Client, id string, waited time.Duration) (stuck bool, why string, err error) {
+func transactionStuck(ctx context.Context, cl *kgo.Client, id string, waited time.Duration) (stuck bool, why string, err error) {
 	adm := kadm.NewClient(cl)
 	described, err := adm.DescribeTransactions(ctx, id)
 	if err != nil {

@@ -256,11 +256,12 @@ func (p *publisher) produce(ctx context.Context, lane int, producer Producer, b 
 	}
 	// ending reports, while nothing of the batch is acknowledged, whether
 	// the lane's last transaction has ended but cannot finish (a partition
-	// it wrote has no leader, kafka.Stuck): until it finishes none of this
-	// one's records can be appended. The batch is then given up and the
-	// lane's producer made again, which moves the lane to a new
-	// transactional id (send). It asks the coordinator from StallTimeout/2
-	// on, at most every StallTimeout/4, before and after ProduceTimeout.
+	// it wrote has no leader, kafka.TxClient.TransactionStuck): until it
+	// finishes none of this one's records can be appended. The batch is
+	// then given up and the lane's producer made again, which moves the
+	// lane to a new transactional id (send). It asks the coordinator from
+	// StallTimeout/2 on, at most every StallTimeout/4, before and after
+	// ProduceTimeout.
 	var (
 		tp          TxProducer
 		stallCheck  <-chan time.Time
