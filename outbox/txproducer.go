@@ -20,7 +20,7 @@ type TxProducer interface {
 	AbortBufferedRecords(ctx context.Context) error
 	// TransactionStuck reports whether the producer's transactional id's
 	// last transaction has ended but cannot finish, which holds back the
-	// next one, the caller having waited waited
+	// next one; waited is how long the caller has been held up
 	// (kafka.TxClient.TransactionStuck).
 	TransactionStuck(ctx context.Context, waited time.Duration) (bool, error)
 }
