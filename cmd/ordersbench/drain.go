@@ -303,19 +303,29 @@ func topicBytes(ctx context.Context, cl *kgo.Client, topic string) (int64, error
 // has published n rows (for at most 5 minutes), stops it and returns how
 // long the n rows took.
 func (b *bench) runRelay(ctx context.Context, db *postgres.DB, producer outbox.Producer, opts outbox.Options, n int) (time.Duration, error) {
-	reg := prometheus.NewRegistry()
-	om, err := outbox.NewMetrics(reg)
+	start := time.Now()
+	reg, stop, err := b.startRelay(ctx, db, producer, opts)
 	if err != nil {
 		return 0, err
 	}
-	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, opts)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	start := time.Now()
-	go func() { w.Run(wctx); close(done) }()
 	err = waitCounter(ctx, reg, "orders_outbox_published_total", float64(n), 5*time.Minute)
 	elapsed := time.Since(start)
 	stop()
-	<-done
 	return elapsed, err
+}
+
+// startRelay runs a Relay over db's outbox with producer and opts until
+// the returned stop is called (stop returns once Run has), its metrics in
+// reg.
+func (b *bench) startRelay(ctx context.Context, db *postgres.DB, producer outbox.Producer, opts outbox.Options) (reg *prometheus.Registry, stop func(), err error) {
+	reg = prometheus.NewRegistry()
+	om, err := outbox.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, opts)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { w.Run(wctx); close(done) }()
+	return reg, func() { cancel(); <-done }, nil
 }

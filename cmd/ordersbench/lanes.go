@@ -21,18 +21,25 @@ import (
 	"github.com/acme/orders-service/postgres"
 )
 
+// laneVariant is one relay setting the drain phase compares.
+type laneVariant struct {
+	publishers int
+	tx         bool
+}
+
+// laneVariants are the settings the drain phase measures, in order; the
+// first (one publisher, no transactions: the relay before lanes) is the
+// baseline.
+var laneVariants = []laneVariant{{1, false}, {2, false}, {4, false}, {1, true}, {2, true}, {4, true}}
+
 // drainLanes drains the same n rows again with 1, 2 and 4 publishers, with
 // and without Kafka transactions, each beside the one-publisher drain
 // without transactions of the same run. The rows are marked unsent again
 // before each drain (the topic receives them once more each time).
 func (b *bench) drainLanes(ctx context.Context, db *postgres.DB, kcfg kafka.Config, n int) error {
-	type variant struct {
-		publishers int
-		tx         bool
-	}
 	var base float64
 	details := map[string]float64{}
-	for _, v := range []variant{{1, false}, {2, false}, {4, false}, {1, true}, {2, true}, {4, true}} {
+	for _, v := range laneVariants {
 		if _, err := db.Pool.Exec(ctx, `UPDATE outbox SET sent = false, sent_at = NULL`); err != nil {
 			return err
 		}
@@ -68,13 +75,9 @@ func (b *bench) drainLanes(ctx context.Context, db *postgres.DB, kcfg kafka.Conf
 // figures are the relay's, not the gRPC service's.
 func (b *bench) ackLanes(ctx context.Context, db *postgres.DB, kcfg kafka.Config) error {
 	topic := b.topic("bench.drain.relay")
-	type variant struct {
-		publishers int
-		tx         bool
-	}
 	var base float64
 	details := map[string]map[string]float64{}
-	for _, v := range []variant{{1, false}, {2, false}, {4, false}, {1, true}, {2, true}, {4, true}} {
+	for _, v := range laneVariants {
 		p50, p99, err := b.ackWith(ctx, db, kcfg, topic, v.publishers, v.tx)
 		if err != nil {
 			return fmt.Errorf("commit→ack with %d publishers, transactions %v: %w", v.publishers, v.tx, err)
@@ -98,25 +101,16 @@ func (b *bench) ackLanes(ctx context.Context, db *postgres.DB, kcfg kafka.Config
 // (after a warm-up of b.sizes.Warmup) for half of b.sizes.SteadyPhase, and
 // returns the p50 and p99 of the relay's commit→ack over them.
 func (b *bench) ackWith(ctx context.Context, db *postgres.DB, kcfg kafka.Config, topic string, publishers int, tx bool) (p50, p99 float64, err error) {
-	prefix := ""
-	if tx {
-		prefix = fmt.Sprintf("ordersbench.%d.lane-", time.Now().UnixNano())
-	}
-	opts := relayOptions(kcfg, db.OutboxWritten(), publishers, prefix)
+	opts := relayOptions(kcfg, db.OutboxWritten(), publishers, txPrefix(tx))
 	producer, err := opts.NewProducer()
 	if err != nil {
 		return 0, 0, err
 	}
-	reg := prometheus.NewRegistry()
-	om, err := outbox.NewMetrics(reg)
+	reg, stop, err := b.startRelay(ctx, db, producer, opts)
 	if err != nil {
 		return 0, 0, err
 	}
-	w := outbox.New(outbox.Deps{Store: db, Producer: producer, Metrics: om, Logger: b.log}, opts)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { w.Run(wctx); close(done) }()
-	defer func() { stop(); <-done }()
+	defer stop()
 
 	// Orders written as the service writes them, so the relay is woken by
 	// each commit as it is in the service.
@@ -208,11 +202,7 @@ func (b *bench) drainLanesFar(ctx context.Context, db *postgres.DB, kcfg kafka.C
 // drainWith runs a Relay with publishers publishers, its producers made
 // with extra options, until it published n rows and returns its rate.
 func (b *bench) drainWith(ctx context.Context, db *postgres.DB, kcfg kafka.Config, n, publishers int, tx bool, extra ...kgo.Opt) (float64, error) {
-	prefix := ""
-	if tx {
-		prefix = fmt.Sprintf("ordersbench.%d.lane-", time.Now().UnixNano())
-	}
-	opts := relayOptions(kcfg, db.OutboxWritten(), publishers, prefix, extra...)
+	opts := relayOptions(kcfg, db.OutboxWritten(), publishers, txPrefix(tx), extra...)
 	producer, err := opts.NewProducer()
 	if err != nil {
 		return 0, err
@@ -222,6 +212,15 @@ func (b *bench) drainWith(ctx context.Context, db *postgres.DB, kcfg kafka.Confi
 		return 0, err
 	}
 	return float64(n) / elapsed.Seconds(), nil
+}
+
+// txPrefix is a transactional id prefix of its own for a relay with
+// transactions (tx), or "" for one without.
+func txPrefix(tx bool) string {
+	if !tx {
+		return ""
+	}
+	return fmt.Sprintf("ordersbench.%d.lane-", time.Now().UnixNano())
 }
 
 // delayDialer dials each broker through a proxy of its own (started at the
