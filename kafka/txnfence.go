@@ -20,6 +20,15 @@ import (
 // CONCURRENT_TRANSACTIONS.
 var ErrTransactionStuck = errors.New("the transactional id's last transaction cannot finish: a partition it wrote has no leader")
 
+// ErrCommitUnfinished says the coordinator wrote a transaction's commit in
+// its log but cannot finish it, because a partition the transaction wrote
+// has no leader to take its marker (or the marker is overdue, see
+// stuckAfter). The commit stands: the transaction's records become visible
+// to read_committed consumers as its partitions take their markers, the
+// last when that partition returns. Until then the transactional id is
+// stuck as ErrTransactionStuck says.
+var ErrCommitUnfinished = errors.New("the transaction's commit is written but cannot finish: a partition it wrote has no leader")
+
 // stuckAfter is how long a prepared transaction may stay unfinished before
 // it counts as stuck although every partition it wrote has a leader (the
 // leader may be dead but not yet replaced). Markers of an ended transaction
@@ -65,11 +74,52 @@ func NewTransactionalClient(ctx context.Context, c Config, id string, txnTimeout
 // transaction of the id (CONCURRENT_TRANSACTIONS) and franz-go retries
 // without end.
 func (c *TxClient) TransactionStuck(ctx context.Context, waited time.Duration) (bool, error) {
-	stuck, _, err := transactionStuck(ctx, c.Client, c.id, waited)
+	_, why, err := transactionStuck(ctx, c.Client, c.id, waited)
 	if err != nil {
 		return false, fmt.Errorf("transactional id %q: %w", c.id, err)
 	}
-	return stuck, nil
+	return why != "", nil
+}
+
+// Commit commits the client's transaction (EndTransaction with
+// kgo.TryCommit). While the coordinator answers that the transaction is
+// still ending (CONCURRENT_TRANSACTIONS, which franz-go retries until ctx
+// ends), Commit asks it every describeEvery how the transaction stands, and
+// stops waiting once it is stuck (transactionStuck): with an error wrapping
+// ErrCommitUnfinished when its commit is written, or ErrTransactionStuck
+// when it was aborted. Either way the client cannot begin another
+// transaction until the partition returns; close it.
+//
+// Only a transaction that wrote a partition reaches the coordinator (an
+// empty one ends in the client), and the id's previous transaction had
+// finished before it could, so the transaction described is the client's.
+func (c *TxClient) Commit(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.EndTransaction(ctx, kgo.TryCommit) }()
+	start := time.Now()
+	tick := time.NewTicker(describeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+		}
+		state, why, err := transactionStuck(ctx, c.Client, c.id, time.Since(start))
+		if err != nil || why == "" {
+			continue
+		}
+		cancel()
+		if err := <-done; err == nil {
+			return nil // committed and finished just before
+		}
+		if state == "PrepareCommit" {
+			return fmt.Errorf("commit transaction of %q: %s: %w", c.id, why, ErrCommitUnfinished)
+		}
+		return fmt.Errorf("commit transaction of %q: %s: %w", c.id, why, ErrTransactionStuck)
+	}
 }
 
 // fenceTransactionalID initialises transactional id id through cl (any
@@ -105,7 +155,7 @@ func fenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTim
 			return fmt.Errorf("fence transactional id %q: %w", id, err)
 		case errors.Is(err, kerr.ConcurrentTransactions) && time.Since(described) >= describeEvery:
 			described = time.Now()
-			if stuck, why, derr := transactionStuck(ctx, cl, id, time.Since(start)); derr == nil && stuck {
+			if _, why, derr := transactionStuck(ctx, cl, id, time.Since(start)); derr == nil && why != "" {
 				return fmt.Errorf("fence transactional id %q: %s: %w", id, why, ErrTransactionStuck)
 			}
 		}
@@ -119,35 +169,35 @@ func fenceTransactionalID(ctx context.Context, cl *kgo.Client, id string, txnTim
 	}
 }
 
-// transactionStuck reports whether id's last transaction, as the coordinator
-// describes it, has ended without being finished (PrepareCommit,
-// PrepareAbort or PrepareEpochFence: its end is in the coordinator's log,
-// markers are missing) and cannot finish soon: a partition it wrote has no
-// leader, or the caller has waited for it stuckAfter already. why says
-// which.
-func transactionStuck(ctx context.Context, cl *kgo.Client, id string, waited time.Duration) (stuck bool, why string, err error) {
+// transactionStuck describes id's last transaction as the coordinator
+// does: its state, and why, when not "", it is stuck: it has ended without
+// being finished (PrepareCommit, PrepareAbort or PrepareEpochFence: its end
+// is in the coordinator's log, markers are missing) and cannot finish
+// soon, because a partition it wrote has no leader or the caller has
+// waited for it stuckAfter already.
+func transactionStuck(ctx context.Context, cl *kgo.Client, id string, waited time.Duration) (state, why string, err error) {
 	adm := kadm.NewClient(cl)
 	described, err := adm.DescribeTransactions(ctx, id)
 	if err != nil {
-		return false, "", fmt.Errorf("describe transaction: %w", err)
+		return "", "", fmt.Errorf("describe transaction: %w", err)
 	}
 	t, ok := described[id]
 	switch {
 	case !ok:
-		return false, "", errors.New("describe transaction: not described")
+		return "", "", errors.New("describe transaction: not described")
 	case t.Err != nil:
-		return false, "", fmt.Errorf("describe transaction: %w", t.Err)
+		return "", "", fmt.Errorf("describe transaction: %w", t.Err)
 	case !prepared(t.State):
-		return false, "", nil
+		return t.State, "", nil
 	case waited >= stuckAfter:
-		return true, fmt.Sprintf("its transaction stays %s after %s", t.State, waited.Round(time.Millisecond)), nil
+		return t.State, fmt.Sprintf("its transaction stays %s after %s", t.State, waited.Round(time.Millisecond)), nil
 	}
 	if len(t.Topics) == 0 {
-		return false, "", nil
+		return t.State, "", nil
 	}
 	md, err := adm.Metadata(ctx, t.Topics.Topics()...)
 	if err != nil {
-		return false, "", fmt.Errorf("metadata of the transaction's topics: %w", err)
+		return "", "", fmt.Errorf("metadata of the transaction's topics: %w", err)
 	}
 	t.Topics.Each(func(topic string, p int32) {
 		if why != "" {
@@ -157,7 +207,7 @@ func transactionStuck(ctx context.Context, cl *kgo.Client, id string, waited tim
 			why = fmt.Sprintf("its transaction stays %s: partition %d of %s has no leader", t.State, p, topic)
 		}
 	})
-	return why != "", why, nil
+	return t.State, why, nil
 }
 
 // prepared reports whether a transaction in state has ended, with its end

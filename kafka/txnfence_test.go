@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service/internal/kafkatest"
 )
@@ -111,5 +113,95 @@ func TestFenceReportsAStuckTransaction(t *testing.T) {
 			}
 			other.Close()
 		})
+	}
+}
+
+// TestCommitReportsAnUnfinishedCommit: a commit the coordinator wrote but
+// cannot finish (a partition of the transaction lost its leader, so every
+// EndTxn retry is answered CONCURRENT_TRANSACTIONS) ends Commit's wait
+// after the first description, long before its deadline, with
+// ErrCommitUnfinished; the transaction's record is then visible to a
+// read_committed consumer. The id is stuck afterwards: a new client of it
+// is refused with ErrTransactionStuck.
+func TestCommitReportsAnUnfinishedCommit(t *testing.T) {
+	t.Parallel()
+	b := startKfake(t, kfake.SeedTopics(2, "unfinished"))
+	cfg := Config{Brokers: []string{b.Addr()}}
+	ctx := testContext(t, 30*time.Second)
+	cl, err := NewTransactionalClient(ctx, cfg, "tx-unfinished", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	written := kafkatest.UnfinishedCommit(b.Cluster, "tx-unfinished", "unfinished", 2)
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "unfinished", Value: []byte("committed")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = cl.Commit(ctx)
+	took := time.Since(start)
+	if !errors.Is(err, ErrCommitUnfinished) {
+		t.Fatalf("Commit = %v after %s, want ErrCommitUnfinished", err, took)
+	}
+	if took > describeEvery+2*time.Second {
+		t.Errorf("Commit gave up after %s, want about %s", took, describeEvery)
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+
+	rc := newClient(t, cfg, kgo.ConsumeTopics("unfinished"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []string
+	for len(got) == 0 {
+		fs := rc.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("reading the committed record: %v", err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	if len(got) != 1 || got[0] != "committed" {
+		t.Fatalf("read_committed got %q, want the committed record", got)
+	}
+
+	if _, err := NewTransactionalClient(ctx, cfg, "tx-unfinished", time.Minute); !errors.Is(err, ErrTransactionStuck) {
+		t.Fatalf("a new client of the id: %v, want ErrTransactionStuck", err)
+	}
+}
+
+// TestCommitWaitsForACommitInProgress: while the coordinator answers
+// CONCURRENT_TRANSACTIONS for a transaction it does not describe as stuck
+// (still in progress), Commit waits until its context ends.
+func TestCommitWaitsForACommitInProgress(t *testing.T) {
+	t.Parallel()
+	b := startKfake(t, kfake.SeedTopics(1, "slow"))
+	cfg := Config{Brokers: []string{b.Addr()}}
+	cl, err := NewTransactionalClient(testContext(t, 10*time.Second), cfg, "tx-slow", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(testContext(t, 10*time.Second), &kgo.Record{Topic: "slow", Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.StuckTransaction(b.Cluster, "tx-slow", "Ongoing", "gone")
+	b.ControlKey(int16(kmsg.EndTxn), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		b.KeepControl()
+		resp := kr.(*kmsg.EndTxnRequest).ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.ConcurrentTransactions.Code
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*describeEvery)
+	defer cancel()
+	start := time.Now()
+	err = cl.Commit(ctx)
+	if took := time.Since(start); errors.Is(err, ErrCommitUnfinished) || errors.Is(err, ErrTransactionStuck) || took < 4*describeEvery {
+		t.Fatalf("Commit = %v after %s, want an error at its deadline, %s", err, took, 4*describeEvery)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -264,4 +265,68 @@ func parkState(t *testing.T, db *postgres.DB, id int64) parkedRow {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// waitRead waits until c has read every one of events, and fails t if one
+// is missing after timeout, first logging what the broker at addr holds: the
+// missing record's partition and offset (read uncommitted), each partition's
+// high watermark and last stable offset, the producers with a transaction
+// open there, and the last offset c read in each partition.
+func waitRead(t *testing.T, c *collector, addr, topic string, timeout time.Duration, events []string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, e := range events {
+		for len(c.byEventID(e)) == 0 {
+			if time.Now().After(deadline) {
+				explainUnread(t, c, addr, topic, e)
+				t.Fatalf("timed out after %s waiting to read record %s", timeout, e)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func explainUnread(t *testing.T, c *collector, addr, topic, event string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Logf("explain: %v", err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	hwm, err1 := adm.ListEndOffsets(ctx, topic)
+	lso, err2 := adm.ListCommittedOffsets(ctx, topic)
+	producers, err3 := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: {0: {}, 1: {}, 2: {}, 3: {}}})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Logf("explain: %v", err)
+	}
+	lastRead := map[int32]int64{}
+	for _, r := range c.records() {
+		lastRead[r.Partition] = max(lastRead[r.Partition], r.Offset)
+	}
+	hwm.Each(func(o kadm.ListedOffset) {
+		l, _ := lso.Lookup(topic, o.Partition)
+		t.Logf("explain: partition %d: high watermark %d, last stable offset %d, collector read up to %d", o.Partition, o.Offset, l.Offset, lastRead[o.Partition])
+	})
+	producers.EachProducer(func(p kadm.DescribedProducer) {
+		t.Logf("explain: partition %d producer %d epoch %d transaction start offset %d", p.Partition, p.ProducerID, p.ProducerEpoch, p.CurrentTxnStartOffset)
+	})
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		found := false
+		fs.EachRecord(func(r *kgo.Record) {
+			if header(r, "ce_id") == event {
+				t.Logf("explain: record %s is at partition %d offset %d (producer %d epoch %d)", event, r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch)
+				found = true
+			}
+		})
+		if found {
+			return
+		}
+	}
+	t.Logf("explain: record %s not found read uncommitted either", event)
 }

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -144,6 +145,22 @@ type batch struct {
 	parked  map[string]int64 // plan's state: key -> the row its later rows park behind
 	cut     bool             // produce gave up on its records without an outcome (StallTimeout)
 	blocked bool             // produce gave up: the lane's last transaction is not finished, so none of its records can be appended
+	// deadline ends the time the batch may take in Kafka, records and
+	// transaction (ProduceTimeout+ResolveTimeout after its claim).
+	deadline time.Time
+}
+
+// endContext returns ctx bounded for ending the batch's transaction: by
+// the batch's deadline, or endFloor from now if that is later.
+func (b *batch) endContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, later(b.deadline, time.Now().Add(endFloor)))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // newBatch returns recs as a batch, with their Kafka records.

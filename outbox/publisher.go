@@ -60,17 +60,26 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 		func(recs []postgres.OutboxRecord, firstParked map[string]int64, generation int) (postgres.OutboxMarks, error) {
 			res.rows = len(recs)
 			b = newBatch(recs)
+			b.deadline = time.Now().Add(w.cfg.ProduceTimeout + w.cfg.ResolveTimeout)
 			b.plan(firstParked, w.cfg.MaxRecordBytes)
 			w.parts.mark(bctx, b)
 			pctx, span := w.publishSpan(bctx, recs)
 			defer span.End()
 			committed, err := p.send(pctx, lane, generation, b)
+			var move bool
 			switch {
 			case errors.Is(err, kafka.ErrTransactionStuck):
 				w.log.Warn("outbox: the lane's Kafka transactional id cannot produce until a partition returns; the lane moves to a new one",
 					"lane", lane, "generation", generation+1, "error", err)
 				res.again = true
 				return postgres.OutboxMarks{NextGeneration: true}, nil
+			case errors.Is(err, kafka.ErrCommitUnfinished):
+				// Its records are visible as their partitions take the
+				// markers; the id cannot produce until the partition
+				// returns.
+				w.log.Warn("outbox: the lane's Kafka transaction is committed but cannot finish until a partition returns; its rows are sent, and the lane moves to a new one",
+					"lane", lane, "generation", generation+1, "error", err)
+				move, err = true, nil
 			case errors.Is(err, errBlocked):
 				w.log.Info("outbox: the lane's last Kafka transaction is not finished; making the lane's producer again", "lane", lane)
 				res.again = true
@@ -93,6 +102,7 @@ func (p *publisher) publishBatch(ctx context.Context, lane int) (batchResult, er
 			// Nothing reached Kafka: the relay backs off (and its keys wait).
 			res.noAnswer = !b.anyAcked() && len(s.waiting) > 0 && !kafkaAnswered(s.err)
 			res.parked = len(s.marks.Parked)
+			s.marks.NextGeneration = move
 			return s.marks, nil
 		})
 	if busy {
@@ -403,7 +413,8 @@ resolve:
 // send produces the batch: through the publisher's producer, or, with
 // transactions, in one transaction of the lane's producer, committed only
 // when every record was acknowledged. It reports whether the records
-// Kafka acknowledged are visible (committed).
+// Kafka acknowledged are committed (visible, or, with an error wrapping
+// kafka.ErrCommitUnfinished, as their partitions take the markers).
 func (p *publisher) send(ctx context.Context, lane, generation int, b *batch) (committed bool, err error) {
 	w := p.w
 	if w.cfg.NewLaneProducer == nil {

@@ -176,6 +176,11 @@ const (
 	// idleGrace is how long past ProduceTimeout the server lets a publishing
 	// transaction sit idle before it ends the session and frees the lane.
 	idleGrace = 10 * time.Second
+	// endFloor is the least time a batch's transaction gets to end (to
+	// commit, then to abort if the commit fails) after its deadline:
+	// twice endFloor and failGrace fit in idleGrace, so the publishing
+	// PostgreSQL transaction outlives the Kafka one.
+	endFloor = idleGrace / 4
 	// gaugeCountCap bounds the unsent count query.
 	gaugeCountCap = 100000
 )

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acme/orders-service/kafka"
 )
 
 // TxProducer is a lane's transactional producer (*kafka.TxClient): each
@@ -18,6 +20,10 @@ type TxProducer interface {
 	BeginTransaction() error
 	EndTransaction(ctx context.Context, commit kgo.TransactionEndTry) error
 	AbortBufferedRecords(ctx context.Context) error
+	// Commit commits the transaction; an error wrapping
+	// kafka.ErrCommitUnfinished says the commit stands but cannot finish
+	// until a partition returns (kafka.TxClient.Commit).
+	Commit(ctx context.Context) error
 	// TransactionStuck reports whether the producer's transactional id's
 	// last transaction has ended but cannot finish, which holds back the
 	// next one; waited is how long the caller has been held up
@@ -91,9 +97,14 @@ func (w *Relay) closeLaneProducers() {
 
 // endTransaction commits the batch's transaction when every record it
 // produced was acknowledged, and aborts it otherwise (or when the commit
-// fails), each within its own bound whatever ctx's deadline. It reports
-// whether the records are committed. A producer that cannot end its
-// transaction is dropped.
+// fails), by the batch's deadline or within endFloor each, whichever is
+// later, whatever ctx's. It reports whether the records are committed. A
+// producer that cannot end its transaction is dropped.
+//
+// A commit the coordinator wrote but cannot finish (a partition of the
+// transaction lost its leader) stands: endTransaction reports it committed,
+// with an error wrapping kafka.ErrCommitUnfinished, and drops the producer,
+// whose transactional id cannot be used until the partition returns.
 func (w *Relay) endTransaction(ctx context.Context, lane int, p TxProducer, b *batch) (committed bool, err error) {
 	all := true
 	for _, o := range b.outs {
@@ -111,16 +122,24 @@ func (w *Relay) endTransaction(ctx context.Context, lane int, p TxProducer, b *b
 		// A commit whose answer is cut short has an unknowable outcome
 		// (franz-go can then only abort, and the rows would be published
 		// again though they may be committed): so it gets as long as the
-		// claim is held for records without an outcome.
-		cctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout+w.cfg.ResolveTimeout)
-		err := p.EndTransaction(cctx, kgo.TryCommit)
+		// batch may take.
+		cctx, cancel := b.endContext(ctx)
+		err := p.Commit(cctx)
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			return true, nil
+		case errors.Is(err, kafka.ErrCommitUnfinished):
+			w.dropLaneProducer(lane)
+			return true, err
+		case errors.Is(err, kafka.ErrTransactionStuck):
+			// Aborted, and the abort cannot finish: nothing to end.
+			w.dropLaneProducer(lane)
+			return false, nil
 		}
 		w.log.Warn("outbox: Kafka transaction not committed; aborting it, its rows are published again", "lane", lane, "error", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.ProduceTimeout)
+	ctx, cancel := b.endContext(ctx)
 	defer cancel()
 	if err := p.AbortBufferedRecords(ctx); err != nil {
 		w.dropLaneProducer(lane)

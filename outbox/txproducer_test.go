@@ -53,9 +53,7 @@ func TestTransactionsPublishOnce(t *testing.T) {
 	began := time.Now()
 	poll.Eventually(t, time.Minute, "every row sent", func() bool { return countUnsent(t, db) == 0 })
 	t.Logf("%d rows sent in %s", len(events), time.Since(began).Round(time.Millisecond))
-	for _, e := range events {
-		poll.Eventually(t, 30*time.Second, "record "+e+" read committed", func() bool { return len(c.byEventID(e)) > 0 })
-	}
+	waitRead(t, c, addr, topic, 30*time.Second, events)
 	for _, e := range events {
 		if recs := c.byEventID(e); len(recs) != 1 {
 			var at []string
@@ -91,6 +89,41 @@ func TestStuckTransactionalIDMovesTheLane(t *testing.T) {
 		insertRows(t, db, topic, fmt.Sprintf("order-%d", i), 1)
 	}
 
+	poll.Eventually(t, 30*time.Second, "every row sent", func() bool { return countUnsent(t, db) == 0 })
+	checkMovedOnce(t, db, c, lane, key, events)
+}
+
+// TestUnfinishedCommitIsSent: a lane's transaction whose commit the
+// coordinator wrote but cannot finish (a partition it wrote lost its
+// leader, so every retry of the commit is answered CONCURRENT_TRANSACTIONS)
+// counts as committed: its rows are marked sent about a description later,
+// not published again when the batch's deadline (ProduceTimeout +
+// ResolveTimeout, 40s) passes, and the lane moves to its next generation,
+// through which its later rows are published. A read_committed consumer
+// reads each event once, in order.
+func TestUnfinishedCommitIsSent(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	cluster := newFakeCluster(t)
+	addr := cluster.ListenAddrs()[0]
+	const key = "order-unfinished"
+	lane := laneOf(t, db, key)
+	written := kafkatest.UnfinishedCommit(cluster, TransactionalID("tx-unfinished-", lane, 0), topic, 4)
+	c := collectWith(t, addr, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	w, _ := newWorker(t, db, newProducer(t, addr), Options{PollInterval: 50 * time.Millisecond,
+		NewLaneProducer: laneProducers(addr, "tx-unfinished-")})
+	start(t, w)
+
+	events := insertRows(t, db, topic, key, 3)
+	began := time.Now()
+	poll.Eventually(t, 30*time.Second, "the committed rows marked sent", func() bool { return countUnsent(t, db) == 0 })
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the committed rows were marked sent after %s, want about a second", took.Round(time.Millisecond))
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	events = append(events, insertRows(t, db, topic, key, 3)...)
 	poll.Eventually(t, 30*time.Second, "every row sent", func() bool { return countUnsent(t, db) == 0 })
 	checkMovedOnce(t, db, c, lane, key, events)
 }

@@ -1,8 +1,14 @@
 package kafkatest
 
 import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -79,4 +85,73 @@ func StuckTransaction(c *kfake.Cluster, id, state, topic string) {
 		resp.TransactionStates = append(resp.TransactionStates, st)
 		return resp, nil, true
 	})
+}
+
+// UnfinishedCommit makes c answer as a real cluster does whose coordinator
+// wrote the commit of id's next transaction that ends with a commit, but
+// cannot finish it because a partition the transaction wrote lost its
+// leader: the commit markers are written to every partition of topic
+// (records there become visible to read_committed consumers), that EndTxn
+// and every later one of id are answered CONCURRENT_TRANSACTIONS, and id is
+// then StuckTransaction in PrepareCommit, having written a partition without
+// a leader. The returned channel says, once, whether the markers were
+// written (nil) or why not.
+func UnfinishedCommit(c *kfake.Cluster, id, topic string, partitions int32) <-chan error {
+	written := make(chan error, 1)
+	var once sync.Once
+	c.ControlKey(int16(kmsg.EndTxn), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.EndTxnRequest)
+		if req.TransactionalID != id {
+			return nil, nil, false
+		}
+		if req.Commit {
+			once.Do(func() { go commitMarkers(c, id, topic, partitions, req.ProducerID, req.ProducerEpoch, written) })
+		}
+		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.ConcurrentTransactions.Code
+		return resp, nil, true
+	})
+	return written
+}
+
+// commitMarkers writes the commit markers of producer id's transaction to
+// every partition of topic, as a coordinator does once the commit is in its
+// log, then makes id StuckTransaction in PrepareCommit.
+func commitMarkers(c *kfake.Cluster, id, topic string, partitions int32, producerID int64, epoch int16, written chan<- error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		written <- err
+		return
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrWriteTxnMarkersRequest()
+	m := kmsg.NewWriteTxnMarkersRequestMarker()
+	m.ProducerID, m.ProducerEpoch, m.Committed = producerID, epoch, true
+	mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+	mt.Topic = topic
+	for p := range partitions {
+		mt.Partitions = append(mt.Partitions, p)
+	}
+	m.Topics = append(m.Topics, mt)
+	req.Markers = append(req.Markers, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		written <- fmt.Errorf("write transaction markers: %w", err)
+		return
+	}
+	for _, m := range resp.Markers {
+		for _, t := range m.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					written <- fmt.Errorf("write transaction marker to partition %d: %w", p.Partition, err)
+					return
+				}
+			}
+		}
+	}
+	StuckTransaction(c, id, "PrepareCommit", "gone")
+	written <- nil
 }
