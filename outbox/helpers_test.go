@@ -267,23 +267,40 @@ func parkState(t *testing.T, db *postgres.DB, id int64) parkedRow {
 	return r
 }
 
-// waitRead waits until c has read every one of events, and fails t if one
-// is missing after timeout, first logging what the broker at addr holds: the
-// missing record's partition and offset (read uncommitted), each partition's
-// high watermark and last stable offset, the producers with a transaction
-// open there, and the last offset c read in each partition.
-func waitRead(t *testing.T, c *collector, addr, topic string, timeout time.Duration, events []string) {
+// readCommitted reads topic at addr from the start with a new
+// read_committed client until it has read every one of events, and returns
+// the records read. If one is missing after timeout it fails t, first
+// logging what the broker holds: the missing record's partition and offset
+// (read uncommitted), each partition's high watermark and last stable
+// offset, the producers with a transaction open there, and the last offset
+// read in each partition.
+func readCommitted(t *testing.T, addr, topic string, timeout time.Duration, events []string) *collector {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for _, e := range events {
-		for len(c.byEventID(e)) == 0 {
-			if time.Now().After(deadline) {
-				explainUnread(t, c, addr, topic, e)
-				t.Fatalf("timed out after %s waiting to read record %s", timeout, e)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c := &collector{}
+	missing := func() string {
+		for _, e := range events {
+			if len(c.byEventID(e)) == 0 {
+				return e
+			}
+		}
+		return ""
+	}
+	for e := missing(); e != ""; e = missing() {
+		if ctx.Err() != nil {
+			explainUnread(t, c, addr, topic, e)
+			t.Fatalf("timed out after %s reading record %s read_committed", timeout, e)
+		}
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { c.recs = append(c.recs, r) })
+	}
+	return c
 }
 
 func explainUnread(t *testing.T, c *collector, addr, topic, event string) {
