@@ -252,6 +252,13 @@ launch() {
 		-Dlog4j2.configurationFile="$log4j" -cp "$libs/*" \
 		kafka.Kafka "$d/server.properties" >>"$d/server.log" 2>&1 </dev/null &
 	pid=$!
+	# Until the child has exec'd setsid its command line is this shell's,
+	# which node_pid would take for a node that exited.
+	for _ in {1..100}; do
+		grep -qa kafka.Kafka "/proc/$pid/cmdline" 2>/dev/null && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
 	echo "$pid" >"$d/kafka.pid"
 }
 
