@@ -10,8 +10,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/acme/orders-service/cloudevents"
 	"github.com/acme/orders-service/internal/kafkatest"
@@ -334,16 +336,59 @@ func explainUnread(t *testing.T, c *collector, addr, topic, event string) {
 	})
 	for ctx.Err() == nil {
 		fs := cl.PollFetches(ctx)
-		found := false
+		var found *kgo.Record
 		fs.EachRecord(func(r *kgo.Record) {
 			if header(r, "ce_id") == event {
-				t.Logf("explain: record %s is at partition %d offset %d (producer %d epoch %d)", event, r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch)
-				found = true
+				found = r
 			}
 		})
-		if found {
+		if found != nil {
+			t.Logf("explain: record %s is at partition %d offset %d (producer %d epoch %d)", event, found.Partition, found.Offset, found.ProducerID, found.ProducerEpoch)
+			explainFetch(t, ctx, cl, topic, found.Partition)
 			return
 		}
 	}
 	t.Logf("explain: record %s not found read uncommitted either", event)
+}
+
+// explainFetch logs a read_committed fetch of partition from its start as
+// the broker answers it: its error, offsets and aborted transactions, and
+// each record batch's offsets, producer and kind.
+func explainFetch(t *testing.T, ctx context.Context, cl *kgo.Client, topic string, partition int32) {
+	t.Helper()
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		t.Logf("explain: metadata: %v", err)
+		return
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes, req.IsolationLevel, req.SessionEpoch = -1, 100, 1, 1<<20, 1, -1
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, md.Topics[topic].ID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, rp.CurrentLeaderEpoch, rp.LogStartOffset = partition, 0, 1<<20, -1, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Logf("explain: fetch: %v", err)
+		return
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			t.Logf("explain: read_committed fetch of partition %d: error %v, high watermark %d, last stable offset %d, aborted transactions %+v",
+				rp.Partition, kerr.ErrorForCode(rp.ErrorCode), rp.HighWatermark, rp.LastStableOffset, rp.AbortedTransactions)
+			for raw := rp.RecordBatches; len(raw) > 0; {
+				var b kmsg.RecordBatch
+				if err := b.ReadFrom(raw); err != nil {
+					t.Logf("explain: batch: %v", err)
+					break
+				}
+				t.Logf("explain: batch offsets %d-%d producer %d epoch %d transactional %v control %v records %d",
+					b.FirstOffset, b.FirstOffset+int64(b.LastOffsetDelta), b.ProducerID, b.ProducerEpoch,
+					b.Attributes&0x10 != 0, b.Attributes&0x20 != 0, b.NumRecords)
+				raw = raw[min(len(raw), 12+int(b.Length)):]
+			}
+		}
+	}
 }
