@@ -388,7 +388,9 @@ func TestEndToEndOrderIsPaidThroughKafka(t *testing.T) {
 	if err := json.Unmarshal(events[1].value, &data); err != nil || data["status"] != "finished" || data["order_id"] != id {
 		t.Errorf("OrderFinished data = %s (%v)", events[1].value, err)
 	}
-	payments := readTopic(t, k.brokers, k.inboxTopic, 1, 5*time.Second)
+	// The payment is there (the order finished by it); the bound is only
+	// for a new client on a loaded machine.
+	payments := readTopic(t, k.brokers, k.inboxTopic, 1, 20*time.Second)
 	if len(payments) != 1 || payments[0].typ != "payments.v1.PaymentSucceeded" || payments[0].key != id {
 		t.Fatalf("payments = %+v", payments)
 	}
