@@ -49,19 +49,26 @@ func TestFenceAbortsTheOpenTransaction(t *testing.T) {
 		t.Fatalf("commit of the new producer: %v", err)
 	}
 
-	rc := newClient(t, cfg, kgo.ConsumeTopics("fenced"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	if got := readCommittedValues(t, ctx, cfg, "fenced"); len(got) != 1 || got[0] != "live" {
+		t.Fatalf("read_committed got %q, want only the new producer's record", got)
+	}
+}
+
+// readCommittedValues reads topic from the start read_committed until a
+// poll returns records, and returns their values.
+func readCommittedValues(t *testing.T, ctx context.Context, cfg Config, topic string) []string {
+	t.Helper()
+	rc := newClient(t, cfg, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	var got []string
 	for len(got) == 0 {
 		fs := rc.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			t.Fatalf("reading the committed record: %v", err)
+			t.Fatalf("reading the committed records of %s: %v", topic, err)
 		}
 		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
 	}
-	if len(got) != 1 || got[0] != "live" {
-		t.Fatalf("read_committed got %q, want only the new producer's record", got)
-	}
+	return got
 }
 
 // TestFenceReportsAStuckTransaction: an id whose transaction is prepared
@@ -153,17 +160,7 @@ func TestCommitReportsAnUnfinishedCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rc := newClient(t, cfg, kgo.ConsumeTopics("unfinished"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	var got []string
-	for len(got) == 0 {
-		fs := rc.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("reading the committed record: %v", err)
-		}
-		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
-	}
-	if len(got) != 1 || got[0] != "committed" {
+	if got := readCommittedValues(t, ctx, cfg, "unfinished"); len(got) != 1 || got[0] != "committed" {
 		t.Fatalf("read_committed got %q, want the committed record", got)
 	}
 
