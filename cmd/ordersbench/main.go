@@ -179,7 +179,7 @@ type PlanCheck struct {
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ordersbench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smoke run with tiny sizes and 1s phases (CI)")
-	out := fs.String("out", "", "results file (default bench/results.json; with -short, ordersbench-short.json in the temp dir)")
+	out := fs.String("out", "", "results file (default bench/results.json for a full run; with -short or -phases, ordersbench-<phases or short>.json in the temp dir)")
 	adminDSN := fs.String("postgres", envOr("BENCH_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
 		"PostgreSQL server to create the benchmark's databases on (BENCH_POSTGRES_DSN)")
 	profile := fs.String("profile", "", "write CPU profiles of the service and of the in-process workers to this directory")
@@ -188,7 +188,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var serviceEnv envList
 	fs.Var(&serviceEnv, "service-env", "NAME=value added to the service's environment (repeatable), for experiments")
 	phaseDur := fs.Duration("phase", 0, "length of each CreateOrder measurement (default 10s, with -short 1s)")
-	phases := fs.String("phases", strings.Join(allPhases[:len(allPhases)-1], ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
+	fullRun := strings.Join(allPhases[:len(allPhases)-1], ",")
+	phases := fs.String("phases", fullRun, "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
 	soak := fs.Duration("soak", 10*time.Minute, "length of the soak phase")
 	brokers := fs.String("brokers", os.Getenv("BENCH_KAFKA_BROKERS"),
 		"seed brokers of a running Kafka cluster to measure against, e.g. make kafka-up's 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 (BENCH_KAFKA_BROKERS); empty: a kfake broker of the run's own")
@@ -234,9 +235,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		b.sizes.Phase = *phaseDur
 	}
 	if *out == "" {
-		*out = filepath.Join("bench", "results.json")
-		if *short {
+		switch {
+		case *short:
 			*out = filepath.Join(os.TempDir(), "ordersbench-short.json")
+		case *phases != fullRun:
+			// Some phases only: the committed full run's results stay.
+			*out = filepath.Join(os.TempDir(), "ordersbench-"+strings.ReplaceAll(*phases, ",", "-")+".json")
+		default:
+			*out = filepath.Join("bench", "results.json")
 		}
 	}
 	if b.profile != "" {
