@@ -17,7 +17,9 @@
 #              quorum left) and is killed after KAFKA_CLUSTER_TIMEOUT: use kill.
 #   kill N     SIGKILL node N by its pid and wait until it has gone.
 #   start N    start node N again on its existing storage; returns once its
-#              broker port accepts connections.
+#              broker port accepts connections. Another node must be running
+#              (every node is a controller: alone it has no quorum); to start
+#              a stopped cluster, run up.
 #   status     one line per node: id, pid, running or stopped, ports.
 #   bootstrap  print the bootstrap list.
 #
@@ -396,6 +398,10 @@ kill)
 start)
 	node_arg "${2:-}"
 	[ -f "$dir/node$2/data/meta.properties" ] || die "node $2 has no storage in $dir: run up first"
+	others=0
+	for n in "${nodes[@]}"; do [ "$n" != "$2" ] && [ -n "$(node_pid "$n")" ] && others=$((others + 1)); done
+	# Every node is a controller too: alone, one cannot reach the quorum.
+	((others > 0)) || die "start $2: no other node runs, so it cannot reach the controller quorum; run up"
 	start_node "$2"
 	echo "node $2 (pid $(node_pid "$2")) listening on 127.0.0.1:$(broker_port "$2")"
 	;;
